@@ -1,0 +1,58 @@
+"""cutover's bridge: the reusable toolkit for hosting Twisted and asyncio in one process.
+
+Public surface:
+
+* CPU budget: :func:`cpu_budget`, :class:`CpuBudget`
+* the shared pool: :class:`SharedPool`, :func:`get_pool`, :func:`set_pool`, :func:`worker_threads`
+* the two worlds: :func:`install_reactor`, :func:`stop_reactor`, :func:`run_reactor_in_thread`,
+  :func:`as_future`, :func:`as_deferred`, :func:`deferred_api`, :func:`async_api`
+* errors: :mod:`bridge.errors`
+
+Importing :mod:`bridge` never installs a reactor.
+"""
+
+from ._worker import worker_threads
+from .cpu import CpuBudget, CpuBudgetError, cpu_budget
+from .deferreds import as_deferred, as_future, async_api, deferred_api
+from .errors import (
+    MainModuleGuardError,
+    PoolBusy,
+    PoolClosed,
+    PoolError,
+    ReactorInstallError,
+    RemoteTraceback,
+    SerializationError,
+    WorkerCrashed,
+    WorkerStartupError,
+)
+from .pool import PoolStats, SharedPool, get_pool, set_pool
+from .reactor import install_reactor, run_reactor_in_thread, stop_reactor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CpuBudget",
+    "CpuBudgetError",
+    "MainModuleGuardError",
+    "PoolBusy",
+    "PoolClosed",
+    "PoolError",
+    "PoolStats",
+    "ReactorInstallError",
+    "RemoteTraceback",
+    "SerializationError",
+    "SharedPool",
+    "WorkerCrashed",
+    "WorkerStartupError",
+    "as_deferred",
+    "as_future",
+    "async_api",
+    "cpu_budget",
+    "deferred_api",
+    "get_pool",
+    "install_reactor",
+    "run_reactor_in_thread",
+    "set_pool",
+    "stop_reactor",
+    "worker_threads",
+]

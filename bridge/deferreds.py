@@ -1,0 +1,336 @@
+"""Deferreds and asyncio futures, in both directions.
+
+Two arrangements are supported, and every function here works in both:
+
+* **shared loop**: Twisted's asyncio reactor runs on the asyncio loop
+  (:func:`bridge.install_reactor`, or pytest-twisted with ``--reactor=asyncio``).
+  Hand-offs are direct calls on the one thread.
+* **reactor thread**: the reactor runs in a thread of its own
+  (:func:`bridge.run_reactor_in_thread`). Deferreds are touched only in the
+  reactor thread (``callFromThread``) and futures only in the loop thread
+  (``call_soon_threadsafe``).
+
+Rules that hold in both, by design:
+
+* A coroutine handed to :func:`as_deferred` runs as an asyncio ``Task``, not
+  under Twisted's ``ensureDeferred``, so inside it ``await`` works on asyncio
+  futures and Deferreds alike (Twisted #11841, pytest-twisted #163).
+* Cancellation crosses both ways. Cancelling the asyncio side cancels the
+  Deferred; a Deferred that fails with Twisted's ``CancelledError`` cancels the
+  future (the awaiting task sees ``asyncio.CancelledError``), and cancelling a
+  Deferred from :func:`as_deferred` cancels its task.
+* Exceptions cross as themselves, with their original ``__traceback__``; a
+  :class:`~twisted.python.failure.Failure` never reaches asyncio code.
+* :func:`as_future` observes a Deferred rather than consuming its result:
+  callbacks added later still see a success. A failure is handed to the future
+  and the Deferred's chain continues with ``None``, so the error is reported
+  once, by whoever awaits the future, not again as "Unhandled error in Deferred".
+* contextvars set by the caller are visible inside the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+from twisted.internet import defer
+from twisted.internet.defer import Deferred
+from twisted.python import threadable
+from twisted.python.failure import Failure
+
+__all__ = ["as_future", "as_deferred", "deferred_api", "async_api", "deferred_from_future", "set_bridge_loop"]
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+_bridge_loop: asyncio.AbstractEventLoop | None = None
+
+
+def set_bridge_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    """The asyncio loop that :func:`as_deferred` uses when called from a reactor thread with no loop."""
+    global _bridge_loop
+    _bridge_loop = loop
+
+
+def _reactor() -> Any:
+    # Imported late: importing it at module level would install the default reactor.
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def _in_reactor_thread() -> bool:
+    """True when Deferreds may be touched here: in the reactor's thread, or with no reactor running."""
+    return threadable.ioThread is None or threadable.isInIOThread()
+
+
+def _current_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _exception_of(failure: Failure) -> BaseException:
+    exc = failure.value
+    if exc.__traceback__ is None and failure.tb is not None:
+        exc = exc.with_traceback(failure.tb)
+    return exc
+
+
+def _failure_of(exc: BaseException) -> Failure:
+    return Failure(exc, type(exc), exc.__traceback__)
+
+
+# ---------------------------------------------------------------- Deferred -> future
+
+
+def _future_from(
+    make: Callable[[], Deferred[T]], loop: asyncio.AbstractEventLoop, ctx: contextvars.Context
+) -> asyncio.Future[T]:
+    """A future on ``loop`` that follows the Deferred ``make()`` returns in the reactor thread."""
+    future: asyncio.Future[T] = loop.create_future()
+    deferreds: list[Deferred[T]] = []
+
+    def settle(apply: Callable[[], Any]) -> None:
+        settle_in(loop, apply)
+
+    def on_result(result: T) -> T:
+        settle(lambda: future.done() or future.set_result(result))
+        return result
+
+    def on_failure(failure: Failure) -> None:
+        if failure.check(defer.CancelledError):
+            settle(future.cancel)
+        else:
+            exc = _exception_of(failure)
+            settle(lambda: future.done() or future.set_exception(exc))
+        return None
+
+    def attach() -> None:  # in the reactor thread
+        if future.cancelled():
+            return
+        try:
+            d = ctx.run(make)
+        except BaseException as exc:  # noqa: BLE001 - the caller's error, delivered to the caller
+            settle(lambda: future.done() or future.set_exception(exc))
+            return
+        deferreds.append(d)
+        d.addCallbacks(on_result, on_failure)
+
+    def on_future_done(fut: asyncio.Future[T]) -> None:  # in the loop thread
+        if fut.cancelled():
+            in_reactor(lambda: [d.cancel() for d in deferreds if not d.called])
+
+    future.add_done_callback(on_future_done)
+    in_reactor(attach)
+    return future
+
+
+def in_reactor(fn: Callable[[], Any]) -> None:
+    """Call ``fn`` in the reactor thread: now if this is it, else via ``callFromThread``."""
+    if _in_reactor_thread():
+        fn()
+    else:
+        _reactor().callFromThread(fn)
+
+
+def as_future(d: Deferred[T], loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Future[T]:
+    """An asyncio future for a Deferred; ``await as_future(d)`` from asyncio code.
+
+    Cancelling the future (or the task awaiting it) cancels the Deferred.
+    """
+    if not isinstance(d, Deferred):
+        raise TypeError(f"as_future() takes a Deferred, got {type(d).__name__}")
+    target = loop or asyncio.get_running_loop()
+    return _future_from(lambda: d, target, contextvars.copy_context())
+
+
+def async_api(fn: Callable[P, Deferred[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Make a Deferred-returning function awaitable from asyncio.
+
+    In reactor-thread mode the function itself is called in the reactor
+    thread, where Twisted APIs may be used, with the caller's contextvars.
+    """
+
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        make = functools.partial(defer.maybeDeferred, fn, *args, **kwargs)
+        return await _future_from(make, loop, contextvars.copy_context())
+
+    return wrapper
+
+
+# ---------------------------------------------------------------- awaitable -> Deferred
+
+
+class _DeferredAwareCoroutine(Coroutine[Any, Any, T]):
+    """Drives a coroutine for an asyncio Task so that ``await deferred`` works inside it.
+
+    A Deferred awaited in a coroutine yields itself to whoever drives the
+    coroutine; an asyncio Task refuses that ("Task got bad yield"). This driver
+    hands the Task a future that completes when the Deferred has a result,
+    without taking the result: when the Task resumes the coroutine, the
+    Deferred's own ``__await__`` returns the value or raises the error.
+    Cancelling the Task cancels the Deferred it waits on.
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> None:
+        self._coro, self._loop = coro, loop
+
+    def send(self, value: Any) -> Any:
+        return self._translate(self._coro.send(value))
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # type: ignore[override]
+        if val is None and tb is None:
+            return self._translate(self._coro.throw(typ))
+        return self._translate(self._coro.throw(typ, val, tb))
+
+    def close(self) -> None:
+        self._coro.close()
+
+    def __await__(self) -> Any:
+        return self
+
+    def __iter__(self) -> Any:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def _translate(self, yielded: Any) -> Any:
+        if not isinstance(yielded, Deferred):
+            return yielded
+        d = yielded
+        waiter = self._loop.create_future()
+
+        def wake(result: Any) -> Any:
+            settle_in(self._loop, lambda: waiter.done() or waiter.set_result(None))
+            return result  # untouched: the coroutine reads it from the Deferred
+
+        def on_waiter_done(fut: asyncio.Future[None]) -> None:
+            if fut.cancelled():
+                def cancel() -> None:
+                    if not d.called:
+                        d.cancel()
+                        d.addErrback(lambda f: f.trap(defer.CancelledError))
+
+                in_reactor(cancel)
+
+        waiter.add_done_callback(on_waiter_done)
+        in_reactor(lambda: d.addBoth(wake))
+        waiter._asyncio_future_blocking = True
+        return waiter
+
+
+def settle_in(loop: asyncio.AbstractEventLoop, apply: Callable[[], Any]) -> None:
+    """Call ``apply`` in ``loop``'s thread: now if this is it, else via ``call_soon_threadsafe``."""
+    if _current_loop() is loop:
+        apply()
+    else:
+        loop.call_soon_threadsafe(apply)
+
+
+
+def _loop_for_deferred(loop: asyncio.AbstractEventLoop | None) -> asyncio.AbstractEventLoop:
+    for candidate in (loop, _current_loop(), _bridge_loop):
+        if candidate is not None:
+            return candidate
+    installed = sys.modules.get("twisted.internet.reactor")
+    reactor_loop = getattr(installed, "_asyncioEventloop", None)
+    if reactor_loop is not None:
+        return reactor_loop
+    raise RuntimeError(
+        "as_deferred() needs an asyncio loop: call it from the loop's thread, pass loop=, "
+        "or start the reactor with bridge.run_reactor_in_thread(loop)"
+    )
+
+
+async def _await(awaitable: Awaitable[T]) -> T:
+    return await awaitable
+
+
+def as_deferred(awaitable: Awaitable[T] | Deferred[T], loop: asyncio.AbstractEventLoop | None = None) -> Deferred[T]:
+    """A Deferred for a coroutine, task or future, run as an asyncio Task.
+
+    ``Deferred.cancel()`` cancels the task; the task's exception is the
+    Deferred's failure, with the original traceback. A Deferred passes through.
+    """
+    if isinstance(awaitable, Deferred):
+        return awaitable
+    if not inspect.isawaitable(awaitable):
+        raise TypeError(f"as_deferred() takes an awaitable, got {type(awaitable).__name__}")
+    target = _loop_for_deferred(loop)
+    ctx = contextvars.copy_context()
+    if inspect.iscoroutine(awaitable):
+        awaitable = _DeferredAwareCoroutine(awaitable, target)
+    elif _current_loop() is not target:
+        awaitable = _DeferredAwareCoroutine(_await(awaitable), target)
+
+    if _current_loop() is target:
+        task: asyncio.Future[T] | concurrent.futures.Future[T] = ctx.run(asyncio.ensure_future, awaitable, loop=target)
+    else:
+        # The task is created in the loop's thread from a callback that carries this context.
+        task = ctx.run(asyncio.run_coroutine_threadsafe, awaitable, target)
+    cancel = task.cancel
+
+    d: Deferred[T] = Deferred(lambda _: cancel())
+
+    def on_done(fut: Any) -> None:
+        def deliver() -> None:
+            if d.called:
+                return  # the Deferred was cancelled first and has already failed
+            if fut.cancelled():
+                d.errback(Failure(defer.CancelledError()))
+                return
+            exc = fut.exception()
+            if exc is not None:
+                d.errback(_failure_of(exc))
+            else:
+                d.callback(fut.result())
+
+        in_reactor(deliver)
+
+    task.add_done_callback(on_done)
+    return d
+
+
+def deferred_api(fn: Callable[P, Awaitable[T]]) -> Callable[P, Deferred[T]]:
+    """Make an ``async def`` callable from Twisted code as a Deferred-returning function."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
+        return as_deferred(fn(*args, **kwargs))
+
+    return wrapper
+
+
+def deferred_from_future(future: concurrent.futures.Future[T]) -> Deferred[T]:
+    """A Deferred for a ``concurrent.futures.Future`` settled in any thread.
+
+    The result is delivered in the reactor thread; ``Deferred.cancel()``
+    cancels the future (for pool calls, that cancels the call).
+    """
+    d: Deferred[T] = Deferred(lambda _: future.cancel())
+
+    def deliver(fut: concurrent.futures.Future[T]) -> None:
+        if d.called:
+            return
+        if fut.cancelled():
+            d.errback(Failure(defer.CancelledError()))
+            return
+        exc = fut.exception()
+        if exc is not None:
+            d.errback(_failure_of(exc))
+        else:
+            d.callback(fut.result())
+
+    future.add_done_callback(lambda fut: in_reactor(functools.partial(deliver, fut)))
+    return d

@@ -1,0 +1,66 @@
+"""The errors cutover raises, in one place so callers can catch them by family.
+
+Every pool failure is a :class:`PoolError`, except a call that overruns its
+timeout, which raises the builtin :class:`TimeoutError` like ``asyncio.timeout``
+does, and a cancelled call, which raises the caller's own ``CancelledError``.
+"""
+
+from __future__ import annotations
+
+
+class PoolError(Exception):
+    """Base class of the shared pool's own errors."""
+
+
+class PoolClosed(PoolError):
+    """The pool is not running: it was never started, or it is closing or closed."""
+
+
+class PoolBusy(PoolError):
+    """The pool's queue is full and the caller asked not to wait (``block=False``)."""
+
+
+class WorkerCrashed(PoolError):
+    """The worker process running this call died (SIGKILL, segfault, out of memory).
+
+    Only the call that was on the dead worker fails; the pool replaces the worker.
+    """
+
+    def __init__(self, message: str, *, pid: int | None = None, exitcode: int | None = None) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+
+
+class WorkerStartupError(PoolError):
+    """A worker could not start: its initializer raised, or it died before it was ready.
+
+    Raised once, with the worker's traceback, instead of a storm of broken calls.
+    """
+
+
+class MainModuleGuardError(PoolError):
+    """The main module would be re-run by every worker because it lacks ``if __name__ == "__main__":``."""
+
+
+class SerializationError(PoolError, TypeError):
+    """A function, an argument or a result could not be pickled across the process boundary."""
+
+
+class RemoteTraceback(Exception):
+    """The formatted traceback of an exception raised in a worker, attached as ``__cause__``."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
+
+
+class RemoteError(Exception):
+    """Stands in for a worker exception that could not be pickled back to the caller."""
+
+
+class ReactorInstallError(RuntimeError):
+    """Twisted already has a reactor that cutover cannot run on the asyncio loop."""
