@@ -1,0 +1,257 @@
+"""Deferred <-> asyncio with Twisted's asyncio reactor sharing the loop (pytest-twisted, --reactor=asyncio).
+
+The same behaviours with the reactor in its own thread are checked in
+test_reactor.py, which runs them in a child process with the default reactor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import gc
+import traceback
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor, threads
+from twisted.python.failure import Failure
+
+from bridge import as_deferred, as_future, async_api, deferred_api
+from bridge.testing import asyncio_test
+
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="unset")
+
+
+def later(value: Any, delay: float = 0.01) -> defer.Deferred[Any]:
+    d: defer.Deferred[Any] = defer.Deferred()
+    reactor.callLater(delay, d.callback, value)
+    return d
+
+
+def raise_deep() -> None:
+    raise KeyError("deep inside Twisted")
+
+
+def frames(exc: BaseException) -> list[str]:
+    return [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
+
+
+# ---------------------------------------------------------------- Deferred -> asyncio
+
+
+@asyncio_test
+async def test_as_future_waits_for_a_deferred_and_leaves_the_result_for_later_callbacks() -> None:
+    d = later("face")
+    assert await as_future(d) == "face"
+    seen: list[str] = []
+    d.addCallback(seen.append)
+    assert seen == ["face"]
+
+
+@asyncio_test
+async def test_as_future_raises_the_original_exception_with_its_traceback() -> None:
+    d = threads.deferToThread(raise_deep)
+    with pytest.raises(KeyError, match="deep inside Twisted") as caught:
+        await as_future(d)
+    assert "raise_deep" in frames(caught.value)
+    assert not isinstance(caught.value, Failure)
+    rest: list[Any] = []
+    d.addBoth(rest.append)
+    assert rest == [None]  # the failure went to the future, not on down the chain
+
+
+@asyncio_test
+async def test_cancelling_the_awaiting_task_cancels_the_deferred() -> None:
+    cancelled = asyncio.Event()
+    d: defer.Deferred[Any] = defer.Deferred(lambda _: cancelled.set())
+
+    async def awaits() -> Any:
+        return await as_future(d)
+
+    task = asyncio.ensure_future(awaits())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.wait_for(cancelled.wait(), 30)
+    assert d.called
+
+
+@asyncio_test
+async def test_cancelling_the_deferred_cancels_the_awaiting_task() -> None:
+    d: defer.Deferred[Any] = defer.Deferred()
+    task = asyncio.ensure_future(as_future(d))
+    await asyncio.sleep(0)
+    d.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert task.cancelled()
+
+
+@asyncio_test
+async def test_async_api_makes_a_deferred_function_awaitable_with_contextvars() -> None:
+    @async_api
+    def lookup(key: str) -> defer.Deferred[str]:
+        return later(f"{key}:{request_id.get()}")
+
+    request_id.set("r-1")
+    assert await lookup("user") == "user:r-1"
+    assert lookup.__name__ == "lookup"
+
+
+# ---------------------------------------------------------------- asyncio -> Deferred
+
+
+async def mixed_awaits() -> str:
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[str] = loop.create_future()
+    loop.call_later(0.01, fut.set_result, "asyncio")
+    from_asyncio = await fut
+    from_twisted = await later("twisted")
+    from_thread = await threads.deferToThread(str.upper, "thread")
+    return f"{from_asyncio}+{from_twisted}+{from_thread}+{request_id.get()}"
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_coroutine_from_twisted_awaits_asyncio_futures_and_deferreds_alike() -> Any:
+    request_id.set("r-2")
+    result = yield as_deferred(mixed_awaits())
+    assert result == "asyncio+twisted+THREAD+r-2"
+
+
+@pytest_twisted.inlineCallbacks
+def test_twisted_ensure_deferred_cannot_do_what_as_deferred_does() -> Any:
+    """The trap this bridge exists for (Twisted #11841): shown, so the test fails if it ever goes away."""
+    with pytest.raises(RuntimeError, match="await wasn't used with future"):
+        yield defer.ensureDeferred(mixed_awaits())
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_failing_coroutine_fails_its_deferred_with_the_original_traceback() -> Any:
+    async def broken() -> None:
+        await asyncio.sleep(0)
+        raise_deep()
+
+    with pytest.raises(KeyError) as caught:
+        yield as_deferred(broken())
+    assert {"broken", "raise_deep"} <= set(frames(caught.value))
+
+
+@asyncio_test
+async def test_a_deferred_failure_awaited_inside_the_task_is_raised_there() -> None:
+    async def handles() -> str:
+        try:
+            await threads.deferToThread(raise_deep)
+        except KeyError as exc:
+            return f"handled {exc}"
+        return "not raised"
+
+    assert await as_future(as_deferred(handles())) == "handled 'deep inside Twisted'"
+
+
+@asyncio_test
+async def test_cancelling_the_deferred_cancels_the_task() -> None:
+    started, finished = asyncio.Event(), asyncio.Event()
+    outcome: list[str] = []
+
+    async def long_job() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            outcome.append("cancelled")
+            raise
+        finally:
+            finished.set()
+
+    d = as_deferred(long_job())
+    await started.wait()
+    d.cancel()
+    await asyncio.wait_for(finished.wait(), 30)
+    assert outcome == ["cancelled"]
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    assert failures[0].check(defer.CancelledError)
+
+
+@asyncio_test
+async def test_cancelling_the_deferred_cancels_a_deferred_the_task_awaits() -> None:
+    inner_cancelled = asyncio.Event()
+    inner: defer.Deferred[Any] = defer.Deferred(lambda _: inner_cancelled.set())
+    started = asyncio.Event()
+
+    async def waits_on_twisted() -> Any:
+        started.set()
+        return await inner
+
+    outer = as_deferred(waits_on_twisted())
+    await started.wait()
+    outer.cancel()
+    await asyncio.wait_for(inner_cancelled.wait(), 30)
+    assert inner.called
+
+
+@asyncio_test
+async def test_cancelling_the_task_fails_the_deferred_with_cancelled_error() -> None:
+    holder: list[asyncio.Task[Any]] = []
+    started = asyncio.Event()
+
+    async def job() -> None:
+        holder.append(asyncio.current_task())  # type: ignore[arg-type]
+        started.set()
+        await asyncio.Event().wait()
+
+    d = as_deferred(job())
+    await started.wait()
+    holder[0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await as_future(d)
+
+
+@asyncio_test
+async def test_a_deferred_cancelled_before_its_task_starts_reports_nothing() -> None:
+    """Twisted #12470: Deferred.fromFuture leaves an unhandled CancelledError here."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    ran: list[bool] = []
+
+    async def never() -> None:
+        ran.append(True)
+
+    try:
+        d = as_deferred(never())
+        d.cancel()
+        failures: list[Failure] = []
+        d.addErrback(failures.append)
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert failures[0].check(defer.CancelledError)
+    assert ran == []
+    assert reported == []
+
+
+@pytest_twisted.inlineCallbacks
+def test_deferred_api_exposes_an_async_function_to_twisted_with_contextvars() -> Any:
+    @deferred_api
+    async def detect(name: str) -> str:
+        await asyncio.sleep(0)
+        return f"{name}:{request_id.get()}"
+
+    request_id.set("r-3")
+    d = detect("faces")
+    assert isinstance(d, defer.Deferred)
+    assert (yield d) == "faces:r-3"
+    assert detect.__name__ == "detect"
+
+
+def test_as_future_and_as_deferred_reject_the_wrong_type() -> None:
+    with pytest.raises(TypeError, match="takes a Deferred"):
+        as_future(object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="takes an awaitable"):
+        as_deferred(42)  # type: ignore[arg-type]
