@@ -48,3 +48,10 @@ def _timed(n: int) -> float:
     t0 = time.perf_counter()
     spin(n)
     return time.perf_counter() - t0
+
+
+def spin_timed(n: int) -> tuple[float, float]:
+    """``spin(n)``; returns (wall seconds, CPU seconds of this thread) spent inside the worker."""
+    w0, c0 = time.perf_counter(), time.thread_time()
+    spin(n)
+    return time.perf_counter() - w0, time.thread_time() - c0

@@ -70,6 +70,11 @@ def _in_reactor_thread() -> bool:
     return threadable.ioThread is None or threadable.isInIOThread()
 
 
+def _is_reactor_thread() -> bool:
+    """True only in the thread of a reactor that has started."""
+    return threadable.ioThread is not None and threadable.isInIOThread()
+
+
 def _current_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -184,14 +189,18 @@ class _DeferredAwareCoroutine(Coroutine[Any, Any, T]):
 
     def __init__(self, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> None:
         self._coro, self._loop = coro, loop
+        self._awaiting: Deferred[Any] | None = None
 
     def send(self, value: Any) -> Any:
+        self._awaiting = None
         return self._translate(self._coro.send(value))
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # type: ignore[override]
-        if val is None and tb is None:
-            return self._translate(self._coro.throw(typ))
-        return self._translate(self._coro.throw(typ, val, tb))
+        exc = typ if isinstance(typ, BaseException) else (val if isinstance(val, BaseException) else typ())
+        if self._awaiting is not None and isinstance(exc, asyncio.CancelledError):
+            self._abandon(self._awaiting)
+        self._awaiting = None
+        return self._translate(self._coro.throw(exc))
 
     def close(self) -> None:
         self._coro.close()
@@ -205,26 +214,27 @@ class _DeferredAwareCoroutine(Coroutine[Any, Any, T]):
     def __next__(self) -> Any:
         return self.send(None)
 
+    def _abandon(self, d: Deferred[Any]) -> None:
+        """The Task was cancelled while awaiting ``d``: cancel it, and absorb its outcome,
+        which the coroutine will never read (it gets CancelledError instead)."""
+
+        def cancel() -> None:
+            if not d.called:
+                d.cancel()
+            d.addErrback(lambda _: None)
+
+        in_reactor(cancel)
+
     def _translate(self, yielded: Any) -> Any:
         if not isinstance(yielded, Deferred):
             return yielded
-        d = yielded
+        d = self._awaiting = yielded
         waiter = self._loop.create_future()
 
         def wake(result: Any) -> Any:
             settle_in(self._loop, lambda: waiter.done() or waiter.set_result(None))
             return result  # untouched: the coroutine reads it from the Deferred
 
-        def on_waiter_done(fut: asyncio.Future[None]) -> None:
-            if fut.cancelled():
-                def cancel() -> None:
-                    if not d.called:
-                        d.cancel()
-                        d.addErrback(lambda f: f.trap(defer.CancelledError))
-
-                in_reactor(cancel)
-
-        waiter.add_done_callback(on_waiter_done)
         in_reactor(lambda: d.addBoth(wake))
         waiter._asyncio_future_blocking = True
         return waiter
@@ -279,14 +289,20 @@ def as_deferred(awaitable: Awaitable[T] | Deferred[T], loop: asyncio.AbstractEve
     else:
         # The task is created in the loop's thread from a callback that carries this context.
         task = ctx.run(asyncio.run_coroutine_threadsafe, awaitable, target)
-    cancel = task.cancel
+    def cancel(_: Deferred[T]) -> None:
+        if isinstance(task, concurrent.futures.Future):
+            task.cancel()  # thread-safe
+        else:
+            settle_in(target, task.cancel)
 
-    d: Deferred[T] = Deferred(lambda _: cancel())
+    d: Deferred[T] = Deferred(cancel)
 
     def on_done(fut: Any) -> None:
         def deliver() -> None:
-            if d.called:
-                return  # the Deferred was cancelled first and has already failed
+            if d.called:  # the Deferred was cancelled first and has already failed
+                if not fut.cancelled():
+                    fut.exception()  # retrieved, so asyncio does not report it as lost
+                return
             if fut.cancelled():
                 d.errback(Failure(defer.CancelledError()))
                 return
@@ -332,5 +348,14 @@ def deferred_from_future(future: concurrent.futures.Future[T]) -> Deferred[T]:
         else:
             d.callback(fut.result())
 
-    future.add_done_callback(lambda fut: in_reactor(functools.partial(deliver, fut)))
+    def on_done(fut: concurrent.futures.Future[T]) -> None:
+        # Settled in any thread (the pool's dispatcher, a caller cancelling):
+        # Deferred callbacks run only in the reactor thread, queued there if it
+        # has not started yet, never inline on the thread that settled the future.
+        if _is_reactor_thread():
+            deliver(fut)
+        else:
+            _reactor().callFromThread(deliver, fut)
+
+    future.add_done_callback(on_done)
     return d

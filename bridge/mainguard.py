@@ -36,9 +36,15 @@ def _main_path_rerun_by_workers(main: ModuleType | None) -> str | None:
 
 
 def _is_main_guard(node: ast.stmt) -> bool:
-    if not isinstance(node, ast.If) or not isinstance(node.test, ast.Compare):
+    if not isinstance(node, ast.If):
         return False
-    test = node.test
+    tests = node.test.values if isinstance(node.test, ast.BoolOp) and isinstance(node.test.op, ast.And) else [node.test]
+    return any(_is_name_is_main(test) for test in tests)
+
+
+def _is_name_is_main(test: ast.expr) -> bool:
+    if not isinstance(test, ast.Compare):
+        return False
     if len(test.ops) != 1 or not isinstance(test.ops[0], ast.Eq):
         return False
     sides = [test.left, test.comparators[0]]

@@ -101,7 +101,6 @@ class _Call:
     worker: _Worker | None = None
     started: float = 0.0
     deadline: float | None = None
-    kill_reason: BaseException | None = None
 
 
 @dataclass(eq=False)
@@ -210,9 +209,8 @@ class SharedPool:
         self._startup_deaths = 0
         self._broken: WorkerStartupError | None = None
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._close_deadline = 0.0
+        self._wake_r = self._wake_w = -1
         self._dispatcher: threading.Thread | None = None
         self._thread_pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._ctx = multiprocessing.get_context(self.start_method)
@@ -241,15 +239,21 @@ class SharedPool:
             check_main_guard(self.start_method)
             if self.start_method == "forkserver":
                 self._ctx.set_forkserver_preload(list(self._preload))
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
             self._state = "running"
             self._thread_pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.threads, thread_name_prefix="cutover-io"
             )
-            for index in range(self.processes):
-                self._workers.append(self._spawn(index))
+            _live_pools.add(self)
             self._dispatcher = threading.Thread(target=self._dispatch_loop, name="cutover-pool", daemon=True)
+            try:
+                for index in range(self.processes):
+                    self._workers.append(self._spawn(index))
+            except BaseException as exc:
+                self._settle_ready(WorkerStartupError(f"could not start a worker process: {exc}"))
             self._dispatcher.start()
-        _live_pools.add(self)
         try:
             self._ready.result(timeout=self._startup_timeout)
         except BaseException as exc:
@@ -263,7 +267,10 @@ class SharedPool:
     async def close(self, timeout: float = 10.0) -> None:
         """Stop accepting calls, let queued and running ones finish for up to
         ``timeout`` seconds, then fail the rest with :class:`PoolClosed`, kill
-        their workers and reap every child. Safe to call more than once."""
+        their workers and reap every child. Safe to call more than once.
+
+        Calls running in the pool's threads cannot be interrupted: they are left
+        to finish on their own, and thread calls not yet started are dropped."""
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.close_sync, timeout)
 
@@ -273,25 +280,35 @@ class SharedPool:
             if self._state == "new":
                 self._state = "closed"
                 return
-            if self._state == "closed":
-                return
-            first = self._state == "running"
-            self._state = "closing"
-            self._close_deadline = time.monotonic() + max(0.0, timeout)
-            for call in list(self._waiting):
-                self._finish(call, PoolClosed("the pool closed before this call could be queued"))
-            self._waiting.clear()
-        self._wake()
-        if first and not self._ready.done():
-            self._ready.set_exception(PoolClosed("the pool closed while starting"))
+            if self._state == "running":
+                self._state = "closing"
+                self._close_deadline = time.monotonic() + max(0.0, timeout)
+                pending = list(self._waiting)
+                self._waiting.clear()
+                for call in pending:
+                    call.state = "done"
+                self._wake()
+            else:
+                pending = []
+        self._settle_ready(PoolClosed("the pool closed while starting"))
+        for call in pending:
+            _settle(call, PoolClosed("the pool closed before this call could be queued"))
+        if self._thread_pool is not None:
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
         dispatcher = self._dispatcher
+        # From the dispatcher thread itself (a done-callback calling close), the
+        # dispatcher finishes the shutdown when the callback returns.
         if dispatcher is not None and dispatcher is not threading.current_thread():
             dispatcher.join()
-        if self._thread_pool is not None:
-            self._thread_pool.shutdown(wait=True, cancel_futures=True)
+
+    def _settle_ready(self, error: BaseException | None) -> None:
         with self._lock:
-            self._state = "closed"
-        _live_pools.discard(self)
+            if self._ready.done():
+                return
+            if error is None:
+                self._ready.set_result(None)
+            else:
+                self._ready.set_exception(error)
 
     async def __aenter__(self) -> SharedPool:
         await self.start()
@@ -393,14 +410,12 @@ class SharedPool:
             elif call.state == "waiting":
                 self._waiting.remove(call)
             elif call.state == "running":
-                call.kill_reason = concurrent.futures.CancelledError()
-                call.state = "killing"
-                self._counts["cancelled"] += 1
+                call.state = "killing"  # the dispatcher kills its worker
                 self._wake()
-                return
             else:
-                return
-            call.state = "cancelled"
+                return  # already settled, or already being killed
+            if call.state != "killing":
+                call.state = "done"
             self._counts["cancelled"] += 1
 
     def stats(self) -> PoolStats:
@@ -422,10 +437,13 @@ class SharedPool:
     # ------------------------------------------------------------------ dispatcher
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # a wake-up is already pending, or the pool is gone
+        with self._lock:
+            if self._wake_w < 0:
+                return
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass  # a wake-up is already pending
 
     def _spawn(self, index: int) -> _Worker:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
@@ -444,8 +462,7 @@ class SharedPool:
     def _dispatch_loop(self) -> None:
         try:
             while True:
-                sends = self._plan()
-                for worker, call in sends:
+                for worker, call in self._plan():
                     self._send(worker, call)
                 if self._finished_closing():
                     break
@@ -464,10 +481,9 @@ class SharedPool:
                     elif owners[ready].state != _DEAD:
                         self._on_ready(owners[ready], from_pipe=ready is owners[ready].conn)
                 self._enforce_deadlines()
-        except BaseException:  # pragma: no cover - a bug here must not hang callers
+        except BaseException as exc:  # a bug here must fail every call, never hang it
             log.exception("the pool dispatcher failed; failing every call")
-            with self._lock:
-                self._broken = WorkerStartupError("the pool dispatcher failed; see the log")
+            self._fail_all(WorkerStartupError(f"the pool dispatcher failed: {exc!r}"))
         finally:
             self._shutdown_workers()
 
@@ -535,11 +551,13 @@ class SharedPool:
             with self._lock:
                 worker.state, worker.pid = _IDLE, message[1]
                 self._startup_deaths = 0
-                if not self._ready.done() and all(w.state != _STARTING for w in self._workers):
-                    self._ready.set_result(None)
+                starting = any(w.state == _STARTING for w in self._workers)
+            if not starting:
+                self._settle_ready(None)
             return
         if message[0] == "init_failed":
-            self._fail_startup(worker, f"the pool initializer failed in a worker:\n{message[1]}")
+            self._kill(worker)
+            self._fail_all(WorkerStartupError(f"the pool initializer failed in a worker:\n{message[1]}"))
             return
         call_id, ok, value, tb = message
         with self._lock:
@@ -549,15 +567,16 @@ class SharedPool:
             worker.state, worker.call = _IDLE, None
             self._running.discard(call)
             self._durations.append(time.monotonic() - call.started)
-            if call.state == "killing":
+            if call.state != "running":
                 return  # cancelled while its answer was on the way: the caller is gone
-            if ok:
-                self._counts["completed"] += 1
-            else:
-                self._counts["failed"] += 1
-                if tb:
-                    value.__cause__ = RemoteTraceback(tb)
-        self._finish(call, value if not ok else None, value if ok else None)
+            call.state = "done"
+            self._counts["completed" if ok else "failed"] += 1
+        if ok:
+            _settle(call, None, value)
+        else:
+            if tb:
+                value.__cause__ = RemoteTraceback(tb)
+            _settle(call, value)
 
     def _on_death(self, worker: _Worker) -> None:
         worker.process.join(timeout=5)
@@ -568,28 +587,40 @@ class SharedPool:
         with self._lock:
             was_starting = worker.state == _STARTING
             call, killed = worker.call, worker.killed
+            worker.call = None
             self._retire(worker)
+            crashed = call is not None and not killed and call.state in ("running", "killing")
             if call is not None:
                 self._running.discard(call)
+                if crashed:
+                    cancelled = call.state == "killing"
+                    call.state = "done"
+                    if not cancelled:
+                        self._counts["crashed"] += 1
             if was_starting and not killed:
                 self._startup_deaths += 1
-                if self._startup_deaths >= _MAX_STARTUP_DEATHS:
-                    self._fail_startup(
-                        worker,
-                        f"{self._startup_deaths} workers in a row died while starting ({_describe_exit(exitcode)})",
-                    )
-                    return
-            if self._state == "running" and self._broken is None:
-                self._counts["restarts"] += 1
-                self._workers[self._workers.index(worker)] = self._spawn(worker.index)
-        if call is not None and not killed:
-            with self._lock:
-                self._counts["crashed"] += 1
-            self._finish(call, WorkerCrashed(
-                f"the worker (pid {worker.pid}) running {call.name} died: {_describe_exit(exitcode)}",
-                pid=worker.pid, exitcode=exitcode,
+            give_up = self._startup_deaths >= _MAX_STARTUP_DEATHS
+            replace = self._state == "running" and self._broken is None and not give_up
+        if crashed and call is not None:
+            message = f"the worker (pid {worker.pid}) running {call.name} died: {_describe_exit(exitcode)}"
+            log.warning("%s", message)
+            _settle(call, WorkerCrashed(message, pid=worker.pid, exitcode=exitcode))
+        if give_up:
+            self._fail_all(WorkerStartupError(
+                f"{self._startup_deaths} workers in a row died while starting ({_describe_exit(exitcode)})"
             ))
-            log.warning("worker pid %s died running %s: %s", worker.pid, call.name, _describe_exit(exitcode))
+        elif replace:
+            self._replace(worker)
+
+    def _replace(self, worker: _Worker) -> None:
+        try:
+            fresh = self._spawn(worker.index)
+        except Exception as exc:  # out of file descriptors, forkserver gone...
+            self._fail_all(WorkerStartupError(f"could not start a replacement worker: {exc}"))
+            return
+        with self._lock:
+            self._counts["restarts"] += 1
+            self._workers[self._workers.index(worker)] = fresh
 
     def _retire(self, worker: _Worker) -> None:
         worker.state = _DEAD
@@ -598,21 +629,26 @@ class SharedPool:
         if worker.process.exitcode is not None:
             worker.process.close()
 
-    def _fail_startup(self, worker: _Worker, message: str) -> None:
-        error = WorkerStartupError(message)
-        log.error("%s", message)
+    def _fail_all(self, error: WorkerStartupError) -> None:
+        """The pool cannot serve: fail every call, report once, and refuse new calls."""
         with self._lock:
-            self._broken = error
-            pending = [*self._queue, *self._waiting]
+            first = self._broken is None
+            if first:
+                self._broken = error
+                log.error("%s", error)
+            pending = [*self._queue, *self._waiting, *self._running]
             self._queue.clear()
             self._waiting.clear()
-            if worker.state != _DEAD:
-                worker.killed = True
-                worker.process.kill()
-        if not self._ready.done():
-            self._ready.set_exception(error)
+            for call in self._running:
+                if call.worker is not None and call.worker.state != _DEAD:
+                    self._kill(call.worker)
+            self._running.clear()
+            pending = [call for call in pending if call.state != "done"]
+            for call in pending:
+                call.state = "done"
+        self._settle_ready(error)
         for call in pending:
-            self._finish(call, error)
+            _settle(call, error)
 
     def _kill(self, worker: _Worker) -> None:
         worker.killed = True
@@ -620,17 +656,18 @@ class SharedPool:
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
-        doomed: list[tuple[_Call, BaseException]] = []
+        doomed: list[tuple[_Call, BaseException | None]] = []
         with self._lock:
+            closing_over = self._state == "closing" and now >= self._close_deadline
             for call in list(self._running):
                 if call.state == "killing":
-                    reason = call.kill_reason or concurrent.futures.CancelledError()
+                    reason: BaseException | None = None  # cancelled: the caller is gone
                 elif call.deadline is not None and now >= call.deadline:
                     self._counts["timeouts"] += 1
                     reason = TimeoutError(
                         f"{call.name} did not finish within {call.timeout}s; its worker was killed and replaced"
                     )
-                elif self._state == "closing" and now >= self._close_deadline:
+                elif closing_over:
                     reason = PoolClosed("the pool closed before this call finished; its worker was killed")
                 else:
                     continue
@@ -638,37 +675,33 @@ class SharedPool:
                 assert call.worker is not None
                 self._kill(call.worker)
                 call.worker.call = None
+                call.state = "done"
                 doomed.append((call, reason))
-            if self._state == "closing" and now >= self._close_deadline:
+            if closing_over:
                 for call in self._queue:
+                    call.state = "done"
                     doomed.append((call, PoolClosed("the pool closed before this call started")))
                 self._queue.clear()
         for call, reason in doomed:
-            if not isinstance(reason, concurrent.futures.CancelledError):
-                self._finish(call, reason)
-
-    def _finish(self, call: _Call, error: BaseException | None, result: Any = None) -> None:
-        """Settle a call's future unless its caller already cancelled it."""
-        call.state = "done"
-        try:
-            if error is None:
-                call.future.set_result(result)
-            else:
-                call.future.set_exception(error)
-        except concurrent.futures.InvalidStateError:
-            pass
+            if reason is not None:
+                _settle(call, reason)
 
     def _finished_closing(self) -> bool:
         with self._lock:
             if self._state != "closing":
                 return False
-            if self._broken is not None:
-                return True
-            return not self._queue and not self._running
+            return self._broken is not None or (not self._queue and not self._running)
 
     def _shutdown_workers(self) -> None:
+        """The dispatcher's last act: stop every worker, settle what is left, release descriptors."""
         with self._lock:
+            if self._state == "running":
+                self._state = "closing"
             workers = [w for w in self._workers if w.state != _DEAD]
+            leftover = [call for call in self._running if call.state != "done"]
+            self._running.clear()
+            for call in leftover:
+                call.state = "done"
         for worker in workers:
             try:
                 worker.conn.send_bytes(b"")
@@ -681,11 +714,25 @@ class SharedPool:
                 worker.process.kill()
                 worker.process.join()
             self._retire(worker)
-        for call in list(self._running):
-            self._finish(call, PoolClosed("the pool closed before this call finished"))
-        self._running.clear()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        for call in leftover:
+            _settle(call, PoolClosed("the pool closed before this call finished"))
+        with self._lock:
+            os.close(self._wake_r)
+            os.close(self._wake_w)
+            self._wake_r = self._wake_w = -1
+            self._state = "closed"
+        _live_pools.discard(self)
+
+
+def _settle(call: _Call, error: BaseException | None, result: Any = None) -> None:
+    """Settle a call's future unless its caller already cancelled it (never under the pool lock)."""
+    try:
+        if error is None:
+            call.future.set_result(result)
+        else:
+            call.future.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        pass
 
 
 def _percentile(ordered: list[float], q: int) -> float:

@@ -255,3 +255,73 @@ def test_as_future_and_as_deferred_reject_the_wrong_type() -> None:
         as_future(object())  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="takes an awaitable"):
         as_deferred(42)  # type: ignore[arg-type]
+
+
+class _TwistedErrors:
+    """Collects what Twisted logs as unhandled errors while the block runs."""
+
+    def __enter__(self) -> list[str]:
+        from twisted.logger import globalLogPublisher
+
+        self.seen: list[str] = []
+        self._observer = lambda event: event.get("isError") and self.seen.append(str(event.get("log_failure")))
+        globalLogPublisher.addObserver(self._observer)
+        return self.seen
+
+    def __exit__(self, *exc_info: object) -> None:
+        from twisted.logger import globalLogPublisher
+
+        gc.collect()
+        globalLogPublisher.removeObserver(self._observer)
+
+
+@asyncio_test
+async def test_a_task_cancelled_after_its_deferred_failed_leaves_no_unhandled_error() -> None:
+    started = asyncio.Event()
+    awaited: defer.Deferred[Any] = defer.Deferred()
+
+    async def waits() -> Any:
+        started.set()
+        return await awaited
+
+    with _TwistedErrors() as seen:
+        d = as_deferred(waits())
+        await started.wait()
+        awaited.errback(RuntimeError("boom"))
+        d.cancel()
+        d.addErrback(lambda failure: failure.trap(defer.CancelledError))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        del awaited, d
+    assert seen == []
+
+
+@asyncio_test
+async def test_an_error_raised_while_cancelling_is_not_reported_as_lost() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def messy_cleanup() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            raise ValueError("cleanup failed") from None
+        finally:
+            finished.set()
+
+    try:
+        d = as_deferred(messy_cleanup())
+        await started.wait()
+        d.cancel()
+        d.addErrback(lambda failure: failure.trap(defer.CancelledError))
+        await asyncio.wait_for(finished.wait(), 30)
+        await asyncio.sleep(0)
+        del d
+        gc.collect()
+    finally:
+        loop.set_exception_handler(previous)
+    assert reported == []

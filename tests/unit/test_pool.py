@@ -271,3 +271,35 @@ def test_stats_report_run_time_percentiles(pool: SharedPool) -> None:
     assert stats["completed"] == 20
     assert set(stats["run_time_ms"]) == {"p50", "p90", "p99"}
     assert 0 < stats["run_time_ms"]["p50"] <= stats["run_time_ms"]["p99"]
+
+
+def test_pools_that_never_start_hold_no_descriptors() -> None:
+    before = len(os.listdir("/proc/self/fd"))
+    pools = [SharedPool(processes=1, cpus=1) for _ in range(50)]
+    for unused in pools:
+        unused.close_sync()
+    assert len(os.listdir("/proc/self/fd")) <= before + 2
+
+
+@asyncio_test
+async def test_close_does_not_wait_past_its_deadline_for_thread_calls() -> None:
+    release = threading.Event()
+    pool = SharedPool(processes=1, cpus=1)
+    await pool.start()
+    stuck = asyncio.ensure_future(pool.run_in_thread(release.wait, 60))
+    await asyncio.sleep(0)
+    try:
+        await asyncio.wait_for(pool.close(timeout=0.1), 30)
+        assert not pool.running
+    finally:
+        release.set()
+    assert await stuck is True
+
+
+@asyncio_test
+async def test_close_twice_from_two_threads_is_safe(pool: SharedPool) -> None:
+    assert await pool.run(workfns.square, 2) == 4
+    loop = asyncio.get_running_loop()
+    await asyncio.gather(*(loop.run_in_executor(None, pool.close_sync, 1.0) for _ in range(2)))
+    with pytest.raises(PoolClosed):
+        await pool.run(workfns.square, 2)
