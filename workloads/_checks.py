@@ -1,0 +1,36 @@
+"""Parameter checks shared by the kernels: a bad value is the caller's error, not ours."""
+
+from __future__ import annotations
+
+import math
+
+from .errors import InvalidInput
+
+
+def as_bytes(data: object) -> bytes:
+    """The payload as bytes; ``empty_input`` if there is none."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InvalidInput("invalid_parameter", f"expected bytes, got {type(data).__name__}")
+    raw = bytes(data)
+    if not raw:
+        raise InvalidInput("empty_input", "the input is empty (0 bytes)")
+    return raw
+
+
+def number(name: str, value: object, low: float, high: float, *, low_open: bool = False) -> float:
+    """``value`` as a float within ``[low, high]`` (``(low, high]`` with ``low_open``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InvalidInput("invalid_parameter", f"{name} must be a finite number, got {value!r}")
+    if value < low or (low_open and value == low) or value > high:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise InvalidInput("invalid_parameter", f"{name} must be in {interval}, got {value!r}")
+    return float(value)
+
+
+def integer(name: str, value: object, low: int, high: int) -> int:
+    """``value`` as an int within ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput("invalid_parameter", f"{name} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise InvalidInput("invalid_parameter", f"{name} must be in [{low}, {high}], got {value!r}")
+    return value
