@@ -5,7 +5,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test bench install clean
+.PHONY: run test lint bench install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,9 @@ run: install
 
 test: install
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check bridge legacy workloads tests bench
 
 bench: install
 	$(BIN)/python -m bench

@@ -92,7 +92,7 @@ async def _main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             "actual (s)": tn,
             "efficiency": ideal / tn,
             "eff. (shared t1)": shared_ideal / tn,
-            "busy share": median(w * n_tasks / (workers * t) for w, t in zip(s["task_wall_parallel"], s["tN"])),
+            "busy share": median(w * n_tasks / (workers * t) for w, t in zip(s["task_wall_parallel"], s["tN"], strict=True)),
             "task alone (s)": median(s["task_wall_alone"]),
             "task in batch (s)": median(s["task_wall_parallel"]),
             "task CPU in batch (s)": median(s["task_cpu_parallel"]),

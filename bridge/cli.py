@@ -11,6 +11,8 @@ piped straight into ``jq`` even when a cgroup file is malformed.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
 import json
 import sys
 import warnings
@@ -56,7 +58,37 @@ def _run_cpus(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus]
+#: Where ``cutover serve --only STACK`` finds each stack's entry point: an
+#: ``async def serve(*, host, port)``. Import strings, not imports: bridge/
+#: never depends on the services, and a team can point these at its own apps.
+APPS = {"legacy": "legacy.service:serve"}
+
+
+def _add_serve(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the service on loopback",
+        description="Run one stack alone (--only). Until the co-hosting front door lands, --only is required.",
+    )
+    parser.add_argument("--only", choices=sorted(APPS), required=True, help="run this stack alone")
+    parser.add_argument("--app", metavar="MODULE:ATTR", help="the stack's serve entry point (default: ours)")
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
+    parser.set_defaults(run=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    target = args.app or APPS[args.only]
+    module_name, _, attr = target.partition(":")
+    try:
+        serve = getattr(importlib.import_module(module_name), attr or "serve")
+    except (ImportError, AttributeError) as exc:
+        return _error(f"cannot load {target!r}: {exc}")
+    asyncio.run(serve(host=args.host, port=args.port))
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus, _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

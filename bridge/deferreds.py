@@ -121,11 +121,7 @@ def _future_from(
     def attach() -> None:  # in the reactor thread
         if future.cancelled():
             return
-        try:
-            d = ctx.run(make)
-        except BaseException as exc:  # noqa: BLE001 - the caller's error, delivered to the caller
-            settle(lambda: future.done() or future.set_exception(exc))
-            return
+        d = ctx.run(make)  # never raises: ``make`` returns a Deferred or uses maybeDeferred
         deferreds.append(d)
         d.addCallbacks(on_result, on_failure)
 

@@ -19,6 +19,7 @@ import pytest
 
 os.environ.setdefault("PYTHONASYNCIODEBUG", "1")
 
+import workloads  # noqa: E402
 from bridge import SharedPool  # noqa: E402
 from bridge.testing import asyncio_fixture  # noqa: E402
 
@@ -33,6 +34,14 @@ def pytest_configure(config: pytest.Config) -> None:
     loop = getattr(reactor, "_asyncioEventloop", None)
     if loop is not None:
         loop.set_debug(True)
+
+
+@pytest.fixture(scope="session")
+@asyncio_fixture
+async def warm_pool() -> AsyncIterator[SharedPool]:
+    """One pool with every model loaded once per worker, as the services run it; shared by the session."""
+    async with SharedPool(processes=2, cpus=2, initializer=workloads.warm_up) as shared:
+        yield shared
 
 
 @pytest.fixture
@@ -51,7 +60,8 @@ async def in_daemon_thread(fn: Callable[..., T], *args: Any) -> T:
         try:
             result = fn(*args)
         except BaseException as exc:  # noqa: BLE001
-            loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(exc))
+            error = exc
+            loop.call_soon_threadsafe(lambda: future.done() or future.set_exception(error))
         else:
             loop.call_soon_threadsafe(lambda: future.done() or future.set_result(result))
 
@@ -99,3 +109,12 @@ async def process_gone(pid: int) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+async def until(condition: Callable[[], bool], what: str, interval: float = 0.02) -> None:
+    """Poll a condition the system under test will make true (files appearing, a job finishing), bounded by WAIT."""
+    deadline = asyncio.get_running_loop().time() + WAIT
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {WAIT}s waiting for {what}")
+        await asyncio.sleep(interval)

@@ -69,3 +69,10 @@ def record_init(directory: str) -> None:
 def failing_init() -> None:
     raise RuntimeError("model file missing: /models/face.onnx")
 
+
+
+def ocr_engine_loads() -> tuple[int, int]:
+    """(pid, how many times this worker built the OCR engine)."""
+    from workloads import engine_loads
+
+    return os.getpid(), engine_loads()

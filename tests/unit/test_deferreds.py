@@ -278,21 +278,22 @@ class _TwistedErrors:
 @asyncio_test
 async def test_a_task_cancelled_after_its_deferred_failed_leaves_no_unhandled_error() -> None:
     started = asyncio.Event()
-    awaited: defer.Deferred[Any] = defer.Deferred()
+    box: list[defer.Deferred[Any]] = [defer.Deferred()]
 
     async def waits() -> Any:
         started.set()
-        return await awaited
+        return await box[0]
 
     with _TwistedErrors() as seen:
         d = as_deferred(waits())
         await started.wait()
-        awaited.errback(RuntimeError("boom"))
+        box[0].errback(RuntimeError("boom"))
         d.cancel()
         d.addErrback(lambda failure: failure.trap(defer.CancelledError))
         await asyncio.sleep(0)
         await asyncio.sleep(0)
-        del awaited, d
+        box.clear()  # the last reference: an unhandled failure would be logged when it is collected
+        del d
     assert seen == []
 
 

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from bridge import (
     PoolBusy,
     PoolClosed,
@@ -166,11 +167,12 @@ async def test_initializer_runs_once_per_worker(tmp_path: Path) -> None:
 
 @asyncio_test
 async def test_a_failing_initializer_fails_start_once_and_leaves_no_child() -> None:
+    others = {child.pid for child in multiprocessing.active_children()}
     pool = SharedPool(processes=2, cpus=2, initializer=workfns.failing_init)
     with pytest.raises(WorkerStartupError, match="model file missing") as caught:
         await pool.start()
     assert "failing_init" in str(caught.value)
-    assert multiprocessing.active_children() == []
+    assert {child.pid for child in multiprocessing.active_children()} <= others
     with pytest.raises(PoolClosed):
         await pool.run(workfns.square, 2)
 

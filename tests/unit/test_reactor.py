@@ -45,6 +45,7 @@ def test_bridge_with_the_reactor_in_its_own_thread() -> None:
     assert out["async_api"] == ["twisted-reactor", "r-7"]  # ran in the reactor thread, with our contextvars
     assert out["as_deferred"] == ["MainThread", "r-7"]  # the coroutine ran on the loop
     assert "raise_deep" in out["error_frames"]
+    assert out["sync_raise"] == "raised in twisted-reactor"
     assert out["canceller_thread"] == "twisted-reactor"
     assert out["task_cancelled_in"] == ["MainThread"]
     assert out["child_exit_code"] == 4

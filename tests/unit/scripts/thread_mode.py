@@ -61,6 +61,15 @@ async def main() -> dict[str, Any]:
     except KeyError as exc:
         out["error_frames"] = [frame.name for frame in traceback.extract_tb(exc.__traceback__)]
 
+    @bridge.async_api
+    def raises_at_once() -> defer.Deferred[None]:
+        raise LookupError(f"raised in {thread()}")
+
+    try:
+        await raises_at_once()
+    except LookupError as exc:
+        out["sync_raise"] = str(exc)
+
     # asyncio cancels -> the Deferred's canceller runs, in the reactor thread.
     loop = asyncio.get_running_loop()
     created, canceller_thread = asyncio.Event(), loop.create_future()

@@ -1,0 +1,154 @@
+"""data_sync: the periodic inbox job, on a LoopingCall.
+
+Every ``sync_interval`` seconds it takes new files from ``var/inbox/<kind>/``,
+runs the kind's kernel on the shared pool, writes the result to
+``var/outbox/<kind>/<name>.json`` atomically (temp file, fsync, rename) and
+moves the input to ``var/done/<kind>/`` (or ``var/failed/<kind>/`` with a
+``<name>.error.json``). Exactly once across restarts:
+
+* an input whose output already exists (the process died between the two
+  renames) is moved to done without running again;
+* the output appears in one atomic rename, so a crash leaves no partial file;
+* files are claimed one at a time in name order, and a tick never overlaps the
+  next (LoopingCall waits for its Deferred).
+
+Producers should write ``.name.tmp`` (or any dotfile) and rename into place;
+dotfiles and ``*.tmp`` / ``*.part`` are never picked up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task, threads
+from twisted.python import log
+from twisted.python.failure import Failure
+
+import workloads
+from bridge import SharedPool
+
+from .jobs import now
+from .settings import LegacySettings
+from .work import run_kind
+
+MAX_ATTEMPTS = 3
+SUFFIXES = {
+    "faces": {".jpg", ".jpeg", ".png", ".webp", ".bmp"},
+    "ocr": {".jpg", ".jpeg", ".png", ".webp", ".bmp"},
+    "audio": {".wav"},
+    "domains": {".txt"},
+}
+
+
+def write_atomically(path: Path, payload: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def move(source: Path, target_dir: Path) -> None:
+    target_dir.mkdir(parents=True, exist_ok=True)
+    os.replace(source, target_dir / source.name)
+
+
+def pending(settings: LegacySettings) -> list[tuple[str, Path]]:
+    """Inbox files ready to process, in a stable order (blocking: run in a thread)."""
+    found = []
+    for kind, suffixes in SUFFIXES.items():
+        folder = settings.inbox / kind
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith(".") or path.suffix.lower() not in suffixes or not path.is_file():
+                continue
+            found.append((kind, path))
+    return found
+
+
+class DataSync:
+    """The periodic task; ``state()`` feeds /status."""
+
+    def __init__(self, pool: SharedPool, settings: LegacySettings) -> None:
+        self.pool, self.settings = pool, settings
+        self.loop = task.LoopingCall(self.tick)
+        self.runs = self.failures = self.processed = 0
+        self.last_run: str | None = None
+        self.last_error: str | None = None
+        self.attempts: dict[Path, int] = {}
+
+    def start(self) -> defer.Deferred[Any]:
+        for folder in (self.settings.inbox, self.settings.outbox, self.settings.done, self.settings.failed):
+            for kind in SUFFIXES:
+                (folder / kind).mkdir(parents=True, exist_ok=True)
+        return self.loop.start(self.settings.sync_interval, now=True)
+
+    def stop(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "owner": "legacy",
+            "running": self.loop.running,
+            "every": self.settings.sync_interval,
+            "runs": self.runs,
+            "failures": self.failures,
+            "processed": self.processed,
+            "last_run": self.last_run,
+            "last_error": self.last_error,
+        }
+
+    @defer.inlineCallbacks
+    def tick(self) -> Any:
+        self.runs += 1
+        self.last_run = now()
+        try:
+            files = yield threads.deferToThread(pending, self.settings)
+        except Exception as exc:  # one bad tick must not kill the LoopingCall
+            self._failed(exc, "listing the inbox")
+            return
+        for kind, path in files:
+            try:
+                yield self.process(kind, path)
+            except Exception as exc:  # a crashed worker or a timeout: retry next tick, up to a limit
+                self._failed(exc, f"{kind}/{path.name}")
+                tries = self.attempts[path] = self.attempts.get(path, 0) + 1
+                if tries >= MAX_ATTEMPTS:
+                    error = {"code": "gave_up", "message": f"failed {tries} times; last: {exc}"}
+                    yield threads.deferToThread(
+                        write_atomically, self.settings.failed / kind / f"{path.name}.error.json", error
+                    )
+                    yield threads.deferToThread(move, path, self.settings.failed / kind)
+                    del self.attempts[path]
+
+    def _failed(self, exc: Exception, what: str) -> None:
+        self.failures += 1
+        self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        log.err(Failure(exc), f"data_sync failed on {what}")
+
+    @defer.inlineCallbacks
+    def process(self, kind: str, path: Path) -> Any:
+        output = self.settings.outbox / kind / f"{path.name}.json"
+        if output.exists():  # done before a crash, not yet moved: never run twice
+            yield threads.deferToThread(move, path, self.settings.done / kind)
+            return
+        data = yield threads.deferToThread(path.read_bytes)
+        try:
+            payload: Any = data.decode("utf-8") if kind == "domains" else data
+            result = yield run_kind(self.pool, kind, payload, {}, self.settings)
+        except (workloads.InvalidInput, UnicodeDecodeError) as exc:
+            error = exc.as_dict() if isinstance(exc, workloads.InvalidInput) else {"code": "not_utf8", "message": str(exc)}
+            yield threads.deferToThread(write_atomically, self.settings.failed / kind / f"{path.name}.error.json", error)
+            yield threads.deferToThread(move, path, self.settings.failed / kind)
+            return
+        yield threads.deferToThread(write_atomically, output, {"source": path.name, "kind": kind, "result": result})
+        yield threads.deferToThread(move, path, self.settings.done / kind)
+        self.processed += 1
+        log.msg(f"data_sync processed {kind}/{path.name}")
