@@ -21,7 +21,7 @@ test: install
 	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest
 
 lint: install
-	$(BIN)/ruff check bridge legacy workloads tests bench
+	$(BIN)/ruff check bridge legacy modern workloads tests bench
 
 bench: install
 	$(BIN)/python -m bench

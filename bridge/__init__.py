@@ -6,6 +6,9 @@ Public surface:
 * the shared pool: :class:`SharedPool`, :func:`get_pool`, :func:`set_pool`, :func:`worker_threads`
 * the two worlds: :func:`install_reactor`, :func:`stop_reactor`, :func:`run_reactor_in_thread`,
   :func:`as_future`, :func:`as_deferred`, :func:`deferred_api`, :func:`async_api`
+* background work: :class:`TaskRegistry`, :class:`TaskManager`, :class:`TaskLease`
+  (``from bridge.tasks import task`` for the default registry)
+* durable jobs: :class:`JobStore`, :class:`JobRunner`, :class:`KindPolicy`, :class:`JobRecord`
 * errors: :mod:`bridge.errors`
 
 Importing :mod:`bridge` never installs a reactor.
@@ -25,13 +28,26 @@ from .errors import (
     WorkerCrashed,
     WorkerStartupError,
 )
+from .jobs import JobFinished, JobNotFound, JobRecord, JobRunner, JobStore, KindPolicy
 from .pool import PoolStats, SharedPool, get_pool, set_pool
 from .reactor import install_reactor, run_reactor_in_thread, stop_reactor
+from .tasks import LeaseBusy, TaskLease, TaskManager, TaskRegistry, TaskSpec
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CpuBudget",
+    "JobFinished",
+    "JobNotFound",
+    "JobRecord",
+    "JobRunner",
+    "JobStore",
+    "KindPolicy",
+    "LeaseBusy",
+    "TaskLease",
+    "TaskManager",
+    "TaskRegistry",
+    "TaskSpec",
     "CpuBudgetError",
     "MainModuleGuardError",
     "PoolBusy",

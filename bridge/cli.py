@@ -61,7 +61,7 @@ def _run_cpus(args: argparse.Namespace) -> int:
 #: Where ``cutover serve --only STACK`` finds each stack's entry point: an
 #: ``async def serve(*, host, port)``. Import strings, not imports: bridge/
 #: never depends on the services, and a team can point these at its own apps.
-APPS = {"legacy": "legacy.service:serve"}
+APPS = {"legacy": "legacy.service:serve", "modern": "modern.app:serve"}
 
 
 def _add_serve(subparsers: Subparsers) -> None:

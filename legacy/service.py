@@ -55,8 +55,18 @@ class LegacyService:
         return int(self.port.getHost().port)
 
     def start_tasks(self) -> None:
-        if self.settings.sync_enabled:
+        """Start the periodic tasks this stack owns (data_sync unless the owners say modern)."""
+        self.set_task_owner("data_sync", self.settings.task_owners.get("data_sync", "legacy"))
+
+    def set_task_owner(self, name: str, stack: str) -> None:
+        """Give a task to a stack at runtime: legacy starts or stops its LoopingCall to match."""
+        if name != "data_sync":
+            raise KeyError(f"legacy has no task {name!r}")
+        self.data_sync.owner = stack
+        if stack == "legacy" and self.settings.sync_enabled and not self.data_sync.loop.running:
             self.data_sync.start().addErrback(lambda f: f.printTraceback())
+        elif stack != "legacy":
+            self.data_sync.stop()
 
     @defer.inlineCallbacks
     def stop(self) -> Any:

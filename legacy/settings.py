@@ -22,6 +22,8 @@ class LegacySettings:
     sync_enabled: bool = True
     job_timeout: float = 300.0
     domain_chunk_chars: int = 1_000_000
+    #: Which stack runs each background task; during cutover the plan sets this.
+    task_owners: dict[str, str] = field(default_factory=dict)
 
     @property
     def inbox(self) -> Path:

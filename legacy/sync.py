@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 
 import workloads
 from bridge import SharedPool
+from bridge.tasks import TaskLease
 
 from .jobs import now
 from .settings import LegacySettings
@@ -78,12 +79,16 @@ class DataSync:
     def __init__(self, pool: SharedPool, settings: LegacySettings) -> None:
         self.pool, self.settings = pool, settings
         self.loop = task.LoopingCall(self.tick)
+        # Held for a whole tick: never two data_syncs on one inbox, whichever stack or process.
+        self.lease = TaskLease(settings.var_dir / "locks" / "data_sync.lock")
+        self.owner = "legacy"
         self.runs = self.failures = self.processed = 0
         self.last_run: str | None = None
         self.last_error: str | None = None
         self.attempts: dict[Path, int] = {}
 
     def start(self) -> defer.Deferred[Any]:
+        """Start the LoopingCall; its Deferred fires when it stops."""
         for folder in (self.settings.inbox, self.settings.outbox, self.settings.done, self.settings.failed):
             for kind in SUFFIXES:
                 (folder / kind).mkdir(parents=True, exist_ok=True)
@@ -95,7 +100,7 @@ class DataSync:
 
     def state(self) -> dict[str, Any]:
         return {
-            "owner": "legacy",
+            "owner": self.owner,
             "running": self.loop.running,
             "every": self.settings.sync_interval,
             "runs": self.runs,
@@ -105,8 +110,16 @@ class DataSync:
             "last_error": self.last_error,
         }
 
-    @defer.inlineCallbacks
     def tick(self) -> Any:
+        if not self.lease.acquire():
+            log.msg("data_sync skipped: another process or stack holds the inbox lease")
+            return None
+        d = self._tick()
+        d.addBoth(lambda result: (self.lease.release(), result)[1])
+        return d
+
+    @defer.inlineCallbacks
+    def _tick(self) -> Any:
         self.runs += 1
         self.last_run = now()
         try:

@@ -47,8 +47,12 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> NDArray[n
         raise InvalidInput("image_too_large", f"image refused before decoding: {exc}") from None
     except MemoryError:
         raise
-    except Exception as exc:  # Pillow plugins raise many types for bad headers
-        raise InvalidInput("undecodable_image", f"not an image Pillow can read ({len(raw)} bytes): {exc}") from None
+    except Exception:  # Pillow plugins raise many types for bad headers
+        # Pillow's own message names an in-memory object by address: say it without that,
+        # so the same bytes always get the same answer (both stacks, every run).
+        raise InvalidInput(
+            "undecodable_image", f"not an image format this service reads ({len(raw)} bytes)"
+        ) from None
     width, height = image.size
     if width * height > max_pixels:
         raise InvalidInput(

@@ -1,4 +1,4 @@
-"""The legacy service's HTTP contract, driven over real HTTP on loopback."""
+"""The HTTP contract, run against both stacks (legacy and modern) over real HTTP on loopback."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 from skimage import data as skdata
 
 from bridge.testing import asyncio_test
+from tests.api.conftest import BODY_LIMIT
 from tests.conftest import WAIT, in_daemon_thread
-from tests.legacy.conftest import BODY_LIMIT
 from tests.synth import bursts, encode, fmt_chunk, png_header_only, render, riff, wav
 
 ASTRONAUT_PNG = encode(skdata.astronaut())
@@ -37,20 +37,20 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 
 
 @asyncio_test
-async def test_status_names_the_service_and_shows_the_pool(legacy_url: str) -> None:
-    async with client(legacy_url) as http:
+async def test_status_names_the_service_and_shows_the_pool(service_url: str, stack: str) -> None:
+    async with client(service_url) as http:
         response = await http.get("/status")
     assert response.status_code == 200
     body = response.json()
-    assert body["service"] == "legacy" and body["version"]
+    assert body["service"] == stack and body["version"]
     assert body["uptime_s"] >= 0
     assert body["pool"]["workers"] == 2 and body["pool"]["start_method"] == "forkserver"
-    assert body["tasks"]["data_sync"]["owner"] == "legacy"
+    assert body["tasks"]["data_sync"]["owner"] == stack
 
 
 @asyncio_test
-async def test_faces_are_found_in_raw_and_multipart_uploads(legacy_url: str) -> None:
-    async with client(legacy_url) as http:
+async def test_faces_are_found_in_raw_and_multipart_uploads(service_url: str) -> None:
+    async with client(service_url) as http:
         raw = await http.post("/v1/faces", content=ASTRONAUT_PNG, headers={"content-type": "image/png"})
         multipart = await http.post("/v1/faces", files={"file": ("a.png", ASTRONAUT_PNG, "image/png")})
     assert raw.status_code == 200, raw.text
@@ -63,9 +63,9 @@ async def test_faces_are_found_in_raw_and_multipart_uploads(legacy_url: str) -> 
 
 
 @asyncio_test
-async def test_ocr_reads_the_rendered_words_back(legacy_url: str) -> None:
+async def test_ocr_reads_the_rendered_words_back(service_url: str) -> None:
     image = render((640, 240), (30, 40, "HELLO WORLD"), (30, 140, "CUTOVER 2026"))
-    async with client(legacy_url) as http:
+    async with client(service_url) as http:
         response = await http.post("/v1/ocr", content=image, headers={"content-type": "image/png"})
     assert response.status_code == 200, response.text
     lines = [" ".join(line["text"].upper().split()) for line in response.json()["lines"]]
@@ -73,8 +73,8 @@ async def test_ocr_reads_the_rendered_words_back(legacy_url: str) -> None:
 
 
 @asyncio_test
-async def test_audio_measures_the_synthesised_snr(legacy_url: str) -> None:
-    async with client(legacy_url) as http:
+async def test_audio_measures_the_synthesised_snr(service_url: str) -> None:
+    async with client(service_url) as http:
         response = await http.post(
             "/v1/audio/analyze?hop_ms=20&threshold=6", content=wav(bursts(20.0)), headers={"content-type": "audio/wav"}
         )
@@ -86,8 +86,8 @@ async def test_audio_measures_the_synthesised_snr(legacy_url: str) -> None:
 
 
 @asyncio_test
-async def test_domains_are_extracted_in_order(legacy_url: str) -> None:
-    async with client(legacy_url) as http:
+async def test_domains_are_extracted_in_order(service_url: str) -> None:
+    async with client(service_url) as http:
         response = await http.post("/v1/domains", json={"text": DOMAINS_TEXT})
     assert response.status_code == 200, response.text
     assert response.json() == {"domains": DOMAINS, "count": 4}
@@ -119,15 +119,15 @@ async def test_domains_are_extracted_in_order(legacy_url: str) -> None:
     ],
 )
 @asyncio_test
-async def test_bad_input_gets_the_contract_error(legacy_url: str, path: str, kwargs: dict[str, Any], status: int, code: str) -> None:
-    async with client(legacy_url) as http:
+async def test_bad_input_gets_the_contract_error(service_url: str, path: str, kwargs: dict[str, Any], status: int, code: str) -> None:
+    async with client(service_url) as http:
         response = await http.post(path, **kwargs)
     assert_error(response, status, code)
 
 
 @asyncio_test
-async def test_unknown_paths_are_404_and_wrong_methods_405(legacy_url: str) -> None:
-    async with client(legacy_url) as http:
+async def test_unknown_paths_are_404_and_wrong_methods_405(service_url: str) -> None:
+    async with client(service_url) as http:
         for path in ("/nope", "/", "/v1", "/v1/faces/extra", "/v1/audio", "/status/"):
             assert_error(await http.get(path), 404, "not_found")
         wrong = await http.get("/v1/faces")
@@ -163,26 +163,26 @@ def port_of(url: str) -> int:
 
 
 @asyncio_test
-async def test_an_announced_oversized_body_is_refused_before_it_is_sent(legacy_url: str) -> None:
+async def test_an_announced_oversized_body_is_refused_before_it_is_sent(service_url: str) -> None:
     head = (
         b"POST /v1/faces HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
         b"Content-Length: 10000000000\r\n\r\n"
     )
-    answer = await in_daemon_thread(raw_exchange, port_of(legacy_url), head, [])
+    answer = await in_daemon_thread(raw_exchange, port_of(service_url), head, [])
     assert answer.startswith(b"HTTP/1.1 413 ")
     assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "body_too_large"
 
 
 @asyncio_test
-async def test_bodies_over_the_limit_get_413_announced_or_chunked(legacy_url: str) -> None:
-    async with client(legacy_url) as http:
+async def test_bodies_over_the_limit_get_413_announced_or_chunked(service_url: str) -> None:
+    async with client(service_url) as http:
         just_over = await http.post("/v1/faces", content=b"\0" * (BODY_LIMIT + 1), headers={"content-type": "image/png"})
     assert_error(just_over, 413, "body_too_large")
 
     head = b"POST /v1/faces HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
     piece = b"\0" * 65536
     chunks = [b"%x\r\n" % len(piece) + piece + b"\r\n"] * (BODY_LIMIT // len(piece) + 2) + [b"0\r\n\r\n"]
-    answer = await in_daemon_thread(raw_exchange, port_of(legacy_url), head, chunks)
+    answer = await in_daemon_thread(raw_exchange, port_of(service_url), head, chunks)
     assert answer.startswith(b"HTTP/1.1 413 ")
 
 
@@ -198,8 +198,8 @@ async def wait_for_job(http: httpx.AsyncClient, job_id: str) -> dict[str, Any]:
 
 
 @asyncio_test
-async def test_jobs_run_to_the_same_result_as_the_direct_endpoints(legacy_url: str) -> None:
-    async with client(legacy_url) as http:
+async def test_jobs_run_to_the_same_result_as_the_direct_endpoints(service_url: str) -> None:
+    async with client(service_url) as http:
         submitted = await http.post("/v1/jobs", json={"kind": "domains", "text": DOMAINS_TEXT})
         assert submitted.status_code == 202, submitted.text
         job_id = submitted.json()["job_id"]
@@ -221,8 +221,8 @@ async def test_jobs_run_to_the_same_result_as_the_direct_endpoints(legacy_url: s
 
 
 @asyncio_test
-async def test_a_job_with_bad_content_fails_with_the_kernel_code(legacy_url: str) -> None:
-    async with client(legacy_url) as http:
+async def test_a_job_with_bad_content_fails_with_the_kernel_code(service_url: str) -> None:
+    async with client(service_url) as http:
         submitted = await http.post("/v1/jobs?kind=ocr", content=b"junk", headers={"content-type": "image/png"})
         done = await wait_for_job(http, submitted.json()["job_id"])
     assert done["status"] == "failed"
@@ -243,15 +243,15 @@ async def test_a_job_with_bad_content_fails_with_the_kernel_code(legacy_url: str
     ],
 )
 @asyncio_test
-async def test_bad_job_submissions_get_the_contract_error(legacy_url: str, kwargs: dict[str, Any], status: int, code: str) -> None:
-    async with client(legacy_url) as http:
+async def test_bad_job_submissions_get_the_contract_error(service_url: str, kwargs: dict[str, Any], status: int, code: str) -> None:
+    async with client(service_url) as http:
         assert_error(await http.post("/v1/jobs", **kwargs), status, code)
 
 
 @asyncio_test
-async def test_a_running_job_can_be_cancelled_once(legacy_url: str) -> None:
+async def test_a_running_job_can_be_cancelled_once(service_url: str) -> None:
     big = render((1600, 1600), *[(40, 40 + 60 * i, f"LINE NUMBER {i} OF MANY") for i in range(25)])
-    async with client(legacy_url) as http:
+    async with client(service_url) as http:
         submitted = await http.post("/v1/jobs?kind=ocr", content=big, headers={"content-type": "image/png"})
         job_id = submitted.json()["job_id"]
         cancelled = await http.delete(f"/v1/jobs/{job_id}")

@@ -1,0 +1,453 @@
+"""Running durable jobs: one :class:`JobRunner` per database, on the shared pool.
+
+The jobs themselves, their states and their audit trail live in
+:mod:`bridge.jobstore` (an embedded SQLite file through aiosqlite, which runs
+each connection in a thread of its own, so no database call blocks the loop);
+everything is re-exported here.
+
+One runner per database: :meth:`JobRunner.start` takes an exclusive
+``fcntl.flock`` on ``<db>.runner.lock``. The kernel drops a flock when its
+holder dies, however it dies, so whoever takes the lease knows that every job
+still ``running`` belongs to a dead process and puts it back at once, with no
+heartbeat and no sweeper delay (the jobs left "running" forever of procrastinate
+#307 and saq #127). A runner that finds the lease taken waits in standby and
+takes over when it is freed, so every process of a service may start one.
+The lease needs the processes on one host, like the database's WAL.
+
+Execution is at least once, completion exactly once: a job whose runner died
+after the pool returned but before the commit runs again, so ``execute``
+should tolerate a re-run; its "succeeded" is recorded once whatever happens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import WorkerCrashed
+from .jobstore import (
+    DEFAULT_DB_PATH,
+    STATUSES,
+    JobFinished,
+    JobNotFound,
+    JobRecord,
+    JobStore,
+    _attempts,
+    _dumps,
+)
+
+__all__ = [
+    "DEFAULT_DB_PATH",
+    "STATUSES",
+    "JobFinished",
+    "JobNotFound",
+    "JobRecord",
+    "JobRunner",
+    "JobStore",
+    "KindPolicy",
+]
+
+log = logging.getLogger("cutover.jobs")
+_STOP_GRACE = 5.0  # how long stop() waits for workers after cancelling their jobs
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    """How one kind of job runs.
+
+    ``timeout`` has no default on purpose: a queue-wide default silently kills
+    the one kind that legitimately runs long (arq's and saq's pitfall). A
+    worker crash is retried, since the next worker may well succeed; a timeout
+    only with ``retry_on_timeout``, since a job that overran once usually
+    overruns again. Retry ``n`` waits ``min(backoff_initial * 2**(n-1), backoff_max)``.
+    """
+
+    timeout: float
+    max_attempts: int = 3
+    retry_on_timeout: bool = False
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if self.backoff_initial < 0 or self.backoff_max < 0:
+            raise ValueError("backoff_initial and backoff_max must not be negative")
+
+    def backoff(self, attempts: int) -> float:
+        """The wait before the attempt after attempt number ``attempts``."""
+        return min(self.backoff_initial * 2 ** (attempts - 1), self.backoff_max)
+
+
+class _Lease:
+    """An exclusive ``flock`` on a file: held until released or until this process dies.
+
+    The file is opened close-on-exec, so children started with exec (pool
+    workers, subprocesses) never inherit the lock and keep it alive. It is
+    never unlinked: a process that opened the old inode would lock a file
+    nobody else sees.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_acquire(self, holder: str) -> bool:
+        # Synchronous on purpose: opening a local file and a non-blocking flock
+        # take microseconds, and a thread could be cancelled after locking.
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        os.ftruncate(fd, 0)
+        os.write(fd, holder.encode())  # for humans and for state(): who holds it
+        self._fd = fd
+        return True
+
+    def holder(self) -> str | None:
+        try:
+            return self.path.read_text() or None
+        except OSError:
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+class JobRunner:
+    """Runs queued jobs, ``concurrency`` at a time, while it holds the database's runner lease.
+
+    ``execute(record, payload)`` does the work, typically
+    ``pool.run(fn, payload, **record.params)``; it runs under
+    ``asyncio.wait_for(..., policies[record.kind].timeout)``, so a timeout
+    cancels the pool call and the pool kills its worker. It returns an asyncio
+    awaitable (wrap a Deferred with :func:`bridge.as_future`), whose value
+    must be JSON. How an attempt ends decides what happens to the job:
+
+    * a return value: ``succeeded``, with it as the result;
+    * an exception with string ``code`` and ``message`` attributes (the
+      workloads' ``InvalidInput``): ``failed`` with that error, never retried,
+      since the same input fails the same way;
+    * :class:`~bridge.errors.WorkerCrashed`: retried, or ``failed`` with code
+      ``worker_crashed`` once ``max_attempts`` attempts are spent;
+    * :class:`TimeoutError`: retried if the policy says so, else (or once the
+      attempts are spent) ``failed`` with code ``timeout``;
+    * anything else: ``failed`` with code ``internal_error``, and the traceback
+      (the worker's too) in the log, not in the response.
+
+    The runner's own states::
+
+        new --start()--> running                         lease taken: reclaim, then claim jobs
+        new --start()--> standby --lease freed--> running
+        standby, running --stop()--> stopping --> stopped
+
+    Wake-ups come from :meth:`notify` (the store calls it for jobs submitted
+    through it), from a timer set to the earliest retry, and from a poll every
+    ``poll_interval`` seconds that finds jobs submitted by other processes and
+    cancellations made there. A runner in standby tries the lease every
+    ``lease_retry`` seconds.
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        execute: Callable[[JobRecord, bytes], Awaitable[Any]],
+        *,
+        policies: Mapping[str, KindPolicy],
+        concurrency: int,
+        lease_path: str | Path | None = None,
+        poll_interval: float = 1.0,
+        lease_retry: float = 1.0,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+        if poll_interval <= 0 or lease_retry <= 0:
+            raise ValueError("poll_interval and lease_retry must be positive")
+        self.store = store
+        self.policies = dict(policies)
+        self.concurrency = concurrency
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._execute = execute
+        self._lease = _Lease(Path(lease_path) if lease_path is not None else Path(f"{store.path}.runner.lock"))
+        self._poll_interval = poll_interval
+        self._lease_retry = lease_retry
+        self._state = "new"
+        self._holder: str | None = None
+        self._wake = asyncio.Event()
+        self._interrupting = False
+        self._jobs: dict[str, asyncio.Task[Any]] = {}  # job id -> its running attempt
+        self._claims: dict[str, JobRecord] = {}  # job id -> the record as claimed
+        self._workers: list[asyncio.Task[None]] = []
+        self._helpers: list[asyncio.Task[None]] = []  # the standby loop, the poll
+        self._unsubscribe: Callable[[], None] | None = None
+        self._queued: int | None = None
+        self._idle = 0  # workers waiting for work
+        self._counts = dict.fromkeys(
+            ("claimed", "completed", "retried", "failed", "cancelled", "interrupted", "reclaimed"), 0
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Take the lease and start working, or go to standby if another runner holds it.
+
+        Returns once that is decided; when the lease is taken, the jobs a dead
+        runner left running are already queued again.
+        """
+        if self._state != "new":
+            raise RuntimeError(f"a runner starts once; this one is {self._state}")
+        self._unsubscribe = unsubscribe = self.store.subscribe(lambda _record: self.notify())
+        if self._lease.try_acquire(self.id):
+            try:
+                await self._activate()
+            except BaseException:
+                self._lease.release()
+                unsubscribe()
+                self._state = "stopped"
+                raise
+        else:
+            self._state = "standby"
+            self._holder = self._lease.holder()
+            log.info("job runner %s in standby: %s holds %s", self.id, self._holder, self._lease.path)
+            self._helpers.append(asyncio.ensure_future(self._standby()))
+
+    async def _activate(self) -> None:
+        limits = {kind: policy.max_attempts for kind, policy in self.policies.items()}
+        requeued, failed = await self.store._reclaim(self.id, limits)
+        self._counts["reclaimed"] += len(requeued)
+        self._counts["failed"] += len(failed)
+        if requeued or failed:
+            log.warning(
+                "job runner %s took the lease: %d job(s) a dead runner left running were queued again, %d failed",
+                self.id, len(requeued), len(failed),
+            )
+        self._state, self._holder = "running", None
+        self._workers = [asyncio.ensure_future(self._work()) for _ in range(self.concurrency)]
+        self._helpers.append(asyncio.ensure_future(self._poll()))
+
+    async def _standby(self) -> None:
+        while self._state == "standby":
+            await asyncio.sleep(self._lease_retry)
+            if self._state != "standby":
+                return
+            if not self._lease.try_acquire(self.id):
+                self._holder = self._lease.holder()
+                continue
+            log.info("job runner %s took over the lease %s", self.id, self._lease.path)
+            try:
+                await self._activate()
+            except Exception:
+                log.exception("job runner %s could not take over; back to standby", self.id)
+                self._lease.release()
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop claiming, give running jobs ``timeout`` seconds, then interrupt the rest; release the lease.
+
+        An interrupted job is queued again (event ``interrupted``, its attempt
+        refunded) and its pool call cancelled, which kills its worker: a
+        shutdown finishes or persists every job, never loses one, and the next
+        runner resumes it. Safe to call twice.
+        """
+        if self._state in ("new", "stopped"):
+            self._state = "stopped"
+            return
+        if self._state == "stopping":
+            raise RuntimeError("stop() is already in progress")
+        self._state = "stopping"
+        self._wake.set()
+        for helper in self._helpers:
+            helper.cancel()
+        await asyncio.gather(*self._helpers, return_exceptions=True)
+        try:
+            if self._workers:
+                _, pending = await asyncio.wait(self._workers, timeout=max(0.0, timeout))
+                if pending:
+                    self._interrupting = True
+                    for task in self._jobs.values():
+                        task.cancel()
+                    interrupted = await self.store._interrupt(self.id)
+                    self._counts["interrupted"] += len(interrupted)
+                    if interrupted:
+                        log.warning("job runner %s stopping: %d job(s) put back to queued: %s",
+                                    self.id, len(interrupted), ", ".join(interrupted))
+                    _, stuck = await asyncio.wait(pending, timeout=_STOP_GRACE)
+                    for task in stuck:  # an execute that ignores cancellation: its outcome is discarded
+                        log.warning("job runner %s: a job did not stop when cancelled; abandoning it", self.id)
+                        task.cancel()
+        finally:
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+            self._lease.release()
+            self._state = "stopped"
+
+    def notify(self) -> None:
+        """There may be new work: idle workers look now. Call it on the loop's thread."""
+        self._wake.set()
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        """Cancel the job in the store and, if it runs here, its attempt (the pool kills the worker).
+
+        Raises :class:`JobNotFound` or :class:`JobFinished`, like :meth:`JobStore.cancel`.
+        """
+        record = await self.store.cancel(job_id)
+        task = self._jobs.get(job_id)
+        if task is not None:
+            task.cancel()
+        return record
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready snapshot for ``/status``: the lease, jobs running here, idle workers, the last queued count seen, counters."""
+        return {
+            "runner": self.id,
+            "state": self._state,
+            "lease": "held" if self._lease.held else "standby" if self._state == "standby" else "released",
+            "lease_path": str(self._lease.path),
+            "lease_holder": self.id if self._lease.held else self._holder,
+            "concurrency": self.concurrency,
+            "running": len(self._jobs),
+            "idle": self._idle,
+            "queued": self._queued,
+            **self._counts,
+        }
+
+    # ------------------------------------------------------------------ working
+
+    async def _work(self) -> None:
+        while self._state == "running":
+            # Clear before claiming: a submit committed after this point sets
+            # the event again, so no wake-up falls between the claim and the wait.
+            self._wake.clear()
+            try:
+                record, self._queued, next_at = await self.store._claim(self.id)
+            except Exception:
+                log.exception("job runner %s could not claim a job; retrying in %ss", self.id, self._poll_interval)
+                record, next_at = None, None
+            if record is None:
+                delay = self._poll_interval
+                if next_at is not None:
+                    delay = min(delay, max(0.0, next_at - time.time()))
+                self._idle += 1
+                try:
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                finally:
+                    self._idle -= 1
+                continue
+            if self._interrupting:
+                return  # stop() has put it back already, or is about to
+            self._counts["claimed"] += 1
+            attempt = asyncio.ensure_future(self._attempt(record))
+            self._jobs[record.id], self._claims[record.id] = attempt, record
+            try:
+                await asyncio.wait({attempt})
+            finally:
+                del self._jobs[record.id], self._claims[record.id]
+            try:
+                await self._record_outcome(record, attempt)
+            except Exception:
+                log.exception("job runner %s could not record the outcome of job %s; it stays running "
+                              "until the next runner reclaims it", self.id, record.id)
+
+    async def _attempt(self, record: JobRecord) -> Any:
+        policy = self.policies.get(record.kind)
+        if policy is None:
+            raise LookupError(f"no policy for job kind {record.kind!r}; known kinds: {sorted(self.policies)}")
+        payload = await self.store.payload(record.id)
+        return await asyncio.wait_for(self._execute(record, payload), policy.timeout)
+
+    async def _record_outcome(self, record: JobRecord, attempt: asyncio.Future[Any]) -> None:
+        if attempt.cancelled():
+            # Cancelled by cancel() or by the poll (the store already says
+            # cancelled) or by stop() (the store says queued again).
+            if not self._interrupting:
+                self._counts["cancelled"] += 1
+            return
+        exc = attempt.exception()
+        n = record.attempts
+        if exc is None:
+            try:
+                result = _dumps(attempt.result())
+            except (TypeError, ValueError) as bad:
+                exc = TypeError(f"the result of job kind {record.kind!r} is not JSON: {bad}")
+            else:
+                if await self.store._settle(record, self.id, "succeeded", "succeeded", {"attempt": n}, result=result):
+                    self._counts["completed"] += 1
+                return
+        policy = self.policies.get(record.kind)
+        code, message = getattr(exc, "code", None), getattr(exc, "message", None)
+        if isinstance(code, str) and isinstance(message, str):
+            await self._fail(record, {"code": code, "message": message})
+        elif policy is not None and isinstance(exc, WorkerCrashed | TimeoutError):
+            await self._retry_or_fail(record, policy, exc)
+        else:
+            log.error("job %s (%s) attempt %d failed", record.id, record.kind, n, exc_info=exc)
+            await self._fail(record, {"code": "internal_error", "message": "the job failed; see the service log"})
+
+    async def _retry_or_fail(self, record: JobRecord, policy: KindPolicy, exc: BaseException) -> None:
+        n = record.attempts
+        if isinstance(exc, WorkerCrashed):
+            reason, what, retryable = "worker_crashed", str(exc), True
+        else:
+            reason, what = "timeout", f"the job did not finish within {policy.timeout}s"
+            retryable = policy.retry_on_timeout
+        if retryable and n < policy.max_attempts:
+            delay = policy.backoff(n)
+            detail = {"attempt": n, "reason": reason, "message": what, "delay": delay}
+            if await self.store._settle(record, self.id, "queued", "retry", detail, run_after=time.time() + delay):
+                self._counts["retried"] += 1
+                log.info("job %s (%s) attempt %d: %s; retrying in %ss", record.id, record.kind, n, what, delay)
+                self._wake.set()  # idle workers re-arm their timers for this job's run_after
+            return
+        if retryable:
+            what = f"{what}; gave up after {_attempts(n)}"
+        log.warning("job %s (%s) failed: %s", record.id, record.kind, what)
+        await self._fail(record, {"code": reason, "message": what})
+
+    async def _fail(self, record: JobRecord, error: dict[str, str]) -> None:
+        detail = {"attempt": record.attempts, "code": error["code"]}
+        if await self.store._settle(record, self.id, "failed", "failed", detail, error=error):
+            self._counts["failed"] += 1
+
+    async def _poll(self) -> None:
+        """Stop attempts whose job another process cancelled (idle workers poll on their own timers)."""
+        while self._state == "running":
+            await asyncio.sleep(self._poll_interval)
+            if not self._jobs:
+                continue
+            try:
+                claims = await self.store._claims(list(self._jobs))
+            except Exception:
+                log.exception("job runner %s could not poll its running jobs", self.id)
+                continue
+            for job_id, (status, runner, attempts) in claims.items():
+                claimed, task = self._claims.get(job_id), self._jobs.get(job_id)
+                if claimed is None or task is None:
+                    continue
+                if (status, runner, attempts) != ("running", self.id, claimed.attempts):
+                    log.info("job %s is %s elsewhere; cancelling its attempt here", job_id, status)
+                    task.cancel()

@@ -1,0 +1,89 @@
+"""``create_app``: the FastAPI service, its lifespan, and running it alone under uvicorn."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+import bridge
+import workloads
+from bridge import SharedPool
+from bridge.asgi import BodyLimitMiddleware
+from bridge.jobs import JobRecord, JobRunner, JobStore, KindPolicy
+from bridge.tasks import TaskManager, TaskRegistry
+
+from . import sync
+from .errors import install_error_handlers
+from .routes import __version__, router
+from .settings import ModernSettings
+from .work import run_kind
+
+
+def create_app(settings: ModernSettings | None = None, *, pool: SharedPool | None = None) -> FastAPI:
+    """The modern service. It uses ``pool`` (default: the process's shared pool) and
+    starts it only if nobody else has, so co-hosted with legacy both share one pool."""
+    settings = settings or ModernSettings()
+    registry = TaskRegistry()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        shared = pool or bridge.get_pool()
+        started_here = not shared.running
+        if started_here:
+            await shared.start()
+        state = app.state
+        state.pool, state.settings, state.started = shared, settings, time.monotonic()
+        state.data_sync = sync.register(registry, shared, settings)
+
+        async def execute(record: JobRecord, payload: bytes) -> Any:
+            data: Any = payload.decode("utf-8") if record.kind == "domains" else payload
+            return await run_kind(shared, record.kind, data, record.params, settings)
+
+        state.jobs = JobStore(settings.db_path)
+        await state.jobs.open()
+        policies = {
+            kind: KindPolicy(timeout=timeout, max_attempts=settings.job_max_attempts)
+            for kind, timeout in settings.job_timeouts.items()
+        }
+        state.runner = JobRunner(state.jobs, execute, policies=policies, concurrency=shared.processes + 1)
+        await state.runner.start()
+        state.tasks = TaskManager(registry, stack="modern", owners=settings.task_owners, pool=shared)
+        await state.tasks.start()
+        try:
+            yield
+        finally:
+            await state.tasks.stop()
+            await state.runner.stop(timeout=settings.shutdown_timeout)
+            await state.jobs.close()
+            if started_here:
+                await shared.close(timeout=settings.shutdown_timeout)
+
+    app = FastAPI(
+        title="cutover reference service (modern)",
+        version=__version__,
+        description="The FastAPI rewrite of the legacy Twisted service: the same contract, durable jobs.",
+        lifespan=lifespan,
+        redirect_slashes=False,
+    )
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    install_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+async def serve(settings: ModernSettings | None = None, *, host: str | None = None, port: int | None = None) -> None:
+    """Run the modern service alone under uvicorn until SIGINT or SIGTERM."""
+    import uvicorn
+
+    settings = settings or ModernSettings()
+    if host is not None or port is not None:
+        settings = dataclasses.replace(settings, host=host or settings.host, port=settings.port if port is None else port)
+    pool = SharedPool(initializer=workloads.warm_up)  # every model loaded once per worker
+    bridge.set_pool(pool)
+    config = uvicorn.Config(create_app(settings, pool=pool), host=settings.host, port=settings.port, lifespan="on")
+    await uvicorn.Server(config).serve()

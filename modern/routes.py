@@ -1,0 +1,229 @@
+"""The HTTP API, the FastAPI way: the same paths, bodies, status codes and errors as legacy."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from bridge import SharedPool
+from bridge.jobs import JobFinished, JobNotFound
+
+from .errors import ApiError
+from .models import (
+    ERRORS,
+    AudioResult,
+    DomainsRequest,
+    DomainsResult,
+    FacesResult,
+    Job,
+    JobList,
+    JobRequest,
+    OcrResult,
+    Status,
+)
+from .settings import ModernSettings
+from .uploads import AUDIO_TYPES, IMAGE_TYPES, media_type, read_json, read_upload
+from .work import KINDS, run_kind
+
+__version__ = "1.0.0"
+router = APIRouter()
+
+IMAGE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **{t: {"schema": {"type": "string", "format": "binary"}} for t in sorted(IMAGE_TYPES)},
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}, "required": ["file"]}
+            },
+        },
+    }
+}
+AUDIO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            **{t: {"schema": {"type": "string", "format": "binary"}} for t in sorted(AUDIO_TYPES)},
+            "multipart/form-data": IMAGE_BODY["requestBody"]["content"]["multipart/form-data"],
+        },
+    }
+}
+UPLOADS = {"faces": (IMAGE_TYPES, "an image"), "ocr": (IMAGE_TYPES, "an image"), "audio": (AUDIO_TYPES, "a WAV file")}
+HopMs = Annotated[float, Query(description="analysis frame hop in milliseconds (0 < hop_ms <= 1000)", allow_inf_nan=False)]
+Threshold = Annotated[float, Query(description="dB above the noise floor that counts as speech (0..60)", allow_inf_nan=False)]
+
+
+def pool_of(request: Request) -> SharedPool:
+    return request.app.state.pool
+
+
+def settings_of(request: Request) -> ModernSettings:
+    return request.app.state.settings
+
+
+@router.get("/status", response_model=Status, tags=["service"])
+async def status(request: Request) -> dict[str, Any]:
+    state = request.app.state
+    body = {
+        "service": "modern",
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - state.started, 3),
+        "pool": state.pool.stats().as_dict(),
+        "tasks": state.tasks.state(),
+    }
+    if getattr(state, "runner", None) is not None:
+        body["jobs"] = state.runner.state()
+    return body
+
+
+@router.post("/v1/faces", response_model=FacesResult, responses=ERRORS, openapi_extra=IMAGE_BODY, tags=["work"])
+async def faces(request: Request) -> Any:
+    data = await read_upload(request, IMAGE_TYPES, "an image")
+    return await run_kind(pool_of(request), "faces", data, {}, settings_of(request))
+
+
+@router.post("/v1/ocr", response_model=OcrResult, responses=ERRORS, openapi_extra=IMAGE_BODY, tags=["work"])
+async def ocr(request: Request) -> Any:
+    data = await read_upload(request, IMAGE_TYPES, "an image")
+    return await run_kind(pool_of(request), "ocr", data, {}, settings_of(request))
+
+
+@router.post("/v1/audio/analyze", response_model=AudioResult, responses=ERRORS, openapi_extra=AUDIO_BODY, tags=["work"])
+async def analyze_audio(request: Request, hop_ms: HopMs = 10.0, threshold: Threshold = 6.0) -> Any:
+    data = await read_upload(request, AUDIO_TYPES, "a WAV file")
+    params = {"hop_ms": hop_ms, "threshold_db": threshold}
+    return await run_kind(pool_of(request), "audio", data, params, settings_of(request))
+
+
+@router.post(
+    "/v1/domains",
+    response_model=DomainsResult,
+    responses=ERRORS,
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": DomainsRequest.model_json_schema()}}}},
+    tags=["work"],
+)
+async def domains(request: Request) -> Any:
+    text = required_text(await read_json(request))
+    return await run_kind(pool_of(request), "domains", text, {}, settings_of(request))
+
+
+def required_text(body: dict[str, Any]) -> str:
+    if "text" not in body:
+        raise ApiError(422, "missing_field", "the JSON body needs a `text` field")
+    if not isinstance(body["text"], str):
+        raise ApiError(422, "invalid_parameter", "`text` must be a string")
+    return body["text"]
+
+
+def check_kind(kind: Any) -> str:
+    if kind not in KINDS:
+        raise ApiError(422, "invalid_parameter", f"`kind` must be one of {', '.join(KINDS)}, got {kind!r}")
+    return str(kind)
+
+
+def job_from_json(body: dict[str, Any]) -> tuple[str, bytes, dict[str, Any]]:
+    if "kind" not in body:
+        raise ApiError(422, "missing_field", "the JSON body needs a `kind` field")
+    kind = check_kind(body["kind"])
+    if kind == "domains":
+        return kind, required_text(body).encode(), {}
+    encoded = body.get("data_base64")
+    if not isinstance(encoded, str):
+        raise ApiError(422, "missing_field", f"a {kind} job needs `data_base64` (the file, base64-encoded)")
+    try:
+        data = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        raise ApiError(422, "invalid_parameter", "`data_base64` is not valid base64") from None
+    params: dict[str, Any] = {}
+    if kind == "audio":
+        for field, name, default in (("hop_ms", "hop_ms", 10.0), ("threshold", "threshold_db", 6.0)):
+            value = body.get(field, default)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ApiError(422, "invalid_parameter", f"`{field}` must be a number")
+            params[name] = float(value)
+    return kind, data, params
+
+
+@router.post(
+    "/v1/jobs",
+    status_code=202,
+    response_model=Job,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": JobRequest.model_json_schema()},
+                **AUDIO_BODY["requestBody"]["content"],
+                **IMAGE_BODY["requestBody"]["content"],
+            },
+        }
+    },
+    tags=["jobs"],
+)
+async def submit_job(
+    request: Request,
+    kind: Annotated[str | None, Query(description="with an upload: faces, ocr or audio")] = None,
+    hop_ms: HopMs = 10.0,
+    threshold: Threshold = 6.0,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> JSONResponse:
+    if media_type(request) == "application/json":
+        job_kind, payload, params = job_from_json(await read_json(request))
+    else:
+        if kind is None:
+            raise ApiError(422, "missing_field", f"say what to run: ?kind= one of {', '.join(KINDS)}")
+        job_kind = check_kind(kind)
+        if job_kind == "domains":
+            raise ApiError(415, "unsupported_media_type", "submit domains jobs as application/json {kind, text}")
+        params = {"hop_ms": hop_ms, "threshold_db": threshold} if job_kind == "audio" else {}
+        accepted, what = UPLOADS[job_kind]
+        payload = await read_upload(request, accepted, what)
+    state = request.app.state
+    record, created = await state.jobs.submit(job_kind, payload, params, idempotency_key=idempotency_key)
+    if created:
+        state.runner.notify()
+    headers = {"Location": f"/v1/jobs/{record.id}"}
+    if not created:  # a retried submit: the same answer as the first time, marked as a replay
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(record.as_json(), status_code=202, headers=headers)
+
+
+@router.get("/v1/jobs", response_model=JobList, responses=ERRORS, tags=["jobs"])
+async def list_jobs(
+    request: Request,
+    status: Annotated[str | None, Query(description="queued, running, succeeded, failed or cancelled")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> dict[str, Any]:
+    try:
+        records, next_cursor = await request.app.state.jobs.list(status=status, limit=limit, cursor=cursor)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_parameter", str(exc)) from None
+    return {"jobs": [r.as_json() for r in records], "next_cursor": next_cursor}
+
+
+@router.get("/v1/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["jobs"])
+async def get_job(request: Request, job_id: str) -> Any:
+    record = await request.app.state.jobs.get(job_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no job {job_id!r}")
+    return JSONResponse(record.as_json())
+
+
+@router.delete("/v1/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["jobs"])
+async def cancel_job(request: Request, job_id: str) -> Any:
+    try:
+        record = await request.app.state.runner.cancel(job_id)
+    except JobNotFound:
+        raise ApiError(404, "not_found", f"no job {job_id!r}") from None
+    except JobFinished as exc:
+        raise ApiError(409, "job_finished", f"job {job_id} already {exc.record.status}") from None
+    return JSONResponse(record.as_json())
+
+

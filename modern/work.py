@@ -1,0 +1,43 @@
+"""What each kind of work runs, the asyncio way: ``await pool.run(kernel, ...)`` on the shared pool."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import workloads
+from bridge import SharedPool
+
+from .settings import ModernSettings
+
+KINDS = ("faces", "ocr", "audio", "domains")
+
+
+def check_text(text: str, max_chars: int) -> None:
+    if not text.strip():
+        raise workloads.InvalidInput("empty_input", "the text is empty")
+    if len(text) > max_chars:
+        raise workloads.InvalidInput("text_too_large", f"the text has {len(text)} characters; the limit is {max_chars}")
+
+
+async def find_domains(pool: SharedPool, text: str, settings: ModernSettings) -> dict[str, Any]:
+    """Split on whitespace, extract per chunk across the workers, merge in order."""
+    check_text(text, settings.max_body_bytes)
+    chunks = workloads.split_chunks(text, settings.domain_chunk_chars)
+    timeout = settings.job_timeouts.get("domains")
+    found = await asyncio.gather(*(pool.run(workloads.extract_domains_chunk, chunk, timeout=timeout) for chunk in chunks))
+    return workloads.merge_domains(found)
+
+
+async def run_kind(pool: SharedPool, kind: str, payload: Any, params: dict[str, Any], settings: ModernSettings) -> Any:
+    """One unit of work of ``kind``; ``payload`` is bytes, or text for domains."""
+    timeout = settings.job_timeouts.get(kind)
+    if kind == "faces":
+        return await pool.run(workloads.detect_faces, payload, max_pixels=settings.max_pixels, timeout=timeout)
+    if kind == "ocr":
+        return await pool.run(workloads.read_text, payload, max_pixels=settings.max_pixels, timeout=timeout)
+    if kind == "audio":
+        return await pool.run(workloads.analyze_audio, payload, timeout=timeout, **params)
+    if kind == "domains":
+        return await find_domains(pool, payload, settings)
+    raise ValueError(f"unknown kind {kind!r}")

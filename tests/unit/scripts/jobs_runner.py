@@ -1,0 +1,45 @@
+"""A job runner in a process of its own, for tests/unit/test_jobs.py: ``jobs_runner.py DB [GATE_MAX_ATTEMPTS]``.
+
+Kinds: ``crunch`` (jobfns.crunch) and ``gate`` (jobfns.wait_at_gate). Prints
+``ready <runner state as JSON>`` once started, ``done <job id>`` after each
+attempt's function returned (before the runner records it), and runs until
+SIGTERM, when it stops the runner and the pool cleanly. The test SIGKILLs it
+mid-way to prove that a restart loses and repeats no job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from typing import Any
+
+from bridge import SharedPool
+from bridge.jobs import JobRecord, JobRunner, JobStore, KindPolicy
+from tests.unit import jobfns
+
+FUNCTIONS = {"crunch": jobfns.crunch, "gate": jobfns.wait_at_gate}
+
+
+async def main(db: str, gate_max_attempts: int) -> None:
+    stopping = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    async with SharedPool(processes=2, cpus=2) as pool, JobStore(db) as store:
+
+        async def execute(record: JobRecord, payload: bytes) -> Any:
+            result = await pool.run(FUNCTIONS[record.kind], payload, **record.params)
+            print(f"done {record.id}", flush=True)
+            return result
+
+        policies = {"crunch": KindPolicy(timeout=60), "gate": KindPolicy(timeout=120, max_attempts=gate_max_attempts)}
+        runner = JobRunner(store, execute, policies=policies, concurrency=2, poll_interval=0.2)
+        await runner.start()
+        print("ready", json.dumps(runner.state()), flush=True)
+        await stopping.wait()
+        await runner.stop(timeout=10)
+        print("stopped", json.dumps(runner.state()), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3))
