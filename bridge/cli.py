@@ -67,17 +67,30 @@ APPS = {"legacy": "legacy.service:serve", "modern": "modern.app:serve"}
 def _add_serve(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="run the service on loopback",
-        description="Run one stack alone (--only). Until the co-hosting front door lands, --only is required.",
+        help="run both stacks behind the front door (or one alone with --only)",
+        description="Host the legacy and modern stacks in one process on one loop, routed by the plan.",
     )
-    parser.add_argument("--only", choices=sorted(APPS), required=True, help="run this stack alone")
-    parser.add_argument("--app", metavar="MODULE:ATTR", help="the stack's serve entry point (default: ours)")
+    parser.add_argument("--plan", type=Path, default=Path("cutover.toml"), help="the cutover plan (default: cutover.toml)")
+    parser.add_argument("--only", choices=sorted(APPS), help="run this stack alone, without the front door")
+    parser.add_argument("--app", metavar="MODULE:ATTR", help="with --only: the stack's serve entry point")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
     parser.set_defaults(run=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    if args.only is None:
+        from .cutover.host import HostSettings
+        from .cutover.host import serve as serve_both
+        from .cutover.plan import PlanError
+
+        if not args.plan.is_file():
+            return _error(f"no plan at {args.plan}: pass --plan FILE (the repository ships cutover.toml)")
+        try:
+            asyncio.run(serve_both(HostSettings(plan_path=args.plan, host=args.host, port=args.port)))
+        except PlanError as exc:
+            return _error(str(exc))
+        return 0
     target = args.app or APPS[args.only]
     module_name, _, attr = target.partition(":")
     try:

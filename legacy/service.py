@@ -75,6 +75,11 @@ class LegacyService:
             yield self.port.stopListening()
 
 
+def cohost(pool: SharedPool, *, task_owners: dict[str, str]) -> LegacyService:
+    """The legacy stack for ``cutover serve``: built on the host's pool, its Site served in process."""
+    return LegacyService(pool, LegacySettings(task_owners=task_owners))
+
+
 async def serve(settings: LegacySettings | None = None, *, host: str | None = None, port: int | None = None) -> None:
     """Run the legacy service alone on this loop until SIGINT or SIGTERM."""
     settings = settings or LegacySettings()

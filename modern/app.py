@@ -76,6 +76,11 @@ def create_app(settings: ModernSettings | None = None, *, pool: SharedPool | Non
     return app
 
 
+def cohost(pool: SharedPool, *, task_owners: dict[str, str]) -> FastAPI:
+    """The modern stack for ``cutover serve``: the host enters its lifespan and calls it in process."""
+    return create_app(ModernSettings(task_owners=task_owners), pool=pool)
+
+
 async def serve(settings: ModernSettings | None = None, *, host: str | None = None, port: int | None = None) -> None:
     """Run the modern service alone under uvicorn until SIGINT or SIGTERM."""
     import uvicorn

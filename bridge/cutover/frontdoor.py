@@ -1,0 +1,248 @@
+"""The front door: one ASGI app that sends every request to legacy or modern, as the plan says.
+
+* ``legacy`` / ``modern``: that stack answers.
+* ``canary``: ``percent`` of requests go to modern. A request carrying the
+  plan's sticky header (or, without one, coming from the same client address)
+  always lands on the same side, so a user does not flip between stacks.
+* ``shadow``: legacy answers; modern gets the same request at the same time,
+  and its answer is compared and recorded (:mod:`.shadow`), never sent. The
+  client's response is streamed from legacy as it comes and never waits for
+  modern. Requests with side effects are mirrored only on ``shadow_safe``
+  routes. Modern failing in shadow, by raising or by answering wrong, never
+  reaches the client.
+
+Every response carries ``X-Served-By: legacy|modern``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from ..asgi import ASGIApp, Message, Receive, Scope, Send
+from ..parity.diff import Exchange
+from .plan import Plan, Route
+from .shadow import ShadowRecorder
+
+log = logging.getLogger("cutover.frontdoor")
+ADMIN_PREFIX = "/_cutover"
+
+
+class Observer(Protocol):
+    def observe(self, route: str, stack: str, status: int, seconds: float) -> None: ...
+
+
+def route_label(route: Route | None) -> str:
+    return f"{route.method} {route.template}" if route is not None else "unrouted"
+
+
+def canary_bucket(route: Route, key: str) -> float:
+    """A stable number in [0, 100) for this route and client: the same key, the same side."""
+    digest = hashlib.sha256(f"{route.method} {route.template}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % 10_000 / 100
+
+
+class FrontDoor:
+    """The routing ASGI app. ``plan`` is read on every request, so swapping it takes effect at once."""
+
+    def __init__(
+        self,
+        *,
+        legacy: ASGIApp,
+        modern: ASGIApp,
+        plan: Callable[[], Plan],
+        recorder: ShadowRecorder,
+        observer: Observer,
+        admin: ASGIApp,
+        max_shadow_body: int = 20 * 1024 * 1024,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.apps = {"legacy": legacy, "modern": modern}
+        self.plan = plan
+        self.recorder = recorder
+        self.observer = observer
+        self.admin = admin
+        self.max_shadow_body = max_shadow_body
+        self.rng = rng or random.Random()
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.apps["legacy"](scope, receive, send)
+            return
+        path: str = scope["path"]
+        if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+            await self.admin(scope, receive, send)
+            return
+        plan = self.plan()
+        route = plan.route_for(scope["method"], path)
+        label = route_label(route)
+        if route is not None and route.mode == "shadow":
+            await self._shadow(route, label, scope, receive, send)
+        else:
+            await self._forward(self.pick(plan, route, scope), label, scope, receive, send)
+
+    def pick(self, plan: Plan, route: Route | None, scope: Scope) -> str:
+        """The stack that answers this request (shadow answers from legacy)."""
+        if route is None or route.mode in ("legacy", "shadow"):
+            return "legacy"
+        if route.mode == "modern":
+            return "modern"
+        key = None
+        if plan.sticky_header:
+            wanted = plan.sticky_header.lower().encode("latin-1")
+            key = next((v.decode("latin-1") for k, v in scope.get("headers", ()) if k == wanted), None)
+        if key is None and scope.get("client"):
+            key = str(scope["client"][0])
+        bucket = canary_bucket(route, key) if key else self.rng.uniform(0, 100)
+        return "modern" if bucket < route.percent else "legacy"
+
+    async def _forward(self, stack: str, label: str, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        status = 500
+
+        async def served_by(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), (b"x-served-by", stack.encode())]}
+            await send(message)
+
+        try:
+            await self.apps[stack](dict(scope), receive, served_by)
+        finally:
+            self.observer.observe(label, stack, status, time.perf_counter() - started)
+
+    # ------------------------------------------------------------------ shadow
+
+    async def _shadow(self, route: Route, label: str, scope: Scope, receive: Receive, send: Send) -> None:
+        if not route.shadow_safe:
+            self.recorder.not_mirrored(label)
+            await self._forward("legacy", label, scope, receive, send)
+            return
+        body, complete = await _read_body(receive, self.max_shadow_body)
+        replay = _replay(body, complete, receive)
+        if not complete or not self.recorder.admit(label):
+            await self._forward("legacy", label, scope, replay, send)
+            return
+        shadow = asyncio.ensure_future(_capture(self.apps["modern"], dict(scope), body))
+        legacy_capture = _Capture()
+
+        async def tee(message: Message) -> None:
+            legacy_capture.take(message)
+            await send(message)
+
+        try:
+            await self._forward("legacy", label, scope, replay, tee)
+        finally:
+            task = asyncio.ensure_future(self._compare(label, scope, body, legacy_capture, shadow))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _compare(
+        self, label: str, scope: Scope, body: bytes, legacy: _Capture, shadow: asyncio.Future[Exchange]
+    ) -> None:
+        try:
+            try:
+                modern: Exchange | BaseException = await shadow
+            except Exception as exc:  # modern raising in shadow is a finding, not an outage
+                modern = exc
+            request = {
+                "method": scope["method"],
+                "path": scope["path"],
+                "query": scope.get("query_string", b"").decode("latin-1"),
+                "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())},
+                "body_bytes": len(body),
+            }
+            await self.recorder.record(label, scope["method"], scope["path"], request, legacy.exchange(), modern)
+        except Exception:
+            log.exception("shadow comparison failed for %s", label)
+        finally:
+            self.recorder.release()
+
+    async def drain(self) -> None:
+        """Wait for shadow comparisons still running (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+class _Capture:
+    """One side's response, collected from ASGI messages."""
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: dict[str, str] = {}
+        self.chunks: list[bytes] = []
+
+    def take(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            for name, value in message.get("headers", ()):
+                self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        elif message["type"] == "http.response.body":
+            self.chunks.append(message.get("body", b""))
+
+    def exchange(self) -> Exchange:
+        return Exchange(status=self.status, headers=self.headers, body=b"".join(self.chunks))
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
+    """The request body, up to ``limit`` bytes; ``complete`` is False if there is more (not shadowed then)."""
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(parts), True
+        chunk = message.get("body", b"")
+        parts.append(chunk)
+        size += len(chunk)
+        if not message.get("more_body", False):
+            return b"".join(parts), True
+        if size > limit:
+            return b"".join(parts), False
+
+
+def _replay(body: bytes, complete: bool, receive: Receive) -> Receive:
+    """Hand the buffered body to an app, then the client's own receive (more body, or its disconnect)."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": not complete}
+        return await receive()
+
+    return replayed
+
+
+async def _capture(app: ASGIApp, scope: Scope, body: bytes) -> Exchange:
+    """Run ``app`` on a copy of the request and collect its whole answer."""
+    capture = _Capture()
+    done = asyncio.Event()
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await done.wait()  # a shadow request has no client to disconnect; it ends when the app is done
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        capture.take(message)
+
+    try:
+        await app(scope, receive, send)
+    finally:
+        done.set()
+    return capture.exchange()
+
+

@@ -1,0 +1,321 @@
+"""``cutover serve``: both stacks in one process, on one loop, behind one front door.
+
+Start-up, in order: Twisted's asyncio reactor is installed on uvicorn's loop;
+the shared pool starts (sized to the CPU budget, models loaded once per
+worker); the legacy service is built on that pool (its twisted.web Site is
+served in process, no socket); the modern app is built on the same pool and
+its lifespan entered; the plan decides which stack owns each background task.
+
+Shutdown (Ctrl-C or SIGTERM), in order: uvicorn stops accepting and lets
+in-flight requests finish within ``graceful_timeout``; shadow comparisons
+drain; both stacks stop their tasks (modern puts in-flight jobs back in the
+queue); the pool closes; the reactor stops. SIGHUP reloads the plan.
+
+The apps are found by import strings (``[apps]`` in the plan file), so the
+host works for any pair that follows the protocol of :class:`LegacyHandle`
+and a FastAPI/Starlette app factory; ours are the defaults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..asgi import Receive, Scope, Send
+from ..deferreds import as_future
+from ..parity.diff import DiffRules
+from ..pool import SharedPool, set_pool
+from ..reactor import install_reactor, stop_reactor
+from .admin import admin_app
+from .frontdoor import FrontDoor, route_label
+from .metrics import LoopLagProbe, Metrics
+from .plan import Plan, PlanError
+from .shadow import ShadowRecorder
+from .twisted_asgi import TwistedSiteApp
+
+log = logging.getLogger("cutover.host")
+
+DEFAULT_APPS = {
+    "legacy": "legacy.service:cohost",
+    "modern": "modern.app:cohost",
+    "pool_initializer": "workloads:warm_up",
+}
+
+
+#: How shadow mode compares each route's answers (``bridge.parity.DiffRules``). Ids, times and
+#: counters that are meant to differ between two stacks are ignored; everything else must match.
+DIFF_RULES = {
+    "GET /status": DiffRules(ignore=("service", "version", "uptime_s", "pool", "tasks", "jobs")),
+    **{
+        route: DiffRules(ignore=("job_id", "status", "attempts", "created_at", "started_at", "finished_at"))
+        for route in ("POST /v1/jobs", "GET /v1/jobs/{job_id}", "DELETE /v1/jobs/{job_id}")
+    },
+}
+
+
+class LegacyHandle(Protocol):
+    """What the host needs from the legacy stack."""
+
+    site: Any
+
+    def start_tasks(self) -> None: ...
+    def set_task_owner(self, name: str, stack: str) -> None: ...
+    def stop(self) -> Any: ...  # a Deferred
+
+
+def load(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+@dataclass
+class HostSettings:
+    plan_path: Path = Path("cutover.toml")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    var_dir: Path = field(default_factory=lambda: Path(os.environ.get("CUTOVER_VAR", "var")))
+    admin_token: str | None = field(default_factory=lambda: os.environ.get("CUTOVER_ADMIN_TOKEN") or None)
+    graceful_timeout: float = 10.0
+    shadow_max_inflight: int = 8
+    processes: int | None = None
+
+
+class Host:
+    """Owns the shared pieces: pool, plan, both stacks, shadow recorder, metrics."""
+
+    def __init__(self, settings: HostSettings, *, pool: SharedPool | None = None) -> None:
+        self.settings = settings
+        self.apps = dict(DEFAULT_APPS)
+        self.apps.update(_apps_section(settings.plan_path))
+        self._given_pool = pool
+        self.pool: SharedPool | None = pool
+        # Checked for syntax now, and against the routes and tasks the apps declare once they are up.
+        self.plan = Plan.load(settings.plan_path)
+        self.lag = LoopLagProbe()
+        self.recorder = ShadowRecorder(
+            settings.var_dir / "cutover.db", max_inflight=settings.shadow_max_inflight, rules=dict(DIFF_RULES)
+        )
+        self.metrics_ = Metrics(self._pool_stats, self.recorder.stats, self.lag)
+        self.legacy: Any = None
+        self.modern: Any = None
+        self.frontdoor: FrontDoor | None = None
+        self._modern_lifespan: contextlib.AbstractAsyncContextManager[Any] | None = None
+        self._owns_reactor = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        existing = sys.modules.get("twisted.internet.reactor")
+        # A reactor someone else already runs on this loop (pytest-twisted, an embedding app) is theirs to stop.
+        self._owns_reactor = existing is None or not existing.running
+        install_reactor()
+        if self.pool is None:
+            initializer = load(self.apps["pool_initializer"]) if self.apps.get("pool_initializer") else None
+            self.pool = SharedPool(processes=self.settings.processes, initializer=initializer)
+            set_pool(self.pool)
+        if not self.pool.running:
+            await self.pool.start()
+        owners = dict(self.plan.tasks)
+        self.legacy = load(self.apps["legacy"])(self.pool, task_owners=owners)
+        self.legacy.start_tasks()
+        self.modern = load(self.apps["modern"])(self.pool, task_owners=owners)
+        self._modern_lifespan = self.modern.router.lifespan_context(self.modern)
+        await self._modern_lifespan.__aenter__()
+        await self.recorder.open()
+        self.lag.start()
+        self.frontdoor = FrontDoor(
+            legacy=TwistedSiteApp(self.legacy.site),
+            modern=self.modern,
+            plan=lambda: self.plan,
+            recorder=self.recorder,
+            observer=self.metrics_,
+            admin=admin_app(self, self.settings.admin_token),
+        )
+        self.plan = self._parse()  # now that the apps are up, check the plan against what they serve
+        log.info("cutover host ready: %d routes in the plan", len(self.plan.routes))
+
+    async def stop(self) -> None:
+        if self.frontdoor is not None:
+            await self.frontdoor.drain()
+        await self.lag.stop()
+        if self.legacy is not None:
+            await as_future(self.legacy.stop())
+        if self._modern_lifespan is not None:
+            await self._modern_lifespan.__aexit__(None, None, None)
+        await self.recorder.close()
+        if self.pool is not None and self._given_pool is None:
+            await self.pool.close(timeout=self.settings.graceful_timeout)
+        if self._owns_reactor:
+            await stop_reactor()
+
+    def _parse(self) -> Plan:
+        path = self.settings.plan_path
+        return Plan.parse(
+            path.read_text(encoding="utf-8"), source=path,
+            known_routes=self.known_routes(), known_tasks=self.known_tasks(),
+        )
+
+    def known_routes(self) -> list[tuple[str, str]]:
+        """Routes the modern app declares: the contract both stacks serve (from its OpenAPI schema)."""
+        openapi = getattr(self.modern, "openapi", None)
+        if openapi is not None:
+            return sorted(
+                (method.upper(), path) for path, operations in openapi()["paths"].items() for method in operations
+            )
+        return sorted(
+            (method, route.path)
+            for route in getattr(self.modern, "routes", [])
+            for method in getattr(route, "methods", None) or ()
+            if method != "HEAD" and hasattr(route, "path")
+        )
+
+    def known_tasks(self) -> list[str]:
+        return sorted(self.modern.state.tasks.state()) if self.modern is not None else []
+
+    # ------------------------------------------------------------------ control (admin API, SIGHUP)
+
+    async def set_mode(self, method: str, template: str, mode: str, percent: float | None) -> Plan:
+        self.plan = self.plan.with_mode(method, template, mode, percent)
+        log.info("route %s %s -> %s", method, template, mode if percent is None else f"{mode} {percent}%")
+        return self.plan
+
+    async def set_owner(self, task: str, owner: str) -> Plan:
+        if owner not in ("legacy", "modern"):
+            raise PlanError(f"task owner must be legacy or modern, got {owner!r}")
+        if task not in self.known_tasks():
+            raise PlanError(f"unknown task {task!r} (known: {', '.join(self.known_tasks())})")
+        # Stop the old owner first, then start the new one: never both at once.
+        if owner == "legacy":
+            await self.modern.state.tasks.set_owner(task, owner)
+            self.legacy.set_task_owner(task, owner)
+        else:
+            self.legacy.set_task_owner(task, owner)
+            await self.modern.state.tasks.set_owner(task, owner)
+        self.plan = self.plan.with_owner(task, owner)
+        return self.plan
+
+    async def reload(self) -> Plan:
+        fresh = self._parse()
+        for task in self.known_tasks():
+            if self.plan.owner_of(task) != fresh.owner_of(task):
+                await self.set_owner(task, fresh.owner_of(task))
+        self.plan = fresh
+        log.info("plan reloaded from %s", self.settings.plan_path)
+        return fresh
+
+    def overview(self) -> dict[str, Any]:
+        shadow = self.recorder.stats()
+        routes = []
+        for route in self.plan.routes:
+            label = route_label(route)
+            nxt = route.next_mode() if route.mode != "modern" else None
+            routes.append({
+                "method": route.method,
+                "template": route.template,
+                "mode": route.mode,
+                "percent": route.percent,
+                "shadow_safe": route.shadow_safe,
+                "traffic": self.metrics_.split.get(label, {"legacy": 0, "modern": 0}),
+                "shadow": shadow.get(label, {"compared": 0, "equal": 0, "different": 0, "skipped": 0,
+                                             "not_mirrored": 0, "errors": 0, "mismatch_rate": 0.0}),
+                "next": None if nxt is None else {"mode": nxt[0], "percent": nxt[1]},
+            })
+        return {
+            "plan": str(self.plan.source) if self.plan.source else None,
+            "routes": routes,
+            "tasks": {name: self.plan.owner_of(name) for name in self.known_tasks()},
+            "pool": self._pool_stats(),
+            "loop_lag": self.lag.percentiles(),
+        }
+
+    async def mismatches(self, route: str | None, limit: int) -> list[dict[str, Any]]:
+        return await self.recorder.mismatches(route, limit)
+
+    async def mismatch(self, mismatch_id: int) -> dict[str, Any] | None:
+        return await self.recorder.mismatch(mismatch_id)
+
+    def metrics(self) -> bytes:
+        return self.metrics_.render()
+
+    def _pool_stats(self) -> dict[str, Any]:
+        return self.pool.stats().as_dict() if self.pool is not None and self.pool.running else {}
+
+    # ------------------------------------------------------------------ ASGI
+
+    def asgi(self) -> Callable[[Scope, Receive, Send], Any]:
+        """The ASGI app uvicorn serves: lifespan runs start/stop, HTTP goes through the front door."""
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "lifespan":
+                await _lifespan(self, receive, send)
+                return
+            assert self.frontdoor is not None, "the host has not started"
+            await self.frontdoor(scope, receive, send)
+
+        return app
+
+
+async def _lifespan(host: Host, receive: Receive, send: Send) -> None:
+    message = await receive()
+    assert message["type"] == "lifespan.startup"
+    try:
+        await host.start()
+    except Exception as exc:
+        log.exception("cutover host failed to start")
+        await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+        return
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(host)))
+    await send({"type": "lifespan.startup.complete"})
+    message = await receive()
+    assert message["type"] == "lifespan.shutdown"
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.remove_signal_handler(signal.SIGHUP)
+    try:
+        await host.stop()
+    except Exception as exc:
+        log.exception("cutover host failed to stop cleanly")
+        await send({"type": "lifespan.shutdown.failed", "message": f"{type(exc).__name__}: {exc}"})
+        return
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def _reload(host: Host) -> None:
+    try:
+        await host.reload()
+    except Exception:
+        log.exception("plan reload failed; keeping the current plan")
+
+
+def _apps_section(path: Path) -> dict[str, str]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    apps = data.get("apps", {})
+    return {k: v for k, v in apps.items() if isinstance(v, str)}
+
+
+async def serve(settings: HostSettings) -> None:
+    """Run the co-hosted service under uvicorn until SIGINT or SIGTERM."""
+    import uvicorn
+
+    host = Host(settings)
+    config = uvicorn.Config(
+        host.asgi(), host=settings.host, port=settings.port, lifespan="on",
+        timeout_graceful_shutdown=int(settings.graceful_timeout),
+    )
+    await uvicorn.Server(config).serve()
+
+

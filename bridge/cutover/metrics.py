@@ -1,0 +1,110 @@
+"""Prometheus metrics of the co-hosted service, and the event-loop lag probe.
+
+Uses ``prometheus_client`` (the reference client library) with a registry of
+our own, so embedding cutover never collides with an app's default registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class LoopLagProbe:
+    """Sleeps ``interval`` again and again and records how late it wakes: the loop's lag.
+
+    A lag of tens of milliseconds means something blocked the loop (CPU work or
+    a blocking call that should have gone to the pool).
+    """
+
+    def __init__(self, interval: float = 0.25, keep: int = 240) -> None:
+        self.interval = interval
+        self.samples: deque[float] = deque(maxlen=keep)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(self.interval)
+            self.samples.append(max(0.0, loop.time() - before - self.interval))
+
+    def percentiles(self) -> dict[str, float]:
+        ordered = sorted(self.samples)
+        if not ordered:
+            return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+
+        def at(q: float) -> float:
+            return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] * 1000
+
+        return {"p50_ms": round(at(0.5), 3), "p99_ms": round(at(0.99), 3), "max_ms": round(ordered[-1] * 1000, 3)}
+
+
+class _StateCollector(Collector):
+    """Gauges read at scrape time from the pool, the shadow counts and the lag probe."""
+
+    def __init__(self, pool_stats: Callable[[], dict[str, Any]], shadow_stats: Callable[[], dict[str, Any]],
+                 lag: LoopLagProbe) -> None:
+        self.pool_stats, self.shadow_stats, self.lag = pool_stats, shadow_stats, lag
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        stats = self.pool_stats()
+        for key in ("workers", "alive", "busy", "queued", "waiting", "completed", "failed", "crashed", "timeouts", "restarts"):
+            yield GaugeMetricFamily(f"cutover_pool_{key}", f"shared pool: {key}", value=float(stats.get(key, 0)))
+        shadow = GaugeMetricFamily("cutover_shadow_requests", "shadowed requests by outcome", labels=["route", "outcome"])
+        rate = GaugeMetricFamily("cutover_shadow_mismatch_rate", "different / compared, per route", labels=["route"])
+        for route, counts in self.shadow_stats().items():
+            for outcome in ("compared", "equal", "different", "skipped", "not_mirrored", "errors"):
+                shadow.add_metric([route, outcome], float(counts[outcome]))
+            rate.add_metric([route], float(counts["mismatch_rate"]))
+        yield shadow
+        yield rate
+        lag = GaugeMetricFamily("cutover_loop_lag_seconds", "event-loop lag percentiles", labels=["quantile"])
+        for name, value in self.lag.percentiles().items():
+            lag.add_metric([name.removesuffix("_ms")], value / 1000)
+        yield lag
+
+
+class Metrics:
+    """Requests per route and stack, latency histograms, and the state gauges."""
+
+    def __init__(self, pool_stats: Callable[[], dict[str, Any]], shadow_stats: Callable[[], dict[str, Any]],
+                 lag: LoopLagProbe) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cutover_requests", "requests through the front door", ["route", "stack", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "cutover_request_seconds", "front-door latency", ["route", "stack"], buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(pool_stats, shadow_stats, lag))
+        self.split: dict[str, dict[str, int]] = {}
+
+    def observe(self, route: str, stack: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, stack, str(status)).inc()
+        self.latency.labels(route, stack).observe(seconds)
+        counts = self.split.setdefault(route, {"legacy": 0, "modern": 0})
+        counts[stack] = counts.get(stack, 0) + 1
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,572 @@
+"""The cutover plan: which stack answers each route, and which stack runs each background task.
+
+A plan is a small TOML file (``cutover.toml`` at the repository root is the
+default, and documents the format)::
+
+    [routes]
+    "GET /status" = "shadow"
+    "POST /v1/ocr" = { mode = "canary", percent = 10 }
+    "POST /v1/jobs" = { mode = "shadow", shadow_safe = false }
+    "GET /v1/jobs/{job_id}" = "modern"
+
+    [canary]
+    sticky_header = "X-Cutover-Key"
+
+    [tasks]
+    data_sync = "legacy"
+
+A route moves through four modes, in this order:
+
+* ``legacy``: legacy answers; modern never sees the request.
+* ``shadow``: legacy answers; modern gets a copy whose answer is only compared.
+  Mirroring a request with side effects would do the work twice (two jobs for
+  one ``POST /v1/jobs``), so a route is mirrored only if it is ``shadow_safe``:
+  by default GET, HEAD and OPTIONS are, other methods are not.
+* ``canary``: ``percent`` of requests (0 to 100) go to modern. The key that
+  keeps a client on one side is the ``[canary] sticky_header`` if the request
+  carries it, else the client address.
+* ``modern``: modern answers.
+
+A path template matches a path segment by segment: ``{name}`` takes exactly one
+non-empty segment, anything else must be equal. There is no trailing-slash or
+case leniency: the plan routes exactly what it names. When several routes match,
+the most specific wins (exact segments beat placeholders, leftmost first), so
+``GET /v1/jobs/stats`` beats ``GET /v1/jobs/{job_id}``.
+
+Plans are immutable. Changes (:meth:`Plan.with_mode`, :meth:`Plan.with_owner`)
+return a new plan; the host swaps its reference, which is atomic on one loop.
+Every plan is validated when it is built; a plan read from a file fails with a
+:class:`PlanError` naming the file and line.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from os import PathLike
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["METHODS", "MODES", "OWNERS", "SAFE_METHODS", "Plan", "PlanError", "Route"]
+
+MODES = ("legacy", "shadow", "canary", "modern")  # the order a route moves in
+OWNERS = ("legacy", "modern")
+METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # mirrored in shadow mode unless told otherwise
+CANARY_STEPS = (10.0, 50.0)  # where "next mode" takes a canary
+
+_TABLES = ("routes", "canary", "tasks")
+_ROUTE_KEYS = ("mode", "percent", "shadow_safe")
+_CANARY_KEYS = ("sticky_header",)
+_PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+
+Shape = tuple[str | None, ...]  # a template's segments, None for a placeholder
+
+
+class PlanError(ValueError):
+    """A plan is invalid. ``str()`` reads ``cutover.toml:7: unknown mode "canery" (...)``.
+
+    ``line`` is 1-based, or None when the error has no place in a file (a change
+    made through :meth:`Plan.with_mode`); ``reason`` is the message without the place.
+    """
+
+    def __init__(self, reason: str, *, line: int | None = None, source: str | PathLike[str] | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        self.source = Path(source) if source is not None else None
+        super().__init__(_place(self.source, line) + reason)
+
+    def at(self, line: int | None, source: Path | None) -> PlanError:
+        """The same error, placed in a file."""
+        return PlanError(self.reason, line=line, source=source)
+
+
+def _place(source: Path | None, line: int | None) -> str:
+    if source is not None and line is not None:
+        return f"{source}:{line}: "
+    if source is not None:
+        return f"{source}: "
+    if line is not None:
+        return f"line {line}: "
+    return ""
+
+
+class _FieldError(PlanError):
+    """A route field is invalid; ``field`` lets the parser point at that field's own line."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(reason)
+        self.field = field
+
+
+# --- routes -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route's place in the cutover.
+
+    ``percent`` is the share of requests modern answers in ``canary`` mode and
+    must be 0 in every other mode. ``shadow_safe`` says whether shadow mode may
+    send modern a copy; None (the default) means "yes for GET, HEAD and OPTIONS
+    only", and is replaced by that bool on construction.
+    """
+
+    method: str
+    template: str
+    mode: str = "legacy"
+    percent: float = 0.0
+    shadow_safe: bool | None = None
+
+    def __post_init__(self) -> None:
+        _check_method(self.method)
+        self.shape  # noqa: B018 - validates the template
+        if self.mode not in MODES:
+            raise _FieldError("mode", f"unknown mode {_show(self.mode)} (one of {', '.join(MODES)})")
+        object.__setattr__(self, "percent", _check_percent(self.percent, self.mode))
+        if self.shadow_safe is None:
+            object.__setattr__(self, "shadow_safe", self.method in SAFE_METHODS)
+        elif not isinstance(self.shadow_safe, bool):
+            raise _FieldError("shadow_safe", f"shadow_safe must be true or false, got {_show(self.shadow_safe)}")
+
+    @property
+    def key(self) -> str:
+        """``"GET /v1/jobs/{job_id}"``, as written in the plan."""
+        return f"{self.method} {self.template}"
+
+    @cached_property
+    def shape(self) -> Shape:
+        """The template's segments, None for each placeholder: two routes with one shape are one route."""
+        return _shape(self.template)
+
+    @property
+    def mirrored(self) -> bool:
+        """Whether modern gets a copy of each request: shadow mode on a shadow-safe route."""
+        return self.mode == "shadow" and bool(self.shadow_safe)
+
+    def matches(self, method: str, path: str) -> bool:
+        """Whether this route takes ``method`` on ``path`` (the URL path, without the query string)."""
+        if method != self.method or not path.startswith("/"):
+            return False
+        segments = path.split("/")[1:]
+        if len(segments) != len(self.shape):
+            return False
+        return all(s == want if want is not None else s != "" for s, want in zip(segments, self.shape, strict=True))
+
+    def next_mode(self) -> tuple[str, float]:
+        """The dashboard's next step, as ``(mode, percent)`` for :meth:`Plan.with_mode`.
+
+        legacy -> shadow -> canary 10 -> canary 50 -> modern, which stays modern; a
+        canary below 10 goes to 10, below 50 to 50, at 50 or more to modern.
+        """
+        if self.mode == "legacy":
+            return "shadow", 0.0
+        if self.mode == "shadow":
+            return "canary", CANARY_STEPS[0]
+        if self.mode == "canary":
+            step = next((p for p in CANARY_STEPS if self.percent < p), None)
+            return ("canary", step) if step is not None else ("modern", 0.0)
+        return "modern", 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.key,
+            "method": self.method,
+            "template": self.template,
+            "mode": self.mode,
+            "percent": self.percent,
+            "shadow_safe": self.shadow_safe,
+        }
+
+
+def _check_method(method: object) -> None:
+    if method not in METHODS:
+        raise PlanError(f"unknown method {_show(method)} (one of {', '.join(METHODS)})")
+
+
+def _check_percent(percent: object, mode: str) -> float:
+    if isinstance(percent, bool) or not isinstance(percent, int | float):
+        raise _FieldError("percent", f"canary percent must be a number, got {_show(percent)}")
+    if mode != "canary":
+        if percent != 0:
+            raise _FieldError("percent", f"percent applies to canary mode only, not to {mode} (got {percent})")
+        return 0.0
+    if not 0 <= percent <= 100:  # also refuses nan
+        raise _FieldError("percent", f"canary percent must be between 0 and 100, got {percent}")
+    return float(percent)
+
+
+def _shape(template: object) -> Shape:
+    if not isinstance(template, str) or not template.startswith("/"):
+        raise PlanError(f'path template must start with "/", got {_show(template)}')
+    segments = template.split("/")[1:]
+    shape: list[str | None] = []
+    for i, segment in enumerate(segments):
+        if segment == "" and i < len(segments) - 1:  # only a trailing slash may leave a segment empty
+            raise PlanError(f'path template has an empty segment ("//"): {_show(template)}')
+        if _PLACEHOLDER.fullmatch(segment):
+            shape.append(None)
+        elif "{" in segment or "}" in segment:
+            raise PlanError(f"a placeholder must be a whole segment such as {{job_id}}, got {_show(segment)}")
+        else:
+            shape.append(segment)
+    return tuple(shape)
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    """``"GET /status"`` -> ``("GET", "/status")``."""
+    parts = key.split(" ")
+    if len(parts) != 2 or not parts[0] or not parts[1]:
+        raise PlanError(f'a route is written "METHOD /path" with one space, got {_show(key)}')
+    _check_method(parts[0])
+    _shape(parts[1])
+    return parts[0], parts[1]
+
+
+def _specificity(route: Route) -> tuple[bool, ...]:
+    # Only routes of one length match one path, so comparing these flags left to
+    # right prefers the exact segment at the first place two routes differ.
+    return tuple(segment is not None for segment in route.shape)
+
+
+# --- the plan ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Routes and task owners, validated and immutable.
+
+    Routes not in the plan, and tasks not in ``tasks``, stay on legacy: the plan
+    names what moved, or is about to. ``known_routes`` and ``known_tasks``
+    (given by the host, from the apps) make every route and task outside them
+    an error, now and in every plan derived from this one.
+    """
+
+    routes: tuple[Route, ...] = ()
+    tasks: Mapping[str, str] = field(default_factory=dict)
+    sticky_header: str | None = None
+    source: Path | None = None
+    known_routes: frozenset[tuple[str, str]] | None = None
+    known_tasks: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "routes", tuple(self.routes))
+        object.__setattr__(self, "tasks", MappingProxyType(dict(self.tasks)))
+        if self.known_routes is not None:
+            object.__setattr__(self, "known_routes", _known_routes(self.known_routes))
+        if self.known_tasks is not None:
+            object.__setattr__(self, "known_tasks", frozenset(self.known_tasks))
+        seen: dict[tuple[str, Shape], Route] = {}
+        for route in self.routes:
+            _check_new_route(route, seen, self.known_routes)
+            seen[route.method, route.shape] = route
+        for task, owner in self.tasks.items():
+            _check_task(task, owner, self.known_tasks)
+        if self.sticky_header is not None:
+            _check_sticky_header(self.sticky_header)
+
+    # --- reading ------------------------------------------------------------
+
+    @classmethod
+    def load(
+        cls,
+        path: str | PathLike[str],
+        *,
+        known_routes: Iterable[tuple[str, str]] | None = None,
+        known_tasks: Iterable[str] | None = None,
+    ) -> Plan:
+        """Read and validate the plan at ``path``; see :meth:`parse`."""
+        source = Path(path)
+        data = source.read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = data.count(b"\n", 0, exc.start) + 1
+            raise PlanError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", line=line, source=source) from None
+        return cls.parse(text, source, known_routes=known_routes, known_tasks=known_tasks)
+
+    @classmethod
+    def parse(
+        cls,
+        text: str,
+        source: str | PathLike[str] | None = None,
+        *,
+        known_routes: Iterable[tuple[str, str]] | None = None,
+        known_tasks: Iterable[str] | None = None,
+    ) -> Plan:
+        """Build a plan from TOML text; ``source`` only names the file in errors and in :meth:`to_dict`.
+
+        Raises :class:`PlanError` at the first problem, with its line.
+        """
+        src = Path(source) if source is not None else None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise _syntax_error(exc, text, src) from exc
+        at = _Locator(text, src)
+        known_r = None if known_routes is None else _known_routes(known_routes)
+        known_t = None if known_tasks is None else frozenset(known_tasks)
+
+        for name in data:
+            if name not in _TABLES:
+                with at(name):
+                    raise PlanError(f"unknown table [{name}] (one of {', '.join(f'[{t}]' for t in _TABLES)})")
+
+        routes: list[Route] = []
+        seen: dict[tuple[str, Shape], Route] = {}
+        for key, value in _table(data, "routes", at).items():
+            with at("routes", key):
+                route = _route_from_toml(key, value)
+                _check_new_route(route, seen, known_r, lambda other: at.line("routes", other.key))
+            seen[route.method, route.shape] = route
+            routes.append(route)
+
+        sticky_header = None
+        for key, value in _table(data, "canary", at).items():
+            with at("canary", key):
+                if key not in _CANARY_KEYS:
+                    raise PlanError(f"unknown key {_show(key)} in [canary] (one of {', '.join(_CANARY_KEYS)})")
+                sticky_header = _check_sticky_header(value)
+
+        tasks: dict[str, str] = {}
+        for task, owner in _table(data, "tasks", at).items():
+            with at("tasks", task):
+                _check_task(task, owner, known_t)
+            tasks[task] = owner
+
+        return cls(tuple(routes), tasks, sticky_header, src, known_r, known_t)
+
+    # --- questions ----------------------------------------------------------
+
+    def route_for(self, method: str, path: str) -> Route | None:
+        """The route that takes this request, the most specific if several match; None if none does."""
+        matching = [route for route in self.routes if route.matches(method, path)]
+        return max(matching, key=_specificity, default=None)
+
+    def find(self, method: str, template: str) -> Route | None:
+        """The route written for ``method`` and ``template`` (placeholder names aside), if the plan has one."""
+        shape = _shape(template)
+        return next((r for r in self.routes if r.method == method and r.shape == shape), None)
+
+    def owner_of(self, task: str) -> str:
+        """The stack that runs ``task``: legacy unless the plan moved it."""
+        return self.tasks.get(task, "legacy")
+
+    # --- changes ------------------------------------------------------------
+
+    def with_mode(self, method: str, template: str, mode: str, percent: float | None = None) -> Plan:
+        """A plan with one route moved to ``mode``; the route is added if the plan did not name it.
+
+        ``percent`` is required to enter canary mode and kept when already
+        there; it must be left out for the other modes. ``shadow_safe`` is kept.
+        """
+        existing = self.find(method, template)
+        if percent is None:
+            if mode == "canary" and (existing is None or existing.mode != "canary"):
+                raise PlanError(f'canary mode needs a percent, such as {{ mode = "canary", percent = {CANARY_STEPS[0]:g} }}')
+            percent = existing.percent if existing is not None and mode == "canary" else 0.0
+        if existing is None:
+            route = Route(method, template, mode, percent)
+            return replace(self, routes=(*self.routes, route))
+        route = replace(existing, mode=mode, percent=percent)
+        return replace(self, routes=tuple(route if r is existing else r for r in self.routes))
+
+    def with_owner(self, task: str, owner: str) -> Plan:
+        """A plan with ``task`` run by ``owner``."""
+        return replace(self, tasks={**self.tasks, task: owner})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plan as JSON-ready data, for the admin API."""
+        return {
+            "source": str(self.source) if self.source is not None else None,
+            "sticky_header": self.sticky_header,
+            "routes": [route.to_dict() for route in self.routes],
+            "tasks": dict(self.tasks),
+            "known_routes": None if self.known_routes is None else [f"{m} {t}" for m, t in _sorted(self.known_routes)],
+            "known_tasks": None if self.known_tasks is None else sorted(self.known_tasks),
+        }
+
+
+def _sorted(routes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    return sorted(routes, key=lambda r: (r[1], r[0]))
+
+
+def _route_from_toml(key: str, value: object) -> Route:
+    method, template = _split_key(key)
+    if isinstance(value, str):
+        if value == "canary":
+            raise _FieldError("mode", f'canary mode needs a percent: {_show(key)} = {{ mode = "canary", percent = 10 }}')
+        return Route(method, template, value)
+    if not isinstance(value, dict):
+        raise PlanError(
+            f'a route takes a mode ("legacy") or a table ({{ mode = "canary", percent = 10 }}), got {_show(value)}'
+        )
+    for name in value:
+        if name not in _ROUTE_KEYS:
+            raise _FieldError(name, f"unknown key {_show(name)} in route {_show(key)} (one of {', '.join(_ROUTE_KEYS)})")
+    if "mode" not in value:
+        raise PlanError(f"route {_show(key)} needs a mode (one of {', '.join(MODES)})")
+    mode = value["mode"]
+    if mode == "canary" and "percent" not in value:
+        raise _FieldError("mode", 'canary mode needs a percent: { mode = "canary", percent = 10 }')
+    return Route(method, template, mode, value.get("percent", 0), value.get("shadow_safe"))
+
+
+def _known_routes(routes: Iterable[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+    known = frozenset((method, template) for method, template in routes)
+    for method, template in known:
+        try:
+            _check_method(method)
+            _shape(template)
+        except PlanError as exc:  # the host's mistake, not the plan's: no line
+            raise PlanError(f"known route {_show(f'{method} {template}')}: {exc.reason}") from None
+    return known
+
+
+def _check_new_route(
+    route: Route,
+    seen: Mapping[tuple[str, Shape], Route],
+    known: frozenset[tuple[str, str]] | None,
+    line_of: Callable[[Route], int | None] | None = None,
+) -> None:
+    other = seen.get((route.method, route.shape))
+    if other is not None:
+        where = ""
+        if line_of is not None and (line := line_of(other)) is not None:
+            where = f" on line {line}"
+        same = "" if other.template == route.template else f": same as {_show(other.key)}"
+        raise PlanError(f"duplicate route {_show(route.key)}{same}{where}")
+    if known is not None and (route.method, route.shape) not in {(m, _shape(t)) for m, t in known}:
+        listed = ", ".join(f"{m} {t}" for m, t in _sorted(known)) or "none"
+        raise PlanError(f"unknown route {_show(route.key)} (known: {listed})")
+
+
+def _check_task(task: str, owner: object, known: frozenset[str] | None) -> None:
+    if known is not None and task not in known:
+        raise PlanError(f"unknown task {_show(task)} (known: {', '.join(sorted(known)) or 'none'})")
+    if owner not in OWNERS:
+        raise PlanError(f"task {_show(task)}: owner must be {' or '.join(OWNERS)}, got {_show(owner)}")
+
+
+def _check_sticky_header(value: object) -> str:
+    if not isinstance(value, str) or not _HEADER_NAME.fullmatch(value):
+        raise PlanError(f'sticky_header must be a header name such as "X-Cutover-Key", got {_show(value)}')
+    return value
+
+
+def _table(data: dict[str, Any], name: str, at: _Locator) -> dict[str, Any]:
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        with at(name):
+            raise PlanError(f"{name} must be a table ([{name}]), got {_show(value)}")
+    return value
+
+
+def _show(value: object) -> str:
+    """A value as it would be written in TOML, for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return str(value)
+
+
+# --- finding lines ------------------------------------------------------------
+#
+# tomllib reports where the syntax is wrong but not where a value was written,
+# so the line of a key is found again by reading the text: each line that
+# defines a key ("[a.b]" headers and "key = value" lines, keys bare or quoted,
+# dotted or not) is turned into its full key path, and the line whose path is
+# the longest prefix of the wanted one wins. An inline table's fields share its
+# line; a [routes."POST /x"] table gives each field its own.
+
+
+def _syntax_error(exc: tomllib.TOMLDecodeError, text: str, source: Path | None) -> PlanError:
+    message = str(exc)
+    found = re.search(r" \(at line (\d+), column (\d+)\)$", message)
+    if found is not None:
+        return PlanError(f"invalid TOML: {message[: found.start()]} (column {found[2]})", line=int(found[1]), source=source)
+    if message.endswith(" (at end of document)"):
+        reason = message.removesuffix(" (at end of document)")
+        return PlanError(f"invalid TOML: {reason} (at end of file)", line=max(1, len(text.splitlines())), source=source)
+    return PlanError(f"invalid TOML: {message}", source=source)
+
+
+class _Locator:
+    """Places errors raised inside ``with at(*keys):`` on the line that defines ``keys``."""
+
+    def __init__(self, text: str, source: Path | None) -> None:
+        self.source = source
+        self.paths = list(_key_lines(text))
+
+    def line(self, *keys: str) -> int | None:
+        best, depth = None, 0
+        for number, path in self.paths:
+            if len(path) > depth and keys[: len(path)] == path:
+                best, depth = number, len(path)
+        return best
+
+    @contextmanager
+    def __call__(self, *keys: str) -> Iterator[None]:
+        try:
+            yield
+        except PlanError as exc:
+            if exc.line is not None or exc.source is not None:
+                raise
+            wanted = (*keys, exc.field) if isinstance(exc, _FieldError) else keys
+            raise exc.at(self.line(*wanted), self.source) from None
+
+
+_KEY_PART = re.compile(r"""\s*(?:([A-Za-z0-9_-]+)|"((?:[^"\\]|\\.)*)"|'([^']*)')\s*""")
+
+
+def _key_lines(text: str) -> Iterator[tuple[int, tuple[str, ...]]]:
+    """(line number, full key path) for each line that defines a key or a table."""
+    table: tuple[str, ...] = ()
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.lstrip()
+        if stripped.startswith("["):
+            start = 2 if stripped.startswith("[[") else 1
+            parsed = _parse_key(stripped, start)
+            if parsed is not None and stripped[parsed[1] :].startswith("]"):
+                table = parsed[0]
+                yield number, table
+        elif stripped and not stripped.startswith("#"):
+            parsed = _parse_key(stripped, 0)
+            if parsed is not None and stripped[parsed[1] :].startswith("="):
+                yield number, (*table, *parsed[0])
+
+
+def _parse_key(text: str, pos: int) -> tuple[tuple[str, ...], int] | None:
+    """A dotted TOML key at ``pos``: its parts and the position after it."""
+    parts: list[str] = []
+    while True:
+        found = _KEY_PART.match(text, pos)
+        if found is None:
+            return None
+        bare, basic, literal = found.groups()
+        parts.append(bare if bare is not None else _unescape(basic) if basic is not None else literal)
+        pos = found.end()
+        if not text.startswith(".", pos):
+            return tuple(parts), pos
+        pos += 1
+
+
+def _unescape(raw: str) -> str:
+    if "\\" not in raw:
+        return raw
+    try:
+        return str(tomllib.loads(f'k = "{raw}"')["k"])
+    except tomllib.TOMLDecodeError:
+        return raw

@@ -1,0 +1,169 @@
+"""Shadow traffic: compare modern's answer with legacy's without the client ever waiting for it.
+
+The front door hands each mirrored exchange to :class:`ShadowRecorder`, which
+diffs the two responses (``bridge.parity.diff``, the same engine the parity
+tests use), counts the outcome per route, and stores mismatches in SQLite with
+the request, both responses (truncated) and the readable diff. Work is
+bounded: at most ``max_inflight`` modern calls run at once, and a request
+arriving past that is skipped and counted, never queued.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from ..parity.diff import DiffRules, Exchange, diff
+
+log = logging.getLogger("cutover.shadow")
+TRUNCATE = 4096
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS shadow_mismatches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    route TEXT NOT NULL,
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    request TEXT NOT NULL,
+    legacy TEXT NOT NULL,
+    modern TEXT NOT NULL,
+    diff TEXT NOT NULL,
+    diff_text TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shadow_by_route ON shadow_mismatches (route, id);
+"""
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def _body_text(body: bytes) -> dict[str, Any]:
+    """A body for storage: text when it is UTF-8, else base64; cut at TRUNCATE bytes either way."""
+    cut = body[:TRUNCATE]
+    try:
+        return {"text": cut.decode("utf-8"), "bytes": len(body), "truncated": len(body) > TRUNCATE}
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(cut).decode(), "bytes": len(body), "truncated": len(body) > TRUNCATE}
+
+
+def _exchange_json(exchange: Exchange) -> str:
+    return json.dumps({"status": exchange.status, "headers": dict(exchange.headers), "body": _body_text(exchange.body)})
+
+
+@dataclass
+class RouteCounts:
+    compared: int = 0
+    equal: int = 0
+    different: int = 0
+    skipped: int = 0
+    not_mirrored: int = 0
+    errors: int = 0
+
+    @property
+    def mismatch_rate(self) -> float:
+        return self.different / self.compared if self.compared else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.__dict__, "mismatch_rate": round(self.mismatch_rate, 4)}
+
+
+@dataclass
+class ShadowRecorder:
+    """Diffs, counts and stores shadowed exchanges; ``open()`` before use, ``close()`` after."""
+
+    db_path: Path
+    max_inflight: int = 8
+    rules: dict[str, DiffRules] = field(default_factory=dict)
+    default_rules: DiffRules = field(default_factory=DiffRules)
+    counts: dict[str, RouteCounts] = field(default_factory=lambda: defaultdict(RouteCounts))
+    inflight: int = 0
+    _db: aiosqlite.Connection | None = None
+
+    async def open(self) -> None:
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = await aiosqlite.connect(self.db_path)
+        self._db.row_factory = aiosqlite.Row
+        await self._db.execute("PRAGMA journal_mode=WAL")
+        await self._db.executescript(SCHEMA)
+        await self._db.commit()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    def admit(self, route: str) -> bool:
+        """Take a shadow slot, or count the request as skipped when all are busy."""
+        if self.inflight >= self.max_inflight:
+            self.counts[route].skipped += 1
+            return False
+        self.inflight += 1
+        return True
+
+    def release(self) -> None:
+        self.inflight -= 1
+
+    def not_mirrored(self, route: str) -> None:
+        self.counts[route].not_mirrored += 1
+
+    async def record(
+        self, route: str, method: str, path: str, request: dict[str, Any], legacy: Exchange, modern: Exchange | BaseException
+    ) -> bool:
+        """Compare one exchange; store it if different. Returns whether the two were equal."""
+        counts = self.counts[route]
+        counts.compared += 1
+        if isinstance(modern, BaseException):
+            counts.errors += 1
+            body = json.dumps({"error": {"code": "shadow_exception", "message": f"{type(modern).__name__}: {modern}"}})
+            modern = Exchange(status=599, headers={"content-type": "application/json"}, body=body.encode())
+        result = diff(legacy, modern, self.rules.get(route, self.default_rules))
+        if result.equal:
+            counts.equal += 1
+            return True
+        counts.different += 1
+        if self._db is not None:
+            try:
+                await self._db.execute(
+                    "INSERT INTO shadow_mismatches (at, route, method, path, request, legacy, modern, diff, diff_text)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (_now(), route, method, path, json.dumps(request), _exchange_json(legacy), _exchange_json(modern),
+                     json.dumps(result.to_dict()), result.to_text()),
+                )
+                await self._db.commit()
+            except Exception:  # storage trouble must never reach a client
+                log.exception("could not store a shadow mismatch for %s", route)
+        return False
+
+    async def mismatches(self, route: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        assert self._db is not None
+        where, args = ("WHERE route = ?", [route]) if route else ("", [])
+        rows = await self._db.execute_fetchall(
+            f"SELECT id, at, route, method, path, diff_text FROM shadow_mismatches {where} ORDER BY id DESC LIMIT ?",
+            (*args, limit),
+        )
+        return [dict(r) for r in rows]
+
+    async def mismatch(self, mismatch_id: int) -> dict[str, Any] | None:
+        assert self._db is not None
+        rows = await self._db.execute_fetchall("SELECT * FROM shadow_mismatches WHERE id = ?", (mismatch_id,))
+        if not rows:
+            return None
+        row = dict(rows[0])
+        for key in ("request", "legacy", "modern", "diff"):
+            row[key] = json.loads(row[key])
+        return row
+
+    def stats(self) -> dict[str, Any]:
+        return {route: counts.as_dict() for route, counts in sorted(self.counts.items())}
+
+

@@ -1,0 +1,511 @@
+"""Serve a twisted.web ``Site`` as an ASGI app, in process, without a socket.
+
+The front door routes each request to legacy or modern; for legacy it calls
+:class:`TwistedSiteApp`, which hands the request to the Site's own HTTP/1.1
+channel (``site.buildProtocol``) over an in-memory transport and turns what
+Twisted writes back into ASGI messages. Twisted sees what it would see on a
+socket: the request line and headers as sent, the body as it streams in,
+``request.getClientAddress()`` from ``scope["client"]``, and ``isSecure()``
+from ``scope["scheme"]``. So a ``Site`` subclass such as legacy's
+``LimitedSite``, which answers 413 by writing raw bytes to the transport and
+hanging up before reading the body, behaves exactly as it does over TCP.
+
+Semantics, per request:
+
+* One channel per request: ``Connection: close`` is sent to Twisted, which
+  hangs up after its response. Hop-by-hop request headers (``Connection``,
+  ``Keep-Alive``, ``Transfer-Encoding``, ``Upgrade``, ``Expect``,
+  ``Proxy-Connection``) are dropped; the ASGI server has dealt with them.
+  The target is ``raw_path`` (the full path: ``root_path`` is not stripped)
+  plus ``query_string``, byte for byte; ``Host`` is added from
+  ``scope["server"]`` if the scope has none.
+* Body framing toward Twisted: a ``Content-Length`` from the client is passed
+  through and the body is fed only after Twisted has seen the headers, so a
+  413 by length pulls no body at all. Without one, the first body message
+  decides: a complete body gets a ``Content-Length`` (none if empty), a
+  streamed one is sent ``Transfer-Encoding: chunked``.
+* The response is parsed with h11 (a uvicorn dependency) and streamed: what
+  Twisted writes between two sends becomes one ``http.response.body`` with
+  ``more_body=True``; the last one carries ``more_body=False``. The response
+  ends when its framing says so (Content-Length reached, chunked terminator,
+  or Twisted closing an unframed body); a request that reaches its
+  Content-Length and calls ``finish()`` later is left to do so, not told the
+  client left. ``Transfer-Encoding``,
+  ``Connection`` and ``Keep-Alive`` are removed from the response (the ASGI
+  server frames the body itself), except that ``Connection: close`` is kept
+  when Twisted answered before reading the whole request body: the client's
+  connection cannot be reused, and uvicorn honours the header.
+* Backpressure: past :data:`HIGH_WATER` unsent bytes the channel (and through
+  it the request's producer) is paused, and resumed once the ASGI ``send``
+  has taken everything.
+* ``http.disconnect`` before the response is complete calls
+  ``channel.connectionLost(ConnectionDone)``: ``request.notifyFinish()``
+  errbacks, as when a TCP client hangs up, so Twisted code cancels its work.
+* Twisted closing or aborting without a complete response raises
+  :class:`IncompleteResponse`: the server answers 500 or drops the connection,
+  which is what a socket client would have seen.
+
+Threading: everything runs on the one loop that Twisted's asyncio reactor
+uses (shared-loop mode, :func:`bridge.install_reactor`); each request checks
+this and raises :class:`RuntimeError` otherwise. The reactor-thread mode is
+not supported: the channel would be touched from the wrong thread.
+
+Lifespan: startup calls ``site.doStart()`` and shutdown ``site.doStop()``,
+as a listening port would (they are reference-counted, so a Site that also
+listens is unaffected); this turns on the Site's access log. Websocket
+connections are refused (closed before accept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import sys
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import quote
+
+import h11
+from twisted.internet import address
+from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
+from twisted.internet.interfaces import IConsumer, IPushProducer, ISSLTransport, ITransport
+from twisted.python.failure import Failure
+from zope.interface import alsoProvides, implementer
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+__all__ = ["HIGH_WATER", "IncompleteResponse", "TwistedSiteApp"]
+
+#: Unsent response bytes above which the channel is asked to pause producing.
+HIGH_WATER = 64 * 1024
+
+_HOP_BY_HOP_REQUEST = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"expect", b"proxy-connection"}
+)
+_HOP_BY_HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding"})
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_VALUE = re.compile(rb"[\x00\r\n]")
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"  # RFC 3986 pchar without '%': a decoded '%' is re-encoded
+
+
+class IncompleteResponse(Exception):
+    """Twisted closed the connection before its response was complete (or sent bytes that are not HTTP)."""
+
+
+class TwistedSiteApp:
+    """An ASGI 3 application that serves HTTP requests through a twisted.web ``Site``, in process.
+
+    Must be called on the loop Twisted's asyncio reactor runs on.
+    """
+
+    def __init__(self, site: Any) -> None:
+        self.site = site
+        self._site_started = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await _Exchange(self.site, scope, receive, send).run()
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        elif kind == "websocket":
+            await receive()  # websocket.connect
+            await send({"type": "websocket.close", "code": 1000})
+        else:
+            raise ValueError(f"TwistedSiteApp does not serve ASGI scope type {kind!r}")
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                if not self._site_started:
+                    self.site.doStart()
+                    self._site_started = True
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._site_started:
+                    self._site_started = False
+                    self.site.doStop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _shared_reactor() -> Any:
+    """The installed reactor, if it runs on this loop; else RuntimeError (never installs one)."""
+    reactor = sys.modules.get("twisted.internet.reactor")
+    loop = asyncio.get_running_loop()
+    if reactor is None or getattr(reactor, "_asyncioEventloop", None) is not loop:
+        raise RuntimeError(
+            "TwistedSiteApp runs the Site on the caller's loop: Twisted's asyncio reactor must be installed "
+            "on this loop first (bridge.install_reactor()); a reactor in another thread is not supported"
+        )
+    return reactor
+
+
+def _address(pair: Any, default_port: int) -> address.IPv4Address | address.IPv6Address:
+    """A Twisted TCP address for an ASGI ``(host, port)``; unknown peers are ``0.0.0.0:0``."""
+    if not pair:
+        return address.IPv4Address("TCP", "0.0.0.0", 0)
+    host, port = str(pair[0]), pair[1]
+    port = default_port if port is None else int(port)
+    try:
+        is_v6 = ipaddress.ip_address(host).version == 6
+    except ValueError:
+        is_v6 = False  # a name (ASGI test clients say "testserver"); Twisted does not resolve it
+    return address.IPv6Address("TCP", host, port) if is_v6 else address.IPv4Address("TCP", host, port)
+
+
+@implementer(ITransport, IConsumer, IPushProducer)
+class _Transport:
+    """What an HTTPChannel writes to: buffers the response bytes for the pump, and stands in for TCP.
+
+    As a producer (of request bytes) it is paused by the channel; as a consumer
+    (of response bytes) it pauses the channel past :data:`HIGH_WATER`.
+    ``loseConnection`` delivers ``connectionLost(ConnectionDone)`` on the next
+    reactor turn, as a TCP transport does.
+    """
+
+    def __init__(self, reactor: Any, peer: address.IAddress, host: address.IAddress, secure: bool) -> None:
+        self.reactor = reactor
+        self.peer, self.host = peer, host
+        self.protocol: Any = None
+        self.disconnecting = False  # Twisted asked to close (LineReceiver reads this)
+        self.disconnected = False  # connectionLost was delivered
+        self.aborted = False
+        self.detached = False  # the ASGI side is done: further output is discarded
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.wake = asyncio.Event()  # output, a close, or news for the pump
+        self.reading = asyncio.Event()  # cleared while the channel pauses us
+        self.reading.set()
+        self.producer: Any = None
+        self.streaming = False
+        self.producer_paused = False
+        if secure:
+            alsoProvides(self, ISSLTransport)
+
+    # ITransport
+    def write(self, data: bytes) -> None:
+        if self.disconnecting or self.disconnected or self.detached or not data:
+            return
+        self.chunks.append(data)
+        self.buffered += len(data)
+        self.wake.set()
+        if self.buffered > HIGH_WATER and self.producer is not None and self.streaming and not self.producer_paused:
+            self.producer_paused = True
+            self.producer.pauseProducing()
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        if self.disconnecting or self.disconnected:
+            return
+        self.disconnecting = True
+        self.wake.set()
+        self.reactor.callLater(0, self.connection_lost, Failure(ConnectionDone()))
+
+    def abortConnection(self) -> None:
+        if self.disconnected:
+            return
+        self.aborted = self.disconnecting = True
+        self.chunks.clear()
+        self.buffered = 0
+        self.wake.set()
+        self.reactor.callLater(0, self.connection_lost, Failure(ConnectionAborted()))
+
+    def getPeer(self) -> address.IAddress:
+        return self.peer
+
+    def getHost(self) -> address.IAddress:
+        return self.host
+
+    # ISSLTransport, when the scheme is https: HTTPChannel calls setTcpNoDelay on any ITCPTransport.
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+    def getPeerCertificate(self) -> None:
+        return None
+
+    # IConsumer
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        if self.producer is not None:
+            raise RuntimeError(f"producer {self.producer!r} is already registered")
+        self.producer, self.streaming, self.producer_paused = producer, streaming, False
+        if not streaming:
+            producer.resumeProducing()
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+        self.producer_paused = False
+
+    # IPushProducer: the request bytes we feed
+    def pauseProducing(self) -> None:
+        self.reading.clear()
+
+    def resumeProducing(self) -> None:
+        self.reading.set()
+
+    def stopProducing(self) -> None:
+        self.loseConnection()
+
+    # for the exchange
+    def take(self) -> bytes:
+        data = b"".join(self.chunks)
+        self.chunks.clear()
+        self.buffered = 0
+        return data
+
+    def drained(self) -> None:
+        """Everything taken has been sent: let the producer go on."""
+        if self.producer is None or self.buffered:
+            return
+        if not self.streaming:
+            self.producer.resumeProducing()
+        elif self.producer_paused:
+            self.producer_paused = False
+            self.producer.resumeProducing()
+
+    def connection_lost(self, reason: Failure) -> None:
+        if self.disconnected:
+            return
+        self.disconnected = self.disconnecting = True
+        self.reading.set()
+        self.wake.set()
+        self.protocol.connectionLost(reason)
+
+
+class _Exchange:
+    """One request through a fresh channel: feed the request in, pump the response out."""
+
+    def __init__(self, site: Any, scope: Scope, receive: Receive, send: Send) -> None:
+        self.site, self.scope, self.receive, self.send = site, scope, receive, send
+        self.chunked = False
+        self.declared: int | None = None
+        self.body_complete = False  # Twisted has been fed the whole request body
+        self.response_done = False  # the last body message is (being) sent
+        self.client_gone = False
+
+    async def run(self) -> None:
+        reactor = _shared_reactor()
+        scope = self.scope
+        headers = self._headers()
+        first: Message | None = None
+        if self.declared is None:
+            first = await self.receive()
+            if first["type"] == "http.disconnect":
+                return  # gone before Twisted saw anything
+            if first.get("more_body", False):
+                self.chunked = True
+                headers.append(b"Transfer-Encoding: chunked")
+            elif first.get("body", b""):
+                headers.append(b"Content-Length: %d" % len(first["body"]))
+        head = self._request_line() + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+        if self.declared == 0 or (first is not None and not self.chunked):
+            # Twisted gets the whole body with the head. Set before it can answer: its answer is a normal one.
+            self.body_complete = True
+            head += first.get("body", b"") if first is not None else b""
+        default_port = 443 if scope.get("scheme") == "https" else 80
+        self.transport = transport = _Transport(
+            reactor,
+            peer=_address(scope.get("client"), 0),
+            host=_address(scope.get("server"), default_port),
+            secure=scope.get("scheme") == "https",
+        )
+        protocol = self.site.buildProtocol(transport.peer)
+        if protocol is None:
+            raise RuntimeError(f"{self.site!r} refused to build a protocol")
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        feeder: asyncio.Task[None] | None = None
+        try:
+            protocol.dataReceived(head)
+            feeder = asyncio.ensure_future(self._feed(first if self.chunked else None))
+            feeder.add_done_callback(lambda _: transport.wake.set())
+            await self._pump(feeder)
+        finally:
+            transport.detached = True
+            if feeder is not None and not feeder.done():
+                feeder.cancel()
+                try:
+                    await feeder
+                except asyncio.CancelledError:
+                    pass
+            if not self.response_done and not transport.disconnecting:
+                # Cancelled, or failed: the request will never be answered through us.
+                transport.connection_lost(Failure(ConnectionLost("the ASGI request ended without a response")))
+
+    # ------------------------------------------------------------------ request
+
+    def _request_line(self) -> bytes:
+        scope = self.scope
+        raw_path = scope.get("raw_path")
+        if raw_path:
+            target = bytes(raw_path).partition(b"?")[0]  # some servers left the query in raw_path
+        else:
+            target = quote(scope.get("path") or "/", safe=_PATH_SAFE).encode("ascii")
+        query = scope.get("query_string") or b""
+        if query:
+            target += b"?" + bytes(query)
+        version = b"HTTP/1.0" if scope.get("http_version") == "1.0" else b"HTTP/1.1"
+        return scope["method"].encode("ascii") + b" " + target + b" " + version + b"\r\n"
+
+    def _headers(self) -> list[bytes]:
+        """Header lines for Twisted (without framing, which the body decides); records Content-Length."""
+        lines: list[bytes] = []
+        has_host = False
+        for name, value in self.scope.get("headers") or ():
+            name, value = bytes(name), bytes(value)
+            if not _TOKEN.match(name) or _BAD_VALUE.search(value):
+                raise ValueError(f"invalid request header {name!r}: {value!r}")
+            lower = name.lower()
+            if lower in _HOP_BY_HOP_REQUEST:
+                continue
+            if lower == b"content-length":
+                self.declared = int(value) if value.strip().isdigit() else -1  # Twisted answers 400 to junk
+            has_host = has_host or lower == b"host"
+            lines.append(name + b": " + value)
+        if not has_host:
+            lines.append(b"Host: " + self._host_header())
+        lines.append(b"Connection: close")
+        return lines
+
+    def _host_header(self) -> bytes:
+        """``Host`` for a scope without one (HTTP/2 servers may omit it), from ``scope["server"]``."""
+        server = self.scope.get("server")
+        if not server:
+            return b"localhost"
+        host, port = str(server[0]), server[1]
+        name = f"[{host}]".encode("ascii") if ":" in host else host.encode("idna")
+        default = 443 if self.scope.get("scheme") == "https" else 80
+        return name if port in (None, default) else name + b":%d" % int(port)
+
+    async def _feed(self, pending: Message | None) -> None:
+        """Feed the rest of the body as it arrives, then watch for the client leaving until the response is done.
+
+        Nothing is pulled once Twisted has hung up (a 413 before the body): the
+        rest of the body is left unread, and the response says ``Connection: close``.
+        """
+        transport, protocol = self.transport, self.transport.protocol
+        message = pending
+        fed = 0
+        while not self.body_complete:
+            if message is None:
+                await transport.reading.wait()
+                if transport.disconnecting:
+                    return
+                message = await self.receive()
+                if transport.disconnecting:
+                    return
+            if message["type"] == "http.disconnect":
+                self._client_left()
+                return
+            if message["type"] == "http.request":
+                body = message.get("body", b"")
+                if body:
+                    if self.chunked:
+                        protocol.dataReceived(b"%x\r\n" % len(body))
+                        protocol.dataReceived(body)
+                        protocol.dataReceived(b"\r\n")
+                    else:
+                        protocol.dataReceived(body)
+                    fed += len(body)
+                # No await between feeding the last bytes and setting the flag: Twisted may answer at once.
+                if not message.get("more_body", False):
+                    if self.chunked:
+                        protocol.dataReceived(b"0\r\n\r\n")
+                    elif self.declared is not None and fed < self.declared:
+                        self._client_left()  # the body ended short of its Content-Length
+                        return
+                    self.body_complete = True
+                elif self.declared is not None and fed >= self.declared:
+                    self.body_complete = True  # Twisted has all it will read; the rest is dropped
+            message = None
+        while not self.response_done:
+            message = await self.receive()
+            if message["type"] == "http.disconnect":
+                self._client_left()
+                return
+
+    def _client_left(self) -> None:
+        if self.response_done or self.client_gone:
+            return
+        self.client_gone = True
+        self.transport.connection_lost(Failure(ConnectionDone("the ASGI client disconnected")))
+
+    # ------------------------------------------------------------------ response
+
+    async def _pump(self, feeder: asyncio.Task[None]) -> None:
+        transport = self.transport
+        parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=256 * 1024)
+        # h11 frames a response by the request method only for HEAD (no body) and CONNECT (a tunnel, which
+        # twisted.web does not do): tell it HEAD or GET. The target is not parsed again.
+        method = "HEAD" if self.scope["method"] == "HEAD" else "GET"
+        parser.send(h11.Request(method=method, target="/", headers=[("Host", "twisted")]))
+        parser.send(h11.EndOfMessage())
+        started = eof_fed = False
+        while True:
+            await transport.wake.wait()
+            transport.wake.clear()
+            if self.client_gone:
+                return
+            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+                raise feeder.exception()  # type: ignore[misc]
+            if transport.aborted:
+                raise IncompleteResponse("Twisted aborted the connection")
+            data = transport.take()
+            if data:
+                parser.receive_data(data)
+            if transport.disconnecting and not eof_fed:  # Twisted hung up, and all it wrote is in the parser
+                eof_fed = True
+                parser.receive_data(b"")
+            parts: list[bytes] = []
+            while True:
+                try:
+                    event = parser.next_event()
+                except h11.RemoteProtocolError as exc:
+                    if eof_fed:
+                        what = "in the middle of its response" if started else "without a response"
+                        raise IncompleteResponse(f"Twisted closed the connection {what} ({exc})") from exc
+                    raise IncompleteResponse(f"Twisted's response is not valid HTTP/1.1: {exc}") from exc
+                if event is h11.NEED_DATA:
+                    break
+                if isinstance(event, h11.Response):
+                    started = True
+                    start = {"type": "http.response.start", "status": event.status_code,
+                             "headers": self._response_headers(event.headers)}
+                    if not await self._send(start):
+                        return
+                elif isinstance(event, h11.Data):
+                    parts.append(bytes(event.data))
+                elif isinstance(event, h11.EndOfMessage):
+                    self.response_done = True
+                    await self._send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
+                    return
+                elif isinstance(event, h11.ConnectionClosed):
+                    what = "in the middle of its response" if started else "without a response"
+                    raise IncompleteResponse(f"Twisted closed the connection {what}")
+                elif not isinstance(event, h11.InformationalResponse):  # a 1xx is not forwarded
+                    raise IncompleteResponse(f"unexpected HTTP event from Twisted: {event!r}")
+            if parts and not await self._send({"type": "http.response.body", "body": b"".join(parts), "more_body": True}):
+                return
+            transport.drained()
+
+    def _response_headers(self, headers: Any) -> list[tuple[bytes, bytes]]:
+        out = [(bytes(n), bytes(v)) for n, v in headers if bytes(n) not in _HOP_BY_HOP_RESPONSE]
+        if not self.body_complete:
+            out.append((b"connection", b"close"))  # answered before the body was read: do not reuse
+        return out
+
+    async def _send(self, message: Message) -> bool:
+        """Send; False if the client has gone (ASGI servers may raise OSError then)."""
+        try:
+            await self.send(message)
+        except OSError:
+            self._client_left()
+            return False
+        return not self.client_gone
