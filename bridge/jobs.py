@@ -22,7 +22,6 @@ should tolerate a re-run; its "succeeded" is recorded once whatever happens.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import math
 import os
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import WorkerCrashed
+from .tasks import TaskLease
 from .jobstore import (
     DEFAULT_DB_PATH,
     STATUSES,
@@ -91,53 +91,6 @@ class KindPolicy:
         return min(self.backoff_initial * 2 ** (attempts - 1), self.backoff_max)
 
 
-class _Lease:
-    """An exclusive ``flock`` on a file: held until released or until this process dies.
-
-    The file is opened close-on-exec, so children started with exec (pool
-    workers, subprocesses) never inherit the lock and keep it alive. It is
-    never unlinked: a process that opened the old inode would lock a file
-    nobody else sees.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def try_acquire(self, holder: str) -> bool:
-        # Synchronous on purpose: opening a local file and a non-blocking flock
-        # take microseconds, and a thread could be cancelled after locking.
-        if self._fd is not None:
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            return False
-        os.ftruncate(fd, 0)
-        os.write(fd, holder.encode())  # for humans and for state(): who holds it
-        self._fd = fd
-        return True
-
-    def holder(self) -> str | None:
-        try:
-            return self.path.read_text() or None
-        except OSError:
-            return None
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fd, self._fd = self._fd, None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-
-
 class JobRunner:
     """Runs queued jobs, ``concurrency`` at a time, while it holds the database's runner lease.
 
@@ -192,7 +145,9 @@ class JobRunner:
         self.concurrency = concurrency
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._execute = execute
-        self._lease = _Lease(Path(lease_path) if lease_path is not None else Path(f"{store.path}.runner.lock"))
+        self._lease = TaskLease(
+            Path(lease_path) if lease_path is not None else Path(f"{store.path}.runner.lock"), label=self.id
+        )
         self._poll_interval = poll_interval
         self._lease_retry = lease_retry
         self._state = "new"
@@ -221,7 +176,7 @@ class JobRunner:
         if self._state != "new":
             raise RuntimeError(f"a runner starts once; this one is {self._state}")
         self._unsubscribe = unsubscribe = self.store.subscribe(lambda _record: self.notify())
-        if self._lease.try_acquire(self.id):
+        if self._lease.acquire():
             try:
                 await self._activate()
             except BaseException:
@@ -231,7 +186,7 @@ class JobRunner:
                 raise
         else:
             self._state = "standby"
-            self._holder = self._lease.holder()
+            self._holder = self._lease.holder_label()
             log.info("job runner %s in standby: %s holds %s", self.id, self._holder, self._lease.path)
             self._helpers.append(asyncio.ensure_future(self._standby()))
 
@@ -254,8 +209,8 @@ class JobRunner:
             await asyncio.sleep(self._lease_retry)
             if self._state != "standby":
                 return
-            if not self._lease.try_acquire(self.id):
-                self._holder = self._lease.holder()
+            if not self._lease.acquire():
+                self._holder = self._lease.holder_label()
                 continue
             log.info("job runner %s took over the lease %s", self.id, self._lease.path)
             try:

@@ -708,8 +708,9 @@ class TaskLease:
     inherit the lease.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, label: str | None = None) -> None:
         self.path = Path(path)
+        self.label = label  # written into the file while held; the pid when None
         self._fd: int | None = None
 
     @property
@@ -737,7 +738,7 @@ class TaskLease:
         self._fd = fd
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.pwrite(fd, f"{self.label or os.getpid()}\n".encode(), 0)
         except OSError:
             pass  # the pid is a courtesy; the lock is what counts
         return True
@@ -756,8 +757,15 @@ class TaskLease:
     def holder(self) -> int | None:
         """The pid written by the current holder, if any (advisory: read without the lock)."""
         try:
-            return int(self.path.read_text().strip())
-        except (OSError, ValueError):
+            return int(self.holder_label() or "")
+        except ValueError:
+            return None
+
+    def holder_label(self) -> str | None:
+        """What the current holder wrote: its label, or its pid (advisory: read without the lock)."""
+        try:
+            return self.path.read_text().strip() or None
+        except OSError:
             return None
 
     def __enter__(self) -> TaskLease:

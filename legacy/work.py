@@ -19,17 +19,10 @@ from .settings import LegacySettings
 KINDS = ("faces", "ocr", "audio", "domains")
 
 
-def check_text(text: str, max_chars: int) -> None:
-    if not text.strip():
-        raise workloads.InvalidInput("empty_input", "the text is empty")
-    if len(text) > max_chars:
-        raise workloads.InvalidInput("text_too_large", f"the text has {len(text)} characters; the limit is {max_chars}")
-
-
 @defer.inlineCallbacks
 def find_domains(pool: SharedPool, text: str, settings: LegacySettings) -> Any:
     """Split on whitespace, extract per chunk across the workers, merge in order."""
-    check_text(text, settings.max_body_bytes)
+    workloads.check_text(text, settings.max_body_bytes)
     chunks = workloads.split_chunks(text, settings.domain_chunk_chars)
     found = yield defer.gatherResults(
         [pool.defer(workloads.extract_domains_chunk, chunk, timeout=settings.job_timeout) for chunk in chunks],

@@ -13,11 +13,12 @@ from .errors import InvalidInput
 from .faces import detect_faces, load_face_model
 from .images import decode_image
 from .ocr import engine_loads, init_ocr, read_text
-from .text import extract_domains, extract_domains_chunk, merge_domains, split_chunks
+from .text import check_text, extract_domains, extract_domains_chunk, merge_domains, split_chunks
 from .threads import native_threads
 
 __all__ = [
     "InvalidInput",
+    "check_text",
     "analyze_audio",
     "decode_image",
     "detect_faces",

@@ -71,8 +71,11 @@ def merge_domains(chunks_results: Iterable[list[str]]) -> dict[str, Any]:
     return {"domains": list(seen), "count": count}
 
 
-def extract_domains(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> dict[str, Any]:
-    """The one-call form: ``merge_domains([extract_domains_chunk(text)])`` after checking the input."""
+def check_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+    """Refuse non-text, empty (or whitespace-only) text and text over ``max_chars``.
+
+    The checks of :func:`extract_domains`, for services that map the chunks over a pool themselves.
+    """
     if not isinstance(text, str):
         raise InvalidInput("invalid_parameter", f"expected text (str), got {type(text).__name__}")
     limit = integer("max_chars", max_chars, 1, 2**62)
@@ -80,4 +83,9 @@ def extract_domains(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> dict[st
         raise InvalidInput("empty_input", "the text is empty")
     if len(text) > limit:
         raise InvalidInput("text_too_large", f"the text is {len(text)} characters, over the limit of {limit}")
+
+
+def extract_domains(text: str, *, max_chars: int = DEFAULT_MAX_CHARS) -> dict[str, Any]:
+    """The one-call form: ``merge_domains([extract_domains_chunk(text)])`` after checking the input."""
+    check_text(text, max_chars)
     return merge_domains([extract_domains_chunk(text)])
