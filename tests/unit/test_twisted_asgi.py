@@ -598,8 +598,9 @@ async def test_a_disconnect_while_twisted_works_fires_notify_finish_with_connect
 @asyncio_test
 async def test_a_disconnect_mid_body_closes_the_channel_before_twisted_renders(edges: Edges) -> None:
     rendered = edges.hang.rendered
-    driver = Driver([b"x" * 1000], body_ends=False, disconnect=asyncio.Event())
-    driver.disconnect.set()  # type: ignore[union-attr]
+    gone = asyncio.Event()
+    gone.set()  # the client hangs up right after its first chunk
+    driver = Driver([b"x" * 1000], body_ends=False, disconnect=gone)
     await call(edges.app, scope("POST", "/hang"), driver)  # no content-length: streamed as chunked
     assert driver.messages == []
     assert edges.hang.rendered == rendered
