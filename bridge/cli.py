@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import json
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from .cpu import CpuBudgetError, CpuBudgetWarning, cpu_budget
 
@@ -101,7 +102,186 @@ def _run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus, _add_serve]
+DEFAULT_REPORT = Path("var/parity.json")  # where bridge.parity.plugin writes by default, under the rootdir
+PARITY_TESTS = "tests/parity"
+
+
+def _add_parity(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "parity",
+        help="run the parity tests against both stacks and print what they found per route",
+        description=f"Run `pytest {PARITY_TESTS}` (or the tests named in PYTEST_ARGS) with the bridge.parity.plugin, then print per route how many "
+        "tests passed on each stack and how many comparisons gave the same output. "
+        "Arguments after the options go to pytest (use -- before ones that start with a dash).",
+    )
+    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"the report to write and read (default: {DEFAULT_REPORT})")
+    parser.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST_ARGS", help="passed to pytest")
+    parser.set_defaults(run=_run_parity)
+
+
+def _run_parity(args: argparse.Namespace) -> int:
+    import subprocess
+    import time
+
+    report = args.report.resolve()
+    extra = list(args.pytest_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    # tests/parity unless the arguments name tests of their own (a path, or path::test)
+    named = any(not arg.startswith("-") and Path(arg.split("::", 1)[0]).exists() for arg in extra)
+    tests = [] if named else [PARITY_TESTS]
+    command = [sys.executable, "-m", "pytest", "-p", "bridge.parity.plugin", f"--parity-report={report}", *tests, *extra]
+    started = time.time()
+    status = subprocess.run(command).returncode
+    data = _read_report(report)
+    if data is None or not report.stat().st_mtime >= started - 1:
+        print(f"{PROG}: error: pytest wrote no parity report to {report} (exit status {status})", file=sys.stderr)
+        return status or 1
+    print()
+    rows = []
+    for route, entry in data.get("routes", {}).items():
+        rows.append([route, _passes(entry.get("legacy")), _passes(entry.get("modern")), _same(entry)])
+    _table(["route", "legacy passes", "modern passes", "same output"], rows)
+    return status
+
+
+def _add_status(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "status",
+        help="where the migration stands: per route and task, plan mode, parity and shadow results",
+        description="Print one row per route and task of the plan, with what the last parity report and the "
+        "shadow mismatch store say about it (? where they say nothing).",
+    )
+    parser.add_argument("--plan", type=Path, default=Path("cutover.toml"), help="the cutover plan (default: cutover.toml)")
+    parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"the parity report (default: {DEFAULT_REPORT})")
+    parser.add_argument("--db", type=Path, default=Path("var/cutover.db"), help="the shadow store (default: var/cutover.db)")
+    parser.set_defaults(run=_run_status)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from .cutover.plan import Plan, PlanError
+
+    if not args.plan.is_file():
+        return _error(f"no plan at {args.plan}: pass --plan FILE")
+    try:
+        plan = Plan.load(args.plan)
+    except PlanError as exc:
+        return _error(str(exc))
+    report = _read_report(args.report) if args.report.is_file() else None
+    mismatches = _shadow_mismatches(args.db)
+
+    # Each report key ("POST /v1/jobs", or a concrete "GET /v1/jobs/abc") counts for the plan route that takes it.
+    per_route: dict[str, list[dict[str, Any]]] = {}
+    for key, entry in (report or {}).get("routes", {}).items():
+        method, _, path = key.partition(" ")
+        route = plan.find(method, path) if "{" in path else plan.route_for(method, path)
+        if route is not None:
+            per_route.setdefault(route.key, []).append(entry)
+
+    rows = []
+    for route in plan.routes:
+        entries = per_route.get(route.key, [])
+        mode = f"canary {route.percent:g}%" if route.mode == "canary" else route.mode
+        if mismatches is None:
+            shadow = "?"
+        else:
+            count = mismatches.get(route.key, 0)
+            shadow = f"{count} mismatch{'' if count == 1 else 'es'}"
+        rows.append([route.key, _implemented(entries, "legacy"), _implemented(entries, "modern"), mode, _parity(entries), shadow])
+    for task, owner in plan.tasks.items():
+        rows.append([f"task {task}", "-", "-", f"runs on {owner}", "-", "-"])
+    _table(["route or task", "in legacy", "in modern", "plan mode", "last parity result", "shadow"], rows)
+    notes = [f"plan: {args.plan}"]
+    if report is None:
+        notes.append(f"parity: no report at {args.report} (run `cutover parity`)")
+    else:
+        notes.append(f"parity: {args.report}, written {report.get('generated_at', '?')}")
+    if mismatches is None:
+        notes.append(f"shadow: no mismatch store at {args.db}")
+    else:
+        notes.append(f"shadow: stored mismatches in {args.db}; how many were compared is only known to the running host")
+    print("\n".join(notes))
+    return 0
+
+
+def _read_report(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        print(f"{PROG}: warning: cannot read parity report {path}: {exc}", file=sys.stderr)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("routes"), dict):
+        print(f"{PROG}: warning: {path} is not a parity report", file=sys.stderr)
+        return None
+    return data
+
+
+def _shadow_mismatches(db: Path) -> dict[str, int] | None:
+    """Stored mismatches per route, or None when there is no store to ask."""
+    import sqlite3
+
+    if not db.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            rows = conn.execute("SELECT route, COUNT(*) FROM shadow_mismatches GROUP BY route").fetchall()
+    except sqlite3.Error as exc:
+        if "no such table" in str(exc):
+            return {}
+        print(f"{PROG}: warning: cannot read {db}: {exc}", file=sys.stderr)
+        return None
+    return {str(route): int(count) for route, count in rows}
+
+
+def _counts(entries: list[dict[str, Any]], stack: str) -> dict[str, int]:
+    total = {"passed": 0, "failed": 0, "xfailed": 0}
+    for entry in entries:
+        for outcome in total:
+            total[outcome] += int((entry.get(stack) or {}).get(outcome, 0))
+    return total
+
+
+def _passes(outcomes: dict[str, int] | None) -> str:
+    counts = _counts([{"s": outcomes or {}}], "s")
+    ran = sum(counts.values())
+    if not ran:
+        return "-"
+    text = f"{counts['passed']}/{ran}"
+    return text + (f" ({counts['xfailed']} xfail)" if counts["xfailed"] else "")
+
+
+def _same(entry: dict[str, Any]) -> str:
+    same = entry.get("same") or {}
+    equal, different = int(same.get("equal", 0)), int(same.get("different", 0))
+    return f"{equal}/{equal + different}" if equal + different else "-"
+
+
+def _implemented(entries: list[dict[str, Any]], stack: str) -> str:
+    counts = _counts(entries, stack)
+    if counts["failed"]:
+        return f"failing ({counts['failed']})"
+    return "yes" if counts["passed"] else "xfail" if counts["xfailed"] else "?"
+
+
+def _parity(entries: list[dict[str, Any]]) -> str:
+    equal = sum(int((e.get("same") or {}).get("equal", 0)) for e in entries)
+    different = sum(int((e.get("same") or {}).get("different", 0)) for e in entries)
+    known = max(_counts(entries, "legacy")["xfailed"], _counts(entries, "modern")["xfailed"])
+    if not equal + different:
+        return "?"
+    text = f"same {equal}/{equal + different}" if not different else f"DIFFERENT {different}/{equal + different}"
+    return text + (f", {known} known gap{'' if known == 1 else 's'}" if known else "")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus, _add_serve, _add_parity, _add_status]
 
 
 def build_parser() -> argparse.ArgumentParser:

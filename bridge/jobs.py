@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import WorkerCrashed
-from .tasks import TaskLease
 from .jobstore import (
     DEFAULT_DB_PATH,
     STATUSES,
@@ -45,6 +44,7 @@ from .jobstore import (
     _attempts,
     _dumps,
 )
+from .tasks import TaskLease
 
 __all__ = [
     "DEFAULT_DB_PATH",

@@ -1,0 +1,52 @@
+"""`cutover serve` as `make run` starts it: the shipped plan, a real process, a clean SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bridge.testing import asyncio_test
+from tests.conftest import WAIT, in_daemon_thread
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.subprocess
+@asyncio_test
+async def test_cutover_serve_routes_by_the_shipped_plan_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    env = {**os.environ, "CUTOVER_VAR": str(tmp_path), "CUTOVER_CPUS": "2", "CUTOVER_ADMIN_TOKEN": "t"}
+    child = subprocess.Popen(
+        [sys.executable, "-m", "bridge.cli", "serve", "--plan", str(REPO / "cutover.toml"), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env=env,
+    )
+    lines: list[str] = []
+    try:
+        assert child.stdout is not None
+        while not (found := re.search(r"running on (http://127\.0\.0\.1:\d+)", lines[-1] if lines else "")):
+            line = await in_daemon_thread(child.stdout.readline)
+            assert line, "cutover serve exited before listening:\n" + "".join(lines)
+            lines.append(line)
+        async with httpx.AsyncClient(base_url=found.group(1), timeout=WAIT) as http:
+            status = await http.get("/status")
+            assert status.status_code == 200 and status.headers["x-served-by"] == "legacy"
+            domains = await http.post("/v1/domains", json={"text": "see a.example.com"})
+            assert domains.json() == {"domains": ["a.example.com"], "count": 1}
+            assert domains.headers["x-served-by"] == "legacy"  # shadow: legacy answers
+            plan = (await http.get("/_cutover/api", headers={"Authorization": "Bearer t"})).json()
+            assert {r["template"]: r["mode"] for r in plan["routes"]}["/v1/domains"] == "shadow"
+        child.send_signal(signal.SIGTERM)
+        rest = await in_daemon_thread(child.stdout.read)
+        # uvicorn re-raises the signal once shut down, so supervisors see how the process ended
+        assert child.wait(timeout=WAIT) in (0, -signal.SIGTERM), rest
+        assert "Application shutdown complete" in rest and "Traceback" not in rest
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(timeout=WAIT)
