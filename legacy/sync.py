@@ -18,8 +18,6 @@ dotfiles and ``*.tmp`` / ``*.part`` are never picked up.
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -30,47 +28,11 @@ from twisted.python.failure import Failure
 import workloads
 from bridge import SharedPool
 from bridge.tasks import TaskLease
+from workloads.inbox import MAX_ATTEMPTS, SUFFIXES, move, pending, write_atomically
 
 from .jobs import now
 from .settings import LegacySettings
 from .work import run_kind
-
-MAX_ATTEMPTS = 3
-SUFFIXES = {
-    "faces": {".jpg", ".jpeg", ".png", ".webp", ".bmp"},
-    "ocr": {".jpg", ".jpeg", ".png", ".webp", ".bmp"},
-    "audio": {".wav"},
-    "domains": {".txt"},
-}
-
-
-def write_atomically(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def move(source: Path, target_dir: Path) -> None:
-    target_dir.mkdir(parents=True, exist_ok=True)
-    os.replace(source, target_dir / source.name)
-
-
-def pending(settings: LegacySettings) -> list[tuple[str, Path]]:
-    """Inbox files ready to process, in a stable order (blocking: run in a thread)."""
-    found = []
-    for kind, suffixes in SUFFIXES.items():
-        folder = settings.inbox / kind
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or path.suffix.lower() not in suffixes or not path.is_file():
-                continue
-            found.append((kind, path))
-    return found
 
 
 class DataSync:
@@ -123,7 +85,7 @@ class DataSync:
         self.runs += 1
         self.last_run = now()
         try:
-            files = yield threads.deferToThread(pending, self.settings)
+            files = yield threads.deferToThread(pending, self.settings.var_dir)
         except Exception as exc:  # one bad tick must not kill the LoopingCall
             self._failed(exc, "listing the inbox")
             return

@@ -9,57 +9,19 @@ one processes the inbox at a time.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import workloads
 from bridge import SharedPool
 from bridge.tasks import TaskLease, TaskRegistry
+from workloads.inbox import MAX_ATTEMPTS, move, pending, write_atomically
 
 from .settings import ModernSettings
 from .work import run_kind
 
 log = logging.getLogger("cutover.modern.data_sync")
-MAX_ATTEMPTS = 3
-SUFFIXES = {
-    "faces": {".jpg", ".jpeg", ".png", ".webp", ".bmp"},
-    "ocr": {".jpg", ".jpeg", ".png", ".webp", ".bmp"},
-    "audio": {".wav"},
-    "domains": {".txt"},
-}
-
-
-def write_atomically(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def move(source: Path, target_dir: Path) -> None:
-    target_dir.mkdir(parents=True, exist_ok=True)
-    os.replace(source, target_dir / source.name)
-
-
-def pending(settings: ModernSettings) -> list[tuple[str, Path]]:
-    found = []
-    for kind, suffixes in SUFFIXES.items():
-        folder = settings.var_dir / "inbox" / kind
-        if not folder.is_dir():
-            continue
-        for path in sorted(folder.iterdir()):
-            if path.name.startswith(".") or path.suffix.lower() not in suffixes or not path.is_file():
-                continue
-            found.append((kind, path))
-    return found
-
-
 class DataSync:
     """One tick processes what the inbox holds; the task manager calls it every ``sync_interval``."""
 
@@ -74,7 +36,7 @@ class DataSync:
             log.info("data_sync skipped: another process or stack holds the inbox lease")
             return
         try:
-            for kind, path in await self.pool.run_in_thread(pending, self.settings):
+            for kind, path in await self.pool.run_in_thread(pending, self.settings.var_dir):
                 try:
                     await self.process(kind, path)
                 except Exception as exc:  # a crashed worker or a timeout: retry next tick, up to a limit

@@ -4,6 +4,9 @@ Every public function takes and returns plain picklable values (bytes, str,
 numbers, lists, dicts), imports neither Twisted nor asyncio, and depends only
 on its input, so the services can run it in the shared process pool. Bad input
 raises :class:`InvalidInput` with a stable ``code``; anything else is a bug.
+
+:mod:`workloads.inbox` holds the blocking file helpers of the data_sync task, shared
+by the legacy LoopingCall and the modern ``@task`` so both write the same files.
 """
 
 from __future__ import annotations
