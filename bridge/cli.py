@@ -281,7 +281,59 @@ def _table(header: list[str], rows: list[list[str]]) -> None:
         print(" | ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus, _add_serve, _add_parity, _add_status]
+def _add_rewrite(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "rewrite",
+        help="rewrite @inlineCallbacks code to async def (libcst: comments and formatting survive)",
+        description="Convert inlineCallbacks generators to async def. Prints a diff by default; "
+        "what cannot be converted safely is left alone and reported as file:line: reason.",
+    )
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders of .py files")
+    parser.add_argument("--target", choices=["twisted"], default="twisted",
+                        help="twisted: the code still runs on Twisted (the first step of a migration)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--diff", action="store_true", help="print a unified diff (the default)")
+    mode.add_argument("--write", action="store_true", help="rewrite the files in place")
+    mode.add_argument("--check", action="store_true", help="exit 1 if anything would change (for CI)")
+    parser.set_defaults(run=_run_rewrite)
+
+
+def _run_rewrite(args: argparse.Namespace) -> int:
+    import difflib
+
+    from .rewrite import rewrite_source
+
+    files: list[Path] = []
+    for path in args.paths:
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*.py") if ".venv" not in p.parts)
+        elif path.is_file():
+            files.append(path)
+        else:
+            return _error(f"no such file or folder: {path}")
+    changed = 0
+    for path in files:
+        source = path.read_text(encoding="utf-8")
+        result = rewrite_source(source)
+        for report in result.reports:
+            print(f"{path}:{report.line}: {report.reason}", file=sys.stderr)
+        if not result.changed:
+            continue
+        changed += 1
+        if args.write:
+            path.write_text(result.code, encoding="utf-8")
+            print(f"rewrote {path}")
+        elif not args.check:
+            sys.stdout.writelines(
+                difflib.unified_diff(source.splitlines(True), result.code.splitlines(True), str(path), str(path))
+            )
+    if args.check and changed:
+        print(f"{changed} file(s) would be rewritten", file=sys.stderr)
+        return 1
+    return 0
+
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus, _add_serve, _add_parity, _add_status, _add_rewrite]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,26 @@
+"""Stacked decorators and comments around them."""
+
+import functools
+
+from twisted.internet import defer
+from bridge import deferred_api
+
+
+def logged(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class Store:
+    @classmethod
+    # Loads in one pass.
+    @deferred_api  # the Twisted way
+    @logged
+    async def load(cls, backend, name):
+        row = await backend.fetch(name)
+        if row is None:
+            return None
+        return cls(row)
