@@ -25,7 +25,6 @@ import logging
 import os
 import signal
 import sys
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,12 +94,11 @@ class Host:
 
     def __init__(self, settings: HostSettings, *, pool: SharedPool | None = None) -> None:
         self.settings = settings
-        self.apps = dict(DEFAULT_APPS)
-        self.apps.update(_apps_section(settings.plan_path))
         self._given_pool = pool
         self.pool: SharedPool | None = pool
         # Checked for syntax now, and against the routes and tasks the apps declare once they are up.
         self.plan = Plan.load(settings.plan_path)
+        self.apps = {**DEFAULT_APPS, **self.plan.apps}
         self.lag = LoopLagProbe()
         self.recorder = ShadowRecorder(
             settings.var_dir / "cutover.db", max_inflight=settings.shadow_max_inflight, rules=dict(DIFF_RULES)
@@ -296,15 +294,6 @@ async def _reload(host: Host) -> None:
         await host.reload()
     except Exception:
         log.exception("plan reload failed; keeping the current plan")
-
-
-def _apps_section(path: Path) -> dict[str, str]:
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-    apps = data.get("apps", {})
-    return {k: v for k, v in apps.items() if isinstance(v, str)}
 
 
 async def serve(settings: HostSettings) -> None:

@@ -61,7 +61,8 @@ METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # mirrored in shadow mode unless told otherwise
 CANARY_STEPS = (10.0, 50.0)  # where "next mode" takes a canary
 
-_TABLES = ("routes", "canary", "tasks")
+_TABLES = ("routes", "canary", "tasks", "apps")
+_APP_KEYS = ("legacy", "modern", "pool_initializer")
 _ROUTE_KEYS = ("mode", "percent", "shadow_safe")
 _CANARY_KEYS = ("sticky_header",)
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
@@ -255,10 +256,13 @@ class Plan:
     source: Path | None = None
     known_routes: frozenset[tuple[str, str]] | None = None
     known_tasks: frozenset[str] | None = None
+    #: ``[apps]``: import strings ("module:attr") of the two stacks and the pool initializer.
+    apps: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "routes", tuple(self.routes))
         object.__setattr__(self, "tasks", MappingProxyType(dict(self.tasks)))
+        object.__setattr__(self, "apps", MappingProxyType(dict(self.apps)))
         if self.known_routes is not None:
             object.__setattr__(self, "known_routes", _known_routes(self.known_routes))
         if self.known_tasks is not None:
@@ -341,7 +345,16 @@ class Plan:
                 _check_task(task, owner, known_t)
             tasks[task] = owner
 
-        return cls(tuple(routes), tasks, sticky_header, src, known_r, known_t)
+        apps: dict[str, str] = {}
+        for key, value in _table(data, "apps", at).items():
+            with at("apps", key):
+                if key not in _APP_KEYS:
+                    raise PlanError(f"unknown key {_show(key)} in [apps] (one of {', '.join(_APP_KEYS)})")
+                if not isinstance(value, str) or ":" not in value:
+                    raise PlanError(f'[apps] {key} must be an import string "module:attr", got {_show(value)}')
+            apps[key] = value
+
+        return cls(tuple(routes), tasks, sticky_header, src, known_r, known_t, apps)
 
     # --- questions ----------------------------------------------------------
 

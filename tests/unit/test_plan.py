@@ -197,7 +197,7 @@ def test_empty_plan_keeps_everything_on_legacy() -> None:
         ),
         (
             "[routes]\n\n[route]\n",
-            "cutover.toml:3: unknown table [route] (one of [routes], [canary], [tasks])",
+            "cutover.toml:3: unknown table [route] (one of [routes], [canary], [tasks], [apps])",
         ),
         (
             'routes = "legacy"\n',
@@ -486,3 +486,10 @@ def test_to_dict_is_json() -> None:
     # enough to rebuild the same routes
     rebuilt = tuple(Route(r["method"], r["template"], r["mode"], r["percent"], r["shadow_safe"]) for r in data["routes"])
     assert rebuilt == plan.routes
+
+
+def test_apps_are_import_strings_in_their_own_table() -> None:
+    plan = parse('[apps]\nlegacy = "myservice.legacy:cohost"\npool_initializer = "myservice.models:load"\n')
+    assert dict(plan.apps) == {"legacy": "myservice.legacy:cohost", "pool_initializer": "myservice.models:load"}
+    assert str(error('[apps]\nlegacy = "no_colon"\n')).startswith("cutover.toml:2: ")
+    assert "unknown key" in str(error('[apps]\nfrontend = "x:y"\n'))
