@@ -23,6 +23,8 @@ import workloads  # noqa: E402
 from bridge import SharedPool  # noqa: E402
 from bridge.testing import asyncio_fixture  # noqa: E402
 
+pytest_plugins = ["tests.reliability"]  # the table of what the hardening tests survived
+
 T = TypeVar("T")
 WAIT = 60.0  # bound on any wait for a condition; a hang becomes a failure
 
