@@ -109,6 +109,10 @@ class JobRunner:
       ``worker_crashed`` once ``max_attempts`` attempts are spent;
     * :class:`TimeoutError`: retried if the policy says so, else (or once the
       attempts are spent) ``failed`` with code ``timeout``;
+    * :class:`MemoryError` (the worker hit its memory limit and Python noticed
+      before the kernel's OOM killer did): treated as a crash, so the job's fate
+      does not depend on which of the two came first: retried, or ``failed``
+      with code ``out_of_memory`` once the attempts are spent;
     * anything else: ``failed`` with code ``internal_error``, and the traceback
       (the worker's too) in the log, not in the response.
 
@@ -357,7 +361,7 @@ class JobRunner:
         code, message = getattr(exc, "code", None), getattr(exc, "message", None)
         if isinstance(code, str) and isinstance(message, str):
             await self._fail(record, {"code": code, "message": message})
-        elif policy is not None and isinstance(exc, WorkerCrashed | TimeoutError):
+        elif policy is not None and isinstance(exc, WorkerCrashed | TimeoutError | MemoryError):
             await self._retry_or_fail(record, policy, exc)
         else:
             log.error("job %s (%s) attempt %d failed", record.id, record.kind, n, exc_info=exc)
@@ -367,6 +371,8 @@ class JobRunner:
         n = record.attempts
         if isinstance(exc, WorkerCrashed):
             reason, what, retryable = "worker_crashed", str(exc), True
+        elif isinstance(exc, MemoryError):
+            reason, what, retryable = "out_of_memory", "the worker ran out of memory" + (f": {exc}" if str(exc) else ""), True
         else:
             reason, what = "timeout", f"the job did not finish within {policy.timeout}s"
             retryable = policy.retry_on_timeout
