@@ -27,6 +27,8 @@ async def _file_part(request: Request) -> bytes:
     except HTTPException:  # Starlette's answer to a body python-multipart cannot parse
         raise ApiError(400, "malformed_multipart", "the multipart/form-data body could not be parsed") from None
     try:
+        if not form:  # RFC 2046 needs at least one part; legacy's parser refuses none, and so do we
+            raise ApiError(400, "malformed_multipart", "the multipart/form-data body has no parts")
         value = form.get("file")
         if value is None:
             raise ApiError(422, "missing_field", "the multipart body has no `file` field")

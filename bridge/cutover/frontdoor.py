@@ -12,6 +12,10 @@
   reaches the client.
 
 Every response carries ``X-Served-By: legacy|modern``.
+
+Slow request bodies are cut off here, for both stacks, with 408
+``request_timeout`` (:class:`bridge.asgi.BodyGuard`): uvicorn has no body
+timeout, and twisted.web's is hours long.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..asgi import ASGIApp, Message, Receive, Scope, Send
+from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_MIN_BODY_RATE, ASGIApp, BodyGuard, Message, Receive, Scope, Send
 from ..parity.diff import Exchange
 from .plan import Plan, Route
 from .shadow import ShadowRecorder
@@ -61,6 +65,8 @@ class FrontDoor:
         admin: ASGIApp,
         max_shadow_body: int = 20 * 1024 * 1024,
         rng: random.Random | None = None,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        min_body_rate: float = DEFAULT_MIN_BODY_RATE,
     ) -> None:
         self.apps = {"legacy": legacy, "modern": modern}
         self.plan = plan
@@ -69,12 +75,16 @@ class FrontDoor:
         self.admin = admin
         self.max_shadow_body = max_shadow_body
         self.rng = rng or random.Random()
+        self.body_timeout = body_timeout  # read on every request: a test or an operator may change it
+        self.min_body_rate = min_body_rate
         self._background: set[asyncio.Task[Any]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.apps["legacy"](scope, receive, send)
             return
+        guard = BodyGuard(receive, send, timeout=self.body_timeout, min_rate=self.min_body_rate)
+        receive, send = guard.receive, guard.send
         path: str = scope["path"]
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
             await self.admin(scope, receive, send)
@@ -197,8 +207,8 @@ async def _read_body(receive: Receive, limit: int) -> tuple[bytes, bool]:
     size = 0
     while True:
         message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(parts), True
+        if message["type"] != "http.request":  # the client left (or timed out) mid-body: not a request to copy
+            return b"".join(parts), False
         chunk = message.get("body", b"")
         parts.append(chunk)
         size += len(chunk)
