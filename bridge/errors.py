@@ -32,6 +32,14 @@ class WorkerCrashed(PoolError):
         self.exitcode = exitcode
 
 
+class PoolUnavailable(PoolError):
+    """The pool's cluster cannot be reached: the Dask scheduler is down or the connection was lost.
+
+    Calls in flight when the connection went fail with it, and new calls raise
+    it at once until the client reconnects; ``stats().health`` says why.
+    """
+
+
 class WorkerStartupError(PoolError):
     """A worker could not start: its initializer raised, or it died before it was ready.
 

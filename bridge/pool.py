@@ -25,6 +25,10 @@ Every call has one state, changed under the pool lock::
 
 Results reach the caller's world through the call's ``concurrent.futures.Future``:
 ``run`` wraps it for asyncio, ``defer`` for Twisted, both thread-safe.
+
+The same pool can send its process work to a Dask cluster instead
+(``backend="dask://host:port"`` or ``CUTOVER_POOL``): :mod:`bridge.dask_backend`
+says what timeouts, cancellation and worker loss mean there. Threads stay local.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ from .cpu import cpu_budget
 from .errors import (
     PoolBusy,
     PoolClosed,
+    PoolUnavailable,
     RemoteTraceback,
     SerializationError,
     WorkerCrashed,
@@ -64,15 +69,35 @@ from .mainguard import check_main_guard
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from .dask_backend import DaskBackend
+
 __all__ = ["SharedPool", "PoolStats", "get_pool", "set_pool"]
 
 T = TypeVar("T")
 log = logging.getLogger("cutover.pool")
 StartMethod = Literal["forkserver", "spawn"]
 
+#: Where process work runs when no ``backend`` is given: ``local`` or ``dask://host:port``.
+BACKEND_ENV = "CUTOVER_POOL"
 _STARTING, _IDLE, _BUSY, _DEAD = "starting", "idle", "busy", "dead"
 _MAX_STARTUP_DEATHS = 3
 _DURATION_SAMPLES = 2048
+
+
+def parse_backend(url: str) -> str | None:
+    """The Dask scheduler address a backend setting names, or None for the local pool.
+
+    ``local`` (or empty) is the local pool; ``dask://host:port`` a scheduler
+    over TCP; ``dask+tls://host:port`` over TLS (configure ``distributed.comm``
+    security). Anything else is a ValueError naming the accepted forms.
+    """
+    value = url.strip()
+    if value in ("", "local"):
+        return None
+    for prefix, scheme in (("dask://", "tcp://"), ("dask+tcp://", "tcp://"), ("dask+tls://", "tls://")):
+        if value.startswith(prefix) and len(value) > len(prefix):
+            return scheme + value[len(prefix):]
+    raise ValueError(f"unknown pool backend {url!r}: use 'local', 'dask://host:port' or 'dask+tls://host:port'")
 
 
 def _name(fn: Any) -> str:
@@ -134,6 +159,10 @@ class PoolStats:
     worker_threads: int
     start_method: str
     run_time_ms: dict[str, float]
+    #: ``"local"``, or the Dask scheduler's URL (``"dask://127.0.0.1:8786"``).
+    backend: str = "local"
+    #: ``"ok"``, or a short reason: ``"scheduler unreachable"``, ``"no workers"``, ``"broken"``, ``"not running"``.
+    health: str = "ok"
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -151,6 +180,11 @@ class SharedPool:
 
     ``initializer(*initargs)`` runs once in every worker before its first call,
     the place to load a model. It must be picklable (a module-level function).
+
+    ``backend`` picks where process work runs: ``"local"`` (these workers) or
+    ``"dask://host:port"`` (a Dask scheduler; ``max_queued`` then bounds this
+    process's calls in flight on the cluster, ``startup_timeout`` the connection
+    attempt). None reads ``CUTOVER_POOL`` from the environment, else local.
     """
 
     def __init__(
@@ -166,7 +200,13 @@ class SharedPool:
         worker_threads: int | None = None,
         preload: tuple[str, ...] = (),
         startup_timeout: float = 60.0,
+        backend: str | None = None,
     ) -> None:
+        chosen = backend if backend is not None else os.environ.get(BACKEND_ENV, "")
+        self._dask_address = parse_backend(chosen)
+        self.backend = "local" if self._dask_address is None else chosen.strip()
+        self._dask: DaskBackend | None = None
+        self._explicit_worker_threads = worker_threads
         budget = cpus if cpus is not None else cpu_budget().cpus
         if budget < 1:
             raise ValueError(f"cpus must be at least 1, got {budget}")
@@ -233,6 +273,9 @@ class SharedPool:
 
     def start_sync(self) -> None:
         """Blocking form of :meth:`start`, for scripts and threads without a loop."""
+        if self._dask_address is not None:
+            self._start_dask()
+            return
         with self._lock:
             if self._state != "new":
                 raise PoolClosed(f"a pool can start once; this one is {self._state}")
@@ -264,6 +307,37 @@ class SharedPool:
                 ) from None
             raise
 
+    def _start_dask(self) -> None:
+        """Connect to the Dask scheduler and register the initializer; threads stay local."""
+        with self._lock:
+            if self._state != "new":
+                raise PoolClosed(f"a pool can start once; this one is {self._state}")
+            self._state = "starting"
+        try:
+            from .dask_backend import DaskBackend
+        except ImportError as exc:
+            self._state = "new"
+            raise PoolUnavailable(
+                f"{BACKEND_ENV}={self.backend} needs dask.distributed: pip install 'cutover[dask]' ({exc})"
+            ) from exc
+        backend = DaskBackend(
+            self.backend, init_blob=self._init_blob, worker_threads=self._explicit_worker_threads,
+            max_queued=self.max_queued, connect_timeout=self._startup_timeout,
+        )
+        try:
+            backend.start()
+        except BaseException:
+            with self._lock:
+                self._state = "closed"
+            raise
+        with self._lock:
+            self._dask = backend
+            self._thread_pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.threads, thread_name_prefix="cutover-io"
+            )
+            self._state = "running"
+            _live_pools.add(self)
+
     async def close(self, timeout: float = 10.0) -> None:
         """Stop accepting calls, let queued and running ones finish for up to
         ``timeout`` seconds, then fail the rest with :class:`PoolClosed`, kill
@@ -276,6 +350,9 @@ class SharedPool:
 
     def close_sync(self, timeout: float = 10.0) -> None:
         """Blocking form of :meth:`close`."""
+        if self._dask is not None:
+            self._close_dask(timeout)
+            return
         with self._lock:
             if self._state == "new":
                 self._state = "closed"
@@ -300,6 +377,21 @@ class SharedPool:
         # dispatcher finishes the shutdown when the callback returns.
         if dispatcher is not None and dispatcher is not threading.current_thread():
             dispatcher.join()
+
+    def _close_dask(self, timeout: float) -> None:
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "closing"
+        assert self._dask is not None
+        if self._thread_pool is not None:
+            self._thread_pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            self._dask.close(timeout)
+        finally:
+            with self._lock:
+                self._state = "closed"
+            _live_pools.discard(self)
 
     def _settle_ready(self, error: BaseException | None) -> None:
         with self._lock:
@@ -329,21 +421,19 @@ class SharedPool:
         a running one has its worker killed. The function's own exception is
         raised as itself, with the worker's traceback as its ``__cause__``.
         """
-        call = self._submit(fn, args, kwargs, timeout, block)
-        return await asyncio.wrap_future(call.future)
+        return await asyncio.wrap_future(self._submit_future(fn, args, kwargs, timeout, block))
 
     def defer(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
               block: bool = True, **kwargs: Any) -> Deferred[T]:
         """Twisted form of :meth:`run`: a Deferred; ``Deferred.cancel()`` cancels the call."""
         from .deferreds import deferred_from_future
 
-        call = self._submit(fn, args, kwargs, timeout, block)
-        return deferred_from_future(call.future)
+        return deferred_from_future(self._submit_future(fn, args, kwargs, timeout, block))
 
     def submit(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
                block: bool = True, **kwargs: Any) -> concurrent.futures.Future[T]:
         """Thread-safe form for code that holds neither a loop nor a reactor."""
-        return self._submit(fn, args, kwargs, timeout, block).future
+        return self._submit_future(fn, args, kwargs, timeout, block)
 
     async def run_in_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking IO in the pool's threads, with the caller's contextvars."""
@@ -368,17 +458,21 @@ class SharedPool:
             return "the pool is not started: use `async with pool:` or `await pool.start()`"
         return f"the pool is {self._state}"
 
+    def _submit_future(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                       timeout: float | None, block: bool) -> concurrent.futures.Future[Any]:
+        """One call to whichever backend runs process work; its future settles thread-safely."""
+        if self._dask_address is None:
+            return self._submit(fn, args, kwargs, timeout, block).future
+        payload = _payload(fn, args, kwargs, timeout)
+        with self._lock:
+            if self._state != "running" or self._dask is None:
+                raise PoolClosed(self._not_running_message())
+            backend = self._dask
+        return backend.submit(_name(fn), payload, timeout, block)
+
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                 timeout: float | None, block: bool) -> _Call:
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        try:
-            payload = pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception as exc:
-            raise SerializationError(
-                f"cannot send {_name(fn)} to a worker process: {exc}. Functions must be defined at "
-                "module level and arguments must be picklable."
-            ) from exc
+        payload = _payload(fn, args, kwargs, timeout)
         call = _Call(next(self._ids), _name(fn), payload, timeout)
         with self._lock:
             if self._state != "running":
@@ -419,6 +513,9 @@ class SharedPool:
             self._counts["cancelled"] += 1
 
     def stats(self) -> PoolStats:
+        """A snapshot for ``/status``; never waits on a worker or the network."""
+        if self._dask_address is not None:
+            return self._dask_stats()
         with self._lock:
             durations = sorted(self._durations)
             return PoolStats(
@@ -431,8 +528,33 @@ class SharedPool:
                 worker_threads=self.worker_threads,
                 start_method=self.start_method,
                 run_time_ms={f"p{q}": _percentile(durations, q) * 1000 for q in (50, 90, 99)},
+                backend=self.backend,
+                health=self._local_health(),
                 **self._counts,
             )
+
+    def _local_health(self) -> str:
+        if self._broken is not None:
+            return "broken"
+        return "ok" if self._state == "running" else "not running"
+
+    def _dask_stats(self) -> PoolStats:
+        backend = self._dask
+        if backend is None or self._state != "running":
+            zero = dict.fromkeys(("workers", "alive", "busy", "queued", "waiting", *self._counts), 0)
+            return PoolStats(**zero, threads=self.threads, worker_threads=self.worker_threads, start_method="dask",
+                             run_time_ms={f"p{q}": 0.0 for q in (50, 90, 99)}, backend=self.backend,
+                             health="not running")
+        view = backend.stats()
+        durations = view.pop("durations")
+        return PoolStats(
+            threads=self.threads,
+            worker_threads=self._explicit_worker_threads or 1,
+            start_method="dask",
+            run_time_ms={f"p{q}": _percentile(durations, q) * 1000 for q in (50, 90, 99)},
+            backend=self.backend,
+            **view,
+        )
 
     # ------------------------------------------------------------------ dispatcher
 
@@ -722,6 +844,19 @@ class SharedPool:
             self._wake_r = self._wake_w = -1
             self._state = "closed"
         _live_pools.discard(self)
+
+
+def _payload(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> bytes:
+    """The pickled call both backends send; refusing bad timeouts and unpicklable calls here, in the caller."""
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be positive, got {timeout}")
+    try:
+        return pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise SerializationError(
+            f"cannot send {_name(fn)} to a worker process: {exc}. Functions must be defined at "
+            "module level and arguments must be picklable."
+        ) from exc
 
 
 def _settle(call: _Call, error: BaseException | None, result: Any = None) -> None:

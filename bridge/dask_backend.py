@@ -1,0 +1,514 @@
+"""The shared pool's process work on a Dask cluster (``CUTOVER_POOL=dask://host:port``).
+
+:class:`~bridge.pool.SharedPool` delegates ``run``, ``defer`` and ``submit`` here
+when its backend is a Dask scheduler; threads (``run_in_thread``,
+``defer_to_thread``) stay in this process. Handler code does not change.
+``distributed`` is imported only by this module, so it stays an optional
+dependency (``pip install cutover[dask]``).
+
+What each promise of the local pool becomes on a cluster:
+
+* **Results and errors.** A call travels as the same pickle the local pool
+  sends; a small wrapper (:func:`_run_payload`) runs it on the worker and
+  pickles back ``(ok, value, traceback)``. The function's own exception is
+  raised as itself, with the worker's traceback as its ``__cause__``
+  (:class:`~bridge.errors.RemoteTraceback`), and an unpicklable function or
+  argument raises :class:`~bridge.errors.SerializationError` at submission, as
+  locally. Dask's own "erred" state therefore only ever means the cluster
+  failed, never the function.
+* **Timeouts.** The caller gets the builtin :class:`TimeoutError`, as locally,
+  and the Dask task is released: if it is still queued it never runs. A task
+  already running on a worker *cannot be killed*: Dask does not interrupt a
+  worker thread, so it runs to completion there, holding that worker thread,
+  and its result is dropped. The clock starts when the call is handed to the
+  cluster (queueing at the scheduler included), because the client does not
+  learn when a worker starts a task without a round trip per call. Locally it
+  starts when a worker takes the call, and the worker is killed at the deadline.
+* **Cancellation.** Cancelling the caller's task, Deferred or future releases
+  the Dask task: a queued call never runs; a running one runs to completion on
+  its worker and its result is dropped (locally its worker is killed).
+* **A worker lost mid-task** (killed, out of memory) fails only the calls it
+  held, with :class:`~bridge.errors.WorkerCrashed`, once the scheduler gives
+  up on them. The scheduler decides: it re-runs a task whose worker died up to
+  ``distributed.scheduler.allowed-failures`` times (default 3) before raising
+  ``KilledWorker``, which is what we map. We honour the scheduler's setting;
+  set it to 0 on the scheduler for the local pool's behaviour (fail at once,
+  never run a call twice). The worker's nanny restarts it.
+* **Scheduler gone.** In-flight calls fail with
+  :class:`~bridge.errors.PoolUnavailable`, new calls raise it at once while the
+  client reconnects, and ``stats().health`` reads ``"scheduler unreachable"``.
+  A scheduler that cannot be reached at start raises it from ``start()``.
+* **Back-pressure.** ``max_queued`` bounds the calls this process has in flight
+  on the cluster; past it calls wait here (or raise
+  :class:`~bridge.errors.PoolBusy` with ``block=False``), as locally.
+* **The initializer** becomes a Dask worker plugin, registered on start:
+  every worker runs ``initializer(*initargs)`` once, in a worker thread (so the
+  worker's event loop keeps its heartbeats while a model loads), including
+  workers that join or restart later. Registering the same initializer again
+  (a second pool, a second service) does not run it twice in a worker.
+* **stats()** never waits on the network: the cluster's worker and thread
+  counts are cached and refreshed in the background at most once a second;
+  ``busy``/``queued`` are this process's calls in flight, split by the
+  cluster's thread count.
+
+Workers must be able to import the project (same code and virtualenv on every
+machine): functions travel by reference, as with the local pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import hashlib
+import itertools
+import logging
+import os
+import pickle
+import threading
+import time
+import traceback
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from distributed import Client, WorkerPlugin
+from distributed.client import FutureCancelledError
+
+from .errors import (
+    PoolBusy,
+    PoolClosed,
+    PoolUnavailable,
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+    WorkerCrashed,
+    WorkerStartupError,
+)
+
+if TYPE_CHECKING:
+    from distributed import Future as DaskFuture
+    from distributed.worker import Worker
+
+__all__ = ["DaskBackend", "InitializerPlugin"]
+
+log = logging.getLogger("cutover.pool.dask")
+_REFRESH_EVERY = 1.0  # seconds between background refreshes of the cluster's worker count
+_DURATION_SAMPLES = 2048
+
+
+# ---------------------------------------------------------------------- worker side
+
+_initialized: set[str] = set()  # digests of initializers already run in this worker process
+_init_lock = threading.Lock()
+
+
+def _cap_threads(threads: int) -> None:
+    from ._worker import THREAD_ENV_VARS, WORKER_THREADS_ENV
+
+    os.environ[WORKER_THREADS_ENV] = str(threads)
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+
+
+def _initialize(digest: str, init_blob: bytes, threads: int | None) -> None:
+    with _init_lock:
+        if digest in _initialized:
+            return
+        from ._worker import WORKER_THREADS_ENV
+
+        # Without an explicit cap, a worker started with CUTOVER_WORKER_THREADS keeps it; else 1
+        # native thread per Dask worker thread, the right share for `--nworkers N --nthreads 1`.
+        cap = threads if threads is not None else max(1, int(os.environ.get(WORKER_THREADS_ENV, "1") or 1))
+        _cap_threads(cap)
+        initializer, initargs = pickle.loads(init_blob)
+        if initializer is not None:
+            initializer(*initargs)
+        _initialized.add(digest)
+
+
+class InitializerPlugin(WorkerPlugin):
+    """Runs the pool's initializer once in every worker process, the Dask form of a pool initializer."""
+
+    #: Registered once per scheduler: a second pool with the same initializer does not re-run it.
+    idempotent = True
+
+    def __init__(self, digest: str, init_blob: bytes, threads: int | None) -> None:
+        self.name = f"cutover-init-{digest}"
+        self.digest, self.init_blob, self.threads = digest, init_blob, threads
+
+    async def setup(self, worker: Worker) -> None:
+        loop = asyncio.get_running_loop()
+        try:  # off the worker's event loop: loading a model must not stall its heartbeats
+            await loop.run_in_executor(None, _initialize, self.digest, self.init_blob, self.threads)
+        except BaseException as exc:
+            text = "".join(traceback.format_exception(exc))
+            raise WorkerStartupError(f"the pool initializer failed on worker {worker.address}:\n{text}") from None
+
+
+def _run_payload(payload: bytes) -> bytes:
+    """Run one pickled ``(fn, args, kwargs)`` on a worker; always returns pickled ``(ok, value, tb)``."""
+    try:
+        fn, args, kwargs = pickle.loads(payload)
+        result = fn(*args, **kwargs)
+    except BaseException as exc:  # noqa: BLE001 - every failure belongs to its call
+        return _error_blob(exc)
+    try:
+        return pickle.dumps((True, result, None), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        name = getattr(fn, "__qualname__", None) or repr(fn)
+        return _error_blob(SerializationError(f"the result of {name} cannot be pickled: {exc}"))
+
+
+def _error_blob(exc: BaseException) -> bytes:
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        blob = pickle.dumps((False, exc, tb), protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.loads(blob)  # an exception that pickles but cannot unpickle would break the caller
+    except Exception:
+        stand_in = RemoteError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+        blob = pickle.dumps((False, stand_in, tb), protocol=pickle.HIGHEST_PROTOCOL)
+    return blob
+
+
+# ---------------------------------------------------------------------- client side
+
+
+@dataclass(eq=False)
+class _DaskCall:
+    id: int
+    name: str
+    payload: bytes
+    timeout: float | None
+    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
+    state: str = "waiting"  # waiting -> submitted -> done
+    task: DaskFuture | None = None
+    sent: float = 0.0
+
+
+class DaskBackend:
+    """A Dask ``Client`` behind the shared pool's calls; see the module docstring for the semantics."""
+
+    def __init__(self, url: str, *, init_blob: bytes, worker_threads: int | None, max_queued: int,
+                 connect_timeout: float) -> None:
+        from .pool import parse_backend
+
+        address = parse_backend(url)
+        if address is None:
+            raise ValueError(f"{url!r} is not a Dask backend")
+        self.url, self.address = url, address
+        self.max_queued = max_queued
+        self._init_blob = init_blob
+        self._worker_threads = worker_threads
+        self._connect_timeout = connect_timeout
+        self._client: Client | None = None
+        self._plugin_name = ""
+        self._lock = threading.RLock()
+        self._open = False
+        self._ids = itertools.count(1)
+        self._waiting: deque[_DaskCall] = deque()
+        self._in_flight: set[_DaskCall] = set()
+        self._idle = threading.Condition(self._lock)
+        self._durations: deque[float] = deque(maxlen=_DURATION_SAMPLES)
+        self._counts = dict.fromkeys(
+            ("completed", "failed", "crashed", "timeouts", "cancelled", "restarts"), 0
+        )
+        self._cluster = {"n_workers": 0, "total_threads": 0}
+        self._refreshed = 0.0
+        self._refreshing = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Connect, then register the initializer on every worker (blocking: run it off the loop)."""
+        try:
+            client = Client(self.address, timeout=self._connect_timeout, set_as_default=False)
+        except OSError as exc:
+            raise PoolUnavailable(
+                f"cannot reach the Dask scheduler at {self.address} (CUTOVER_POOL={self.url}): {exc}"
+            ) from exc
+        self._client = client
+        try:
+            digest = hashlib.sha256(self._init_blob + repr(self._worker_threads).encode()).hexdigest()[:16]
+            plugin = InitializerPlugin(digest, self._init_blob, self._worker_threads)
+            self._plugin_name = plugin.name
+            try:
+                client.register_plugin(plugin, name=plugin.name)
+            except WorkerStartupError:
+                self._unregister_plugin()
+                raise
+            except Exception as exc:
+                self._unregister_plugin()
+                raise WorkerStartupError(f"could not register the pool initializer on the cluster: {exc!r}") from exc
+            info = client.scheduler_info(n_workers=0)
+            self._cluster = {"n_workers": int(info.get("n_workers", 0)), "total_threads": int(info.get("total_threads", 0))}
+            self._refreshed = time.monotonic()
+        except BaseException:
+            client.close()
+            self._client = None
+            raise
+        with self._lock:
+            self._open = True
+        log.info("shared pool on Dask scheduler %s: %d workers, %d threads", self.address,
+                 self._cluster["n_workers"], self._cluster["total_threads"])
+
+    def _unregister_plugin(self) -> None:
+        assert self._client is not None
+        try:
+            self._client.unregister_worker_plugin(self._plugin_name)
+        except Exception:  # noqa: BLE001 - best effort: the registration itself failed
+            log.debug("could not unregister %s", self._plugin_name, exc_info=True)
+
+    def close(self, timeout: float) -> None:
+        """Fail waiting calls, give in-flight ones up to ``timeout`` seconds, release the rest, disconnect."""
+        with self._lock:
+            self._open = False
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            for call in waiting:
+                call.state = "done"
+            deadline = time.monotonic() + max(0.0, timeout)
+            while self._in_flight and (left := deadline - time.monotonic()) > 0:
+                self._idle.wait(left)
+            leftover = list(self._in_flight)
+            self._in_flight.clear()
+            for call in leftover:
+                call.state = "done"
+        for call in waiting:
+            _settle(call, PoolClosed("the pool closed before this call could be sent to the cluster"))
+        for call in leftover:
+            _release(call)
+            _settle(call, PoolClosed(
+                "the pool closed before this call finished; a task already running on a Dask worker "
+                "runs to completion there and its result is dropped"
+            ))
+        client, self._client = self._client, None
+        if client is not None:
+            client.close(timeout=max(1.0, timeout))
+
+    # ------------------------------------------------------------------ calling
+
+    def submit(self, name: str, payload: bytes, timeout: float | None, block: bool) -> concurrent.futures.Future[Any]:
+        """Hand one pickled call to the cluster, or queue it here while ``max_queued`` are in flight."""
+        call = _DaskCall(next(self._ids), name, payload, timeout)
+        with self._lock:
+            if not self._open:
+                raise PoolClosed("the pool is closing")
+            health = self._health()
+            if health == "scheduler unreachable":
+                raise PoolUnavailable(self._unreachable_message())
+            if len(self._in_flight) < self.max_queued and not self._waiting:
+                self._send(call)
+            elif block:
+                self._waiting.append(call)
+            else:
+                raise PoolBusy(
+                    f"{self.max_queued} calls from this process are already in flight on the Dask "
+                    f"cluster at {self.address}; retry later"
+                )
+        call.future.add_done_callback(functools.partial(self._on_caller_done, call))
+        return call.future
+
+    def _send(self, call: _DaskCall) -> None:
+        """Under the lock: submit to the cluster (non-blocking) and arm the timeout."""
+        client = self._client
+        assert client is not None
+        call.state, call.sent = "submitted", time.monotonic()
+        self._in_flight.add(call)
+        try:
+            call.task = client.submit(_run_payload, call.payload, key=f"{call.name}-{uuid.uuid4().hex}", pure=False)
+        except Exception as exc:  # the client closed under us
+            self._in_flight.discard(call)
+            call.state = "done"
+            self._settled_later(call, PoolUnavailable(f"{self._unreachable_message()}: {exc}"))
+            return
+        call.task.add_done_callback(functools.partial(self._on_task_done, call))
+        if call.timeout is not None:
+            loop = client.loop.asyncio_loop
+            loop.call_soon_threadsafe(loop.call_later, call.timeout, self._on_deadline, call)
+
+    def _settled_later(self, call: _DaskCall, error: BaseException) -> None:
+        # Never settle under the lock: a done-callback may call back into the pool.
+        threading.Thread(target=_settle, args=(call, error), daemon=True).start()
+
+    def _finish(self, call: _DaskCall) -> list[_DaskCall]:
+        """Under the lock: take ``call`` out of flight and admit waiting calls into the room it left."""
+        call.state = "done"
+        self._in_flight.discard(call)
+        self._durations.append(time.monotonic() - call.sent)
+        admitted = []
+        while self._waiting and len(self._in_flight) < self.max_queued and self._open:
+            waiting = self._waiting.popleft()
+            self._send(waiting)
+            admitted.append(waiting)
+        if not self._in_flight:
+            self._idle.notify_all()
+        return admitted
+
+    def _on_task_done(self, call: _DaskCall, task: DaskFuture) -> None:
+        """In Dask's callback thread: turn the task's outcome into the caller's result or pool error."""
+        with self._lock:
+            if call.state != "submitted":
+                return  # timed out, cancelled or closed: the caller has its answer
+        status = task.status
+        error: BaseException | None = None
+        result: Any = None
+        ok = False
+        if status == "finished":
+            try:
+                ok, result, tb = pickle.loads(task.result())
+            except FutureCancelledError as exc:
+                error = self._cancelled_error(exc)
+            except Exception as exc:  # the result could not come back (worker lost after finishing)
+                error = WorkerCrashed(f"the result of {call.name} could not be fetched from the cluster: {exc}")
+            else:
+                if not ok:
+                    if tb:
+                        result.__cause__ = RemoteTraceback(tb)
+                    error = result
+        elif status == "error":
+            error = self._task_error(call, task)
+        else:  # cancelled by the cluster or by a lost connection, not by us
+            error = PoolUnavailable(f"{call.name} was dropped by the Dask cluster: {self._unreachable_message()}")
+        with self._lock:
+            if call.state != "submitted":
+                return
+            self._finish(call)
+            if error is None or ok:
+                self._counts["completed"] += 1
+            elif isinstance(error, WorkerCrashed):
+                self._counts["crashed"] += 1
+            elif not isinstance(error, PoolUnavailable):
+                self._counts["failed"] += 1
+        call.task = None
+        task.release()
+        _settle(call, error, result)
+
+    def _task_error(self, call: _DaskCall, task: DaskFuture) -> BaseException:
+        from distributed.scheduler import KilledWorker
+
+        try:
+            exc = task.exception()
+        except Exception as fetch_error:  # noqa: BLE001 - the connection went while asking
+            return PoolUnavailable(f"{self._unreachable_message()}: {fetch_error}")
+        if isinstance(exc, KilledWorker):
+            message = (
+                f"the Dask worker {exc.last_worker.address if exc.last_worker else '?'} running {call.name} "
+                f"died (the scheduler gave up after allowed-failures={exc.allowed_failures} retries)"
+            )
+            log.warning("%s", message)
+            return WorkerCrashed(message)
+        crashed = WorkerCrashed(f"the Dask cluster failed {call.name}: {exc!r}")
+        crashed.__cause__ = exc
+        return crashed
+
+    def _cancelled_error(self, exc: FutureCancelledError) -> PoolUnavailable:
+        return PoolUnavailable(f"the Dask cluster dropped the call ({exc.reason}): {self._unreachable_message()}")
+
+    def _on_deadline(self, call: _DaskCall) -> None:
+        """On the client's loop: the call overran its timeout; release its task (it cannot be killed)."""
+        with self._lock:
+            if call.state != "submitted":
+                return
+            self._finish(call)
+            self._counts["timeouts"] += 1
+        _release(call)
+        _settle(call, TimeoutError(
+            f"{call.name} did not finish within {call.timeout}s; on the Dask cluster a running task cannot be "
+            "killed: it runs to completion on its worker and its result is dropped"
+        ))
+
+    def _on_caller_done(self, call: _DaskCall, future: concurrent.futures.Future[Any]) -> None:
+        """The caller cancelled: drop a waiting call, or release its Dask task (queued: never runs)."""
+        if not future.cancelled():
+            return
+        with self._lock:
+            if call.state == "waiting":
+                self._waiting.remove(call)
+                call.state = "done"
+            elif call.state == "submitted":
+                self._finish(call)
+            else:
+                return
+            self._counts["cancelled"] += 1
+        _release(call)
+
+    # ------------------------------------------------------------------ health
+
+    def _health(self) -> str:
+        client = self._client
+        if client is None or client.status != "running":
+            return "scheduler unreachable"
+        if self._cluster["n_workers"] == 0:
+            return "no workers"
+        return "ok"
+
+    def _unreachable_message(self) -> str:
+        status = self._client.status if self._client is not None else "closed"
+        return f"the Dask scheduler at {self.address} is unreachable (client {status})"
+
+    def _maybe_refresh(self) -> None:
+        """Ask the scheduler for its worker count in the background, at most once a second."""
+        client = self._client
+        now = time.monotonic()
+        if client is None or self._refreshing or now - self._refreshed < _REFRESH_EVERY or client.status != "running":
+            return
+        self._refreshing = True
+
+        async def refresh() -> None:
+            try:
+                info = await asyncio.wait_for(client.scheduler.identity(n_workers=0), 5.0)
+                self._cluster = {"n_workers": int(info.get("n_workers", 0)),
+                                 "total_threads": int(info.get("total_threads", 0))}
+            except Exception:  # noqa: BLE001 - the scheduler went; health says so from client.status
+                log.debug("could not refresh the cluster's size", exc_info=True)
+            finally:
+                self._refreshed = time.monotonic()
+                self._refreshing = False
+
+        try:
+            asyncio.run_coroutine_threadsafe(refresh(), client.loop.asyncio_loop)
+        except RuntimeError:  # the client's loop is closing
+            self._refreshing = False
+
+    def stats(self) -> dict[str, Any]:
+        """The fields of PoolStats this backend knows, without waiting on the network."""
+        self._maybe_refresh()
+        with self._lock:
+            threads = self._cluster["total_threads"]
+            in_flight = len(self._in_flight)
+            busy = min(in_flight, threads)
+            return {
+                "workers": self._cluster["n_workers"],
+                "alive": self._cluster["n_workers"] if self._client is not None and self._client.status == "running" else 0,
+                "busy": busy,
+                "queued": in_flight - busy,
+                "waiting": len(self._waiting),
+                "durations": sorted(self._durations),
+                "health": self._health(),
+                **self._counts,
+            }
+
+
+def _release(call: _DaskCall) -> None:
+    """Drop our reference to the Dask task (non-blocking): a queued task is forgotten, a running one's result dropped."""
+    task, call.task = call.task, None
+    if task is not None:
+        try:
+            task.release()
+        except Exception:  # noqa: BLE001 - the client is closing; the scheduler forgets it anyway
+            log.debug("could not release %s", task.key, exc_info=True)
+
+
+def _settle(call: _DaskCall, error: BaseException | None, result: Any = None) -> None:
+    try:
+        if error is None:
+            call.future.set_result(result)
+        else:
+            call.future.set_exception(error)
+    except concurrent.futures.InvalidStateError:
+        pass  # the caller cancelled first

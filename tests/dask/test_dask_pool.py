@@ -1,0 +1,262 @@
+"""The shared pool on a real Dask cluster: same calls, same errors, the cluster's own failure modes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_twisted
+
+import workloads
+from bridge import PoolBusy, PoolUnavailable, RemoteTraceback, SerializationError, SharedPool, WorkerCrashed, as_future
+from bridge.errors import WorkerStartupError
+from bridge.testing import asyncio_test
+from tests import workfns
+from tests.conftest import WAIT, Gate, until
+
+from . import daskfns
+from .conftest import Cluster, eventually
+
+
+@asyncio_test
+async def test_run_defer_and_submit_return_results_and_raise_with_the_remote_traceback(dask_pool: SharedPool) -> None:
+    assert await dask_pool.run(workfns.add, 2, 3, scale=10) == 50
+    assert await as_future(dask_pool.defer(workfns.square, 12)) == 144
+    assert await asyncio.wrap_future(dask_pool.submit(workfns.square, 5)) == 25
+    pids = await asyncio.gather(*(dask_pool.run(workfns.getpid) for _ in range(8)))
+    assert os.getpid() not in pids  # ran in the cluster's worker processes
+
+    with pytest.raises(LookupError, match="no such face") as caught:
+        await dask_pool.run(workfns.fail_with, "no such face")
+    assert isinstance(caught.value.__cause__, RemoteTraceback)
+    assert "fail_with" in caught.value.__cause__.tb
+    with pytest.raises(LookupError, match="deferred too"):
+        await as_future(dask_pool.defer(workfns.fail_with, "deferred too"))
+
+    with pytest.raises(SerializationError, match="cannot send"):
+        dask_pool.submit(lambda: 1)  # refused here, before it reaches the cluster
+    with pytest.raises(SerializationError, match="cannot be pickled"):
+        await dask_pool.run(workfns.return_unpicklable)
+
+    stats = dask_pool.stats()
+    assert (stats.backend, stats.health, stats.start_method) == (dask_pool.backend, "ok", "dask")
+    assert stats.backend.startswith("dask://127.0.0.1:")
+    assert (stats.workers, stats.alive) == (2, 2)
+    assert (stats.completed, stats.failed, stats.crashed) == (11, 3, 0)
+
+
+@asyncio_test
+async def test_a_timeout_raises_timeout_error_and_the_pool_keeps_serving(dask_pool: SharedPool, tmp_path: Path) -> None:
+    started, release, done = (str(tmp_path / name) for name in ("started", "release", "done"))
+    with pytest.raises(TimeoutError, match="cannot be killed"):
+        await dask_pool.run(daskfns.hold, started, release, done, timeout=0.5)  # nothing releases it before this
+    assert dask_pool.stats().timeouts == 1
+    Path(release).write_text("go")
+    if Path(started).exists():  # it was running: not killed, it runs to completion on its worker
+        await until(lambda: Path(done).exists(), "the timed-out task to finish on its worker")
+    assert await asyncio.gather(*(dask_pool.run(workfns.square, i) for i in range(4))) == [0, 1, 4, 9]
+    assert dask_pool.stats().timeouts == 1
+
+
+@asyncio_test
+async def test_a_cancelled_call_never_runs_whether_waiting_here_or_queued_on_the_cluster(
+        dask_cluster: Cluster, tmp_path: Path) -> None:
+    gates = [Gate(tmp_path, "a"), Gate(tmp_path, "b")]
+    async with SharedPool(cpus=2, max_queued=3, backend=dask_cluster.url) as pool:
+        held = [asyncio.ensure_future(pool.run(workfns.wait_at_gate, g.started, g.gate, i)) for i, g in enumerate(gates)]
+        for g in gates:
+            await g.wait_started()  # both workers' only threads are busy
+        on_cluster = asyncio.ensure_future(pool.run(workfns.touch, str(tmp_path / "queued-ran")))
+        await until(lambda: len(dask_cluster.scheduler_keys("touch-")) == 1, "the call to reach the scheduler")
+        here = asyncio.ensure_future(pool.run(workfns.touch, str(tmp_path / "waiting-ran")))
+        await until(lambda: pool.stats().waiting == 1, "the fourth call to wait for room in this process")
+        with pytest.raises(PoolBusy):
+            pool.submit(workfns.square, 2, block=False)
+
+        on_cluster.cancel()
+        here.cancel()
+        for task in (on_cluster, here):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        def forgotten() -> bool:
+            return not dask_cluster.scheduler_keys("touch-")
+
+        await until(forgotten, "the scheduler to forget the cancelled task")
+
+        def held_by_workers(dask_worker: object) -> list[str]:
+            return [str(key) for key in dask_worker.state.tasks if str(key).startswith("touch-")]  # type: ignore[attr-defined]
+
+        async def dropped_by_workers() -> bool:
+            return not any((await dask_cluster.on_every_worker(held_by_workers)).values())
+
+        await eventually(dropped_by_workers, "the workers to drop the cancelled task before the gates open")
+        for g in gates:
+            await g.open()
+        assert await asyncio.gather(*held) == [0, 1]
+        assert await asyncio.gather(*(pool.run(workfns.square, i) for i in range(6))) == [0, 1, 4, 9, 16, 25]
+        assert not (tmp_path / "queued-ran").exists()
+        assert not (tmp_path / "waiting-ran").exists()
+        assert pool.stats().cancelled == 2
+
+
+@asyncio_test
+async def test_a_worker_killed_mid_task_fails_only_its_own_call(dask_cluster: Cluster, tmp_path: Path) -> None:
+    inits = tmp_path / "inits"
+    inits.mkdir()
+    gates = [Gate(tmp_path, "victim"), Gate(tmp_path, "survivor")]
+    async with SharedPool(cpus=2, backend=dask_cluster.url, initializer=workfns.record_init,
+                          initargs=(str(inits),)) as pool:
+        calls = [asyncio.ensure_future(pool.run(workfns.wait_at_gate, g.started, g.gate, name))
+                 for name, g in zip(("victim", "survivor"), gates, strict=True)]
+        victim_pid = await gates[0].wait_started()
+        survivor_pid = await gates[1].wait_started()
+        assert victim_pid != survivor_pid
+        os.kill(victim_pid, signal.SIGKILL)
+        with pytest.raises(WorkerCrashed, match="wait_at_gate died"):
+            await calls[0]
+        assert not calls[1].done()
+        await gates[1].open()
+        assert await calls[1] == "survivor"
+        assert pool.stats().crashed == 1
+
+        await until(lambda: dask_cluster.worker_count() == 2, "the nanny to restart the killed worker")
+        pids = set(await asyncio.gather(*(pool.run(workfns.getpid) for _ in range(8))))
+        assert victim_pid not in pids
+        started = {int(p.name.removeprefix("init-")) for p in inits.iterdir()}
+        assert {victim_pid, survivor_pid} <= started  # the plugin ran the initializer on both...
+        workers = await dask_cluster.on_every_worker(os.getpid)
+        assert set(workers.values()) <= started  # ...and on the replacement, before its first call
+        assert pool.stats().health == "ok"
+
+
+@asyncio_test
+async def test_the_initializer_runs_once_per_worker_even_when_two_pools_register_it(dask_cluster: Cluster) -> None:
+    async with SharedPool(cpus=2, backend=dask_cluster.url, initializer=workloads.warm_up) as first:
+        async with SharedPool(cpus=2, backend=dask_cluster.url, initializer=workloads.warm_up) as second:
+            loads = await dask_cluster.on_every_worker(workfns.ocr_engine_loads)
+            assert len(loads) == 2
+            assert {count for _pid, count in loads.values()} == {1}
+            image = ocr_sample()
+            results = await asyncio.gather(first.run(workloads.read_text, image), second.run(workloads.read_text, image))
+            assert results[0] == results[1] and results[0]["lines"]
+            assert {count for _pid, count in (await dask_cluster.on_every_worker(workfns.ocr_engine_loads)).values()} == {1}
+            assert await second.run(workloads.native_threads) == 1  # thread caps set by the plugin
+
+
+def ocr_sample() -> bytes:
+    from tests.synth import render
+
+    return render((300, 100), (20, 30, "DASK"))
+
+
+@asyncio_test
+async def test_a_failing_initializer_is_reported_once_with_its_traceback(dask_cluster: Cluster) -> None:
+    pool = SharedPool(cpus=2, backend=dask_cluster.url, initializer=workfns.failing_init)
+    with pytest.raises(WorkerStartupError, match="model file missing"):
+        await pool.start()
+    assert not pool.running
+    async with SharedPool(cpus=2, backend=dask_cluster.url) as healthy:  # the failed plugin is not left behind
+        assert await healthy.run(workfns.square, 3) == 9
+
+
+@pytest.fixture
+def scheduler_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """A real `dask scheduler` on a loopback port, with no workers, that a test may kill."""
+    info = tmp_path / "scheduler.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--no-dashboard", "--scheduler-file", str(info)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    yield proc, str(info)
+    proc.kill()
+    proc.wait(timeout=WAIT)
+
+
+@asyncio_test
+async def test_a_lost_scheduler_fails_calls_in_flight_with_a_clear_error_and_health_says_so(
+        scheduler_process: tuple[subprocess.Popen[bytes], str]) -> None:
+    proc, info_file = scheduler_process
+    await until(lambda: Path(info_file).exists() and Path(info_file).stat().st_size > 0, "the scheduler file")
+    address = json.loads(Path(info_file).read_text())["address"]
+    url = "dask://" + address.removeprefix("tcp://")
+    async with SharedPool(cpus=2, backend=url, startup_timeout=5) as pool:
+        assert pool.stats().health == "no workers"
+        pending = asyncio.ensure_future(pool.run(workfns.square, 4))  # no worker: it waits on the scheduler
+        await until(lambda: pool.stats().busy + pool.stats().queued == 1, "the call to be in flight")
+        proc.kill()
+        with pytest.raises(PoolUnavailable, match="unreachable"):
+            await pending
+        assert pool.stats().health == "scheduler unreachable"
+        with pytest.raises(PoolUnavailable, match=address):
+            await pool.run(workfns.square, 5)
+        assert (await pool.run_in_thread(sum, [1, 2])) == 3  # threads are local and keep working
+
+    with pytest.raises(PoolUnavailable, match="cannot reach the Dask scheduler"):
+        await SharedPool(cpus=2, backend=url, startup_timeout=1).start()
+
+
+def test_the_backend_setting_is_checked_and_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUTOVER_POOL", "dask://10.1.2.3:8786")
+    assert SharedPool(cpus=2).backend == "dask://10.1.2.3:8786"
+    assert SharedPool(cpus=2, backend="local").backend == "local"
+    monkeypatch.delenv("CUTOVER_POOL")
+    assert SharedPool(cpus=2).stats().backend == "local"
+    with pytest.raises(ValueError, match="dask://host:port"):
+        SharedPool(cpus=2, backend="dask:/oops")
+
+
+@asyncio_test
+async def test_status_of_both_stacks_shows_the_dask_backend(dask_pool: SharedPool, tmp_path: Path) -> None:
+    from tests.api.conftest import ModernServer, start_legacy
+
+    legacy, legacy_url = start_legacy(dask_pool, tmp_path / "legacy")
+    modern = ModernServer(dask_pool, tmp_path / "modern")
+    try:
+        modern_url = await modern.start()
+        async with httpx.AsyncClient(timeout=WAIT) as http:
+            for url in (legacy_url, modern_url):
+                answer = (await http.get(f"{url}/status")).json()
+                assert answer["pool"]["backend"] == dask_pool.backend
+                assert answer["pool"]["health"] == "ok"
+                assert answer["pool"]["workers"] == 2
+            found = await http.post(f"{modern_url}/v1/domains", json={"text": "see a.example.com"})
+            assert found.json()["domains"] == ["a.example.com"]
+    finally:
+        await modern.stop()
+        await as_future(legacy.stop())
+
+
+@pytest.mark.subprocess
+def test_the_workloads_and_parity_suites_pass_on_the_dask_cluster(dask_session: Cluster) -> None:
+    pytest_twisted.blockon(as_deferred_until_workers(dask_session))
+    env = {**os.environ, "CUTOVER_POOL": dask_session.url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "tests/workloads", "tests/parity", "-q", "-p", "no:cacheprovider"],
+        cwd=Path(__file__).resolve().parents[2], env=env, capture_output=True, text=True, timeout=900,
+    )
+    tail = proc.stdout[-3000:]
+    assert proc.returncode == 0, tail
+    summary = [line for line in proc.stdout.splitlines() if " passed" in line and " in " in line]
+    assert summary, tail
+    passed = int(summary[-1].split(" passed")[0].split()[-1])
+    assert passed > 20, summary[-1]
+    assert "failed" not in summary[-1] and "error" not in summary[-1], summary[-1]
+    # ...and they ran on the cluster, not on a local pool: its scheduler saw the kernels' tasks
+    prefixes = set(dask_session.cluster.scheduler.task_prefixes)
+    assert {"detect_faces", "read_text", "analyze_audio", "extract_domains_chunk"} <= prefixes, prefixes
+
+
+def as_deferred_until_workers(cluster: Cluster) -> object:
+    from bridge import as_deferred
+
+    return as_deferred(until(lambda: cluster.worker_count() == 2, "2 Dask workers"))
