@@ -286,11 +286,13 @@ def _add_rewrite(subparsers: Subparsers) -> None:
         "rewrite",
         help="rewrite @inlineCallbacks code to async def (libcst: comments and formatting survive)",
         description="Convert inlineCallbacks generators to async def. Prints a diff by default; "
-        "what cannot be converted safely is left alone and reported as file:line: reason.",
+        "what cannot be converted safely is left alone and reported as file:line: reason. "
+        "With --target asyncio, functions converted in any of the given files count as async in all of them.",
     )
     parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders of .py files")
-    parser.add_argument("--target", choices=["twisted"], default="twisted",
-                        help="twisted: the code still runs on Twisted (the first step of a migration)")
+    parser.add_argument("--target", choices=["twisted", "asyncio"], default="twisted",
+                        help="twisted: async def behind @deferred_api, still called from Twisted (step one); "
+                        "asyncio: plain async def for asyncio callers, Twisted calls converted (moving to modern)")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--diff", action="store_true", help="print a unified diff (the default)")
     mode.add_argument("--write", action="store_true", help="rewrite the files in place")
@@ -301,7 +303,7 @@ def _add_rewrite(subparsers: Subparsers) -> None:
 def _run_rewrite(args: argparse.Namespace) -> int:
     import difflib
 
-    from .rewrite import rewrite_source
+    from .rewrite import async_functions, rewrite_source
 
     files: list[Path] = []
     for path in args.paths:
@@ -311,10 +313,14 @@ def _run_rewrite(args: argparse.Namespace) -> int:
             files.append(path)
         else:
             return _error(f"no such file or folder: {path}")
+    sources = {path: path.read_text(encoding="utf-8") for path in files}
+    also_async: set[str] = set()
+    if args.target == "asyncio":  # a call into another converted file is awaited as it is
+        for source in sources.values():
+            also_async |= async_functions(source)
     changed = 0
-    for path in files:
-        source = path.read_text(encoding="utf-8")
-        result = rewrite_source(source)
+    for path, source in sources.items():
+        result = rewrite_source(source, args.target, also_async=also_async)
         for report in result.reports:
             print(f"{path}:{report.line}: {report.reason}", file=sys.stderr)
         if not result.changed:

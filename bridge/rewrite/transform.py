@@ -1,18 +1,27 @@
 """``@inlineCallbacks`` generators to ``async def`` functions, on libcst.
 
-:func:`rewrite_source` turns each function decorated with ``@inlineCallbacks``
-(``@defer.inlineCallbacks``, ``@twisted.internet.defer.inlineCallbacks``) into
-an ``async def`` decorated with :func:`bridge.deferred_api` in the same place,
-so Twisted callers still get a Deferred and the body runs as an asyncio Task
-(where awaiting asyncio futures works too). Inside it, ``yield X`` becomes
-``await X`` and ``returnValue(x)`` / ``defer.returnValue(x)`` becomes
-``return x``. ``from bridge import deferred_api`` is added when missing.
+:func:`rewrite_source` has two targets, the two steps of a migration.
+
+``target="twisted"`` (the code still runs on Twisted): each function decorated
+with ``@inlineCallbacks`` (``@defer.inlineCallbacks``,
+``@twisted.internet.defer.inlineCallbacks``) becomes an ``async def`` decorated
+with :func:`bridge.deferred_api` in the same place, so Twisted callers still get
+a Deferred and the body runs as an asyncio Task (where awaiting asyncio futures
+works too). Inside it, ``yield X`` becomes ``await X`` and ``returnValue(x)`` /
+``defer.returnValue(x)`` becomes ``return x``.
+
+``target="asyncio"`` (the code moves to the asyncio side): the same functions,
+and those already converted (``@deferred_api async def``), become plain
+``async def`` functions for asyncio callers, and their bodies stop using
+Twisted; see :mod:`bridge.rewrite.to_asyncio` for what is converted and how.
 
 What cannot be converted safely is left exactly as it is and reported with a
 line number: bare ``yield``, ``yield from``, ``yield`` or ``returnValue`` inside
 a nested function/lambda/class/comprehension, ``returnValue`` used other than as
 a statement with one positional argument, and ``inlineCallbacks(...)`` called
-rather than used as a decorator. The rewrite is idempotent.
+rather than used as a decorator. Imports follow the code: what it now uses is
+added, Twisted names it stopped using are dropped. The rewrite is idempotent
+and never produces code that does not parse.
 
 Not detected (semantic differences to review by hand): ``yield`` of a value
 that is not a Deferred (``await`` raises ``TypeError`` where inlineCallbacks
@@ -23,18 +32,27 @@ reactor, :func:`bridge.install_reactor`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-__all__ = ["Report", "RewriteResult", "rewrite_source"]
+from .imports import fix_imports
+from .names import DEFERRED_API, INLINE_CALLBACKS, RETURN_VALUE, call_named
+
+__all__ = ["Report", "RewriteResult", "Target", "async_functions", "rewrite_source"]
+
+Target = Literal["twisted", "asyncio"]
+LineOf = Callable[[cst.CSTNode], int]
+FinishBody = Callable[[cst.BaseSuite, bool], cst.BaseSuite]  # (body, was an inlineCallbacks generator)
 
 
 @dataclass(frozen=True)
 class Report:
-    """Something left unchanged: the 1-based line and why."""
+    """Something left unchanged (or for a person to finish): the 1-based line and why."""
 
     line: int
     reason: str
@@ -47,35 +65,19 @@ class RewriteResult:
     reports: list[Report] = field(default_factory=list)
 
 
-def _defer_name(name: str) -> m.BaseMatcherNode:
-    """``name``, ``defer.name`` or ``twisted.internet.defer.name``."""
-    return (
-        m.Name(name)
-        | m.Attribute(value=m.Name("defer"), attr=m.Name(name))
-        | m.Attribute(
-            value=m.Attribute(
-                value=m.Attribute(value=m.Name("twisted"), attr=m.Name("internet")), attr=m.Name("defer")
-            ),
-            attr=m.Name(name),
-        )
-    )
+NESTED_SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 
 
-_INLINE_CALLBACKS = _defer_name("inlineCallbacks")
-_RETURN_VALUE = _defer_name("returnValue")
-_NESTED_SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
+def _is_decorator(dec: cst.Decorator, matcher: m.BaseMatcherNode) -> bool:
+    return m.matches(dec.decorator, matcher)
 
 
-def _is_inline_callbacks_decorator(dec: cst.Decorator) -> bool:
-    return m.matches(dec.decorator, _INLINE_CALLBACKS)
+def has_inline_callbacks(fn: cst.FunctionDef) -> bool:
+    return any(_is_decorator(d, INLINE_CALLBACKS) for d in fn.decorators)
 
 
-def _has_inline_callbacks(fn: cst.FunctionDef) -> bool:
-    return any(_is_inline_callbacks_decorator(d) for d in fn.decorators)
-
-
-def _is_return_value_call(node: cst.CSTNode) -> bool:
-    return isinstance(node, cst.Call) and m.matches(node.func, _RETURN_VALUE)
+def _has_deferred_api(fn: cst.FunctionDef) -> bool:
+    return fn.asynchronous is not None and any(_is_decorator(d, DEFERRED_API) for d in fn.decorators)
 
 
 def _simple_return_value(call: cst.Call) -> bool:
@@ -85,7 +87,8 @@ def _simple_return_value(call: cst.Call) -> bool:
 class _Analyzer(cst.CSTVisitor):
     """Finds what stops one decorated function's conversion (on the original tree)."""
 
-    def __init__(self, line_of, fn_name: str) -> None:
+    def __init__(self, line_of: LineOf, fn_name: str) -> None:
+        super().__init__()
         self.line_of, self.fn_name = line_of, fn_name
         self.depth = 0
         self.problems: list[Report] = []
@@ -95,22 +98,22 @@ class _Analyzer(cst.CSTVisitor):
         self.problems.append(Report(self.line_of(node), f"{self.fn_name}(): {what}; left unchanged"))
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, cst.FunctionDef) and _has_inline_callbacks(node):
+        if isinstance(node, cst.FunctionDef) and has_inline_callbacks(node):
             return False  # a nested inlineCallbacks function is converted (or reported) on its own
-        if isinstance(node, _NESTED_SCOPES):
+        if isinstance(node, NESTED_SCOPES):
             self.depth += 1
         return super().on_visit(node)
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         # on_leave runs even for a node whose on_visit returned False
-        if isinstance(original_node, _NESTED_SCOPES) and not (
-            isinstance(original_node, cst.FunctionDef) and _has_inline_callbacks(original_node)
+        if isinstance(original_node, NESTED_SCOPES) and not (
+            isinstance(original_node, cst.FunctionDef) and has_inline_callbacks(original_node)
         ):
             self.depth -= 1
         super().on_leave(original_node)
 
     def visit_Expr(self, node: cst.Expr) -> None:
-        if _is_return_value_call(node.value):
+        if call_named(node.value, RETURN_VALUE):
             self.statement_calls.add(id(node.value))
 
     def visit_Yield(self, node: cst.Yield) -> None:
@@ -122,7 +125,7 @@ class _Analyzer(cst.CSTVisitor):
             self._problem(node, "yield from in an inlineCallbacks generator")
 
     def visit_Call(self, node: cst.Call) -> None:
-        if not _is_return_value_call(node):
+        if not call_named(node, RETURN_VALUE):
             return
         if self.depth:
             self._problem(node, "returnValue() inside a nested function, lambda, class or comprehension")
@@ -132,21 +135,26 @@ class _Analyzer(cst.CSTVisitor):
             self._problem(node, "returnValue() without exactly one positional argument")
 
 
-class _BodyRewriter(cst.CSTTransformer):
-    """``yield X`` -> ``await X`` and ``returnValue(x)`` -> ``return x``, outside nested scopes."""
+class ScopedTransformer(cst.CSTTransformer):
+    """A transformer that knows whether it is inside a nested scope of the function it rewrites."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.depth = 0
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, _NESTED_SCOPES):
+        if isinstance(node, NESTED_SCOPES):
             self.depth += 1
         return super().on_visit(node)
 
-    def on_leave(self, original_node, updated_node):
-        if isinstance(original_node, _NESTED_SCOPES):
+    def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
+        if isinstance(original_node, NESTED_SCOPES):
             self.depth -= 1
         return super().on_leave(original_node, updated_node)
+
+
+class _BodyRewriter(ScopedTransformer):
+    """``yield X`` -> ``await X`` and ``returnValue(x)`` -> ``return x``, outside nested scopes."""
 
     def leave_Yield(self, original_node: cst.Yield, updated_node: cst.Yield) -> cst.BaseExpression:
         if self.depth or not isinstance(updated_node.value, cst.BaseExpression):
@@ -161,134 +169,127 @@ class _BodyRewriter(cst.CSTTransformer):
 
     def leave_Expr(self, original_node: cst.Expr, updated_node: cst.Expr) -> cst.BaseSmallStatement:
         call = updated_node.value
-        if self.depth or not _is_return_value_call(call) or not _simple_return_value(call):
+        if self.depth or not call_named(call, RETURN_VALUE) or not _simple_return_value(call):  # type: ignore[arg-type]
             return updated_node
-        return cst.Return(value=call.args[0].value, semicolon=updated_node.semicolon)
+        return cst.Return(value=call.args[0].value, semicolon=updated_node.semicolon)  # type: ignore[attr-defined]
 
 
-class _Rewriter(cst.CSTTransformer):
+class _Planner(cst.CSTVisitor):
+    """First pass over the original tree: which functions convert, what is reported, what becomes async."""
+
     METADATA_DEPENDENCIES = (PositionProvider,)
 
-    def __init__(self) -> None:
+    def __init__(self, target: Target) -> None:
         super().__init__()
+        self.target = target
         self.reports: list[Report] = []
         self.convert: set[cst.FunctionDef] = set()
-        self.converted = 0
+        self.async_names: set[str] = set()  # functions and methods that are async def after the rewrite
         self.wrapped_names: set[str] = set()  # f in ``inlineCallbacks(f)``: keep f a generator
 
+    def line(self, node: cst.CSTNode) -> int:
+        return self.get_metadata(PositionProvider, node).start.line
+
     def visit_Module(self, node: cst.Module) -> None:
-        for call in m.findall(node, m.Call(func=_INLINE_CALLBACKS)):
+        for call in m.findall(node, m.Call(func=INLINE_CALLBACKS)):
             if call.args and isinstance(call.args[0].value, cst.Name):
                 self.wrapped_names.add(call.args[0].value.value)
 
-    def _line(self, node: cst.CSTNode) -> int:
-        return self.get_metadata(PositionProvider, node).start.line
-
     def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
-        if not _has_inline_callbacks(node):
+        name = node.name.value
+        if node.asynchronous is not None and not has_inline_callbacks(node):
+            self.async_names.add(name)
+            if self.target == "asyncio" and _has_deferred_api(node):
+                self.convert.add(node)  # step two: drop the Deferred API
+            return
+        if not has_inline_callbacks(node):
             return
         if node.asynchronous is not None:
-            self.reports.append(
-                Report(self._line(node), f"{node.name.value}(): inlineCallbacks on an async def; left unchanged")
-            )
-            return
-        if node.name.value in self.wrapped_names:
-            self.reports.append(
-                Report(self._line(node), f"{node.name.value}(): also passed to inlineCallbacks(); left unchanged")
-            )
-            return
-        analyzer = _Analyzer(self._line, node.name.value)
-        node.body.visit(analyzer)
-        if analyzer.problems:
-            self.reports.extend(analyzer.problems)
+            self.reports.append(Report(self.line(node), f"{name}(): inlineCallbacks on an async def; left unchanged"))
+        elif name in self.wrapped_names:
+            self.reports.append(Report(self.line(node), f"{name}(): also passed to inlineCallbacks(); left unchanged"))
         else:
-            self.convert.add(node)
+            analyzer = _Analyzer(self.line, name)
+            node.body.visit(analyzer)
+            if analyzer.problems:
+                self.reports.extend(analyzer.problems)
+            else:
+                self.convert.add(node)
+                self.async_names.add(name)
 
     def visit_Call(self, node: cst.Call) -> None:
-        if m.matches(node.func, _INLINE_CALLBACKS):
-            self.reports.append(
-                Report(self._line(node), "inlineCallbacks applied other than as a decorator; left unchanged")
-            )
+        if m.matches(node.func, INLINE_CALLBACKS):
+            self.reports.append(Report(self.line(node), "inlineCallbacks applied other than as a decorator; left unchanged"))
+
+
+class _Rewriter(cst.CSTTransformer):
+    """Second pass: rewrite the functions the planner chose."""
+
+    def __init__(self, convert: set[cst.FunctionDef], finish_body: FinishBody | None, target: Target) -> None:
+        super().__init__()
+        self.convert, self.finish_body, self.target = convert, finish_body, target
 
     def leave_FunctionDef(self, original_node: cst.FunctionDef, updated_node: cst.FunctionDef) -> cst.FunctionDef:
         if original_node not in self.convert:
             return updated_node
-        self.converted += 1
-        decorators = [
-            d.with_changes(decorator=cst.Name("deferred_api")) if _is_inline_callbacks_decorator(d) else d
-            for d in updated_node.decorators
-        ]
-        return updated_node.with_changes(
-            decorators=decorators,
-            asynchronous=cst.Asynchronous(),
-            body=updated_node.body.visit(_BodyRewriter()),
-        )
+        if self.target == "twisted":
+            decorators = [
+                d.with_changes(decorator=cst.Name("deferred_api")) if _is_decorator(d, INLINE_CALLBACKS) else d
+                for d in updated_node.decorators
+            ]
+        else:  # asyncio callers await the coroutine itself
+            decorators = [
+                d for d in updated_node.decorators
+                if not (_is_decorator(d, INLINE_CALLBACKS) or _is_decorator(d, DEFERRED_API))
+            ]
+        body = updated_node.body.visit(_BodyRewriter())
+        if self.finish_body is not None:
+            body = self.finish_body(body, has_inline_callbacks(original_node))
+        return updated_node.with_changes(decorators=decorators, asynchronous=cst.Asynchronous(), body=body)
 
 
-# libcst's codemod import helpers (AddImportsVisitor, RemoveImportsVisitor) crash once Twisted is
-# imported (zope.interface's ``__provides__``, Instagram/LibCST#1458), so imports are handled here.
+def _plan(source: str, target: Target) -> tuple[MetadataWrapper, _Planner]:
+    if target not in ("twisted", "asyncio"):
+        raise ValueError(f"unknown target {target!r}: use 'twisted' or 'asyncio'")
+    wrapper = MetadataWrapper(cst.parse_module(source))
+    planner = _Planner(target)
+    wrapper.visit(planner)
+    return wrapper, planner
 
 
-def _is_import_line(stmt: cst.CSTNode) -> bool:
-    return isinstance(stmt, cst.SimpleStatementLine) and all(
-        isinstance(s, cst.Import | cst.ImportFrom) for s in stmt.body
-    )
+def async_functions(source: str, target: Target = "asyncio") -> set[str]:
+    """Names of the functions and methods that are ``async def`` in this module once rewritten.
+
+    ``cutover rewrite`` collects them over every file it is given and passes them to
+    each :func:`rewrite_source`, so a call into another converted module is awaited as it
+    is, not through ``as_future``.
+    """
+    return _plan(source, target)[1].async_names
 
 
-def _add_deferred_api_import(module: cst.Module) -> cst.Module:
-    """``from bridge import deferred_api`` after the module's leading imports, unless already imported."""
-    wanted = m.ImportFrom(
-        module=m.Name("bridge"),
-        names=[m.ZeroOrMore(), m.ImportAlias(name=m.Name("deferred_api"), asname=None), m.ZeroOrMore()],
-    )
-    if m.findall(module, wanted | m.ImportFrom(module=m.Name("bridge"), names=m.ImportStar())):
-        return module
-    body = list(module.body)
-    at = 0
-    for i, stmt in enumerate(body):
-        if _is_import_line(stmt) or (
-            i == 0 and m.matches(stmt, m.SimpleStatementLine(body=[m.Expr(m.SimpleString() | m.ConcatenatedString())]))
-        ):
-            at = i + 1
-        else:
-            break
-    line = cst.parse_statement("from bridge import deferred_api\n")
-    if at and not _is_import_line(body[at - 1]):  # straight after the docstring: keep a blank line
-        line = line.with_changes(leading_lines=[cst.EmptyLine()])
-    body.insert(at, line)
-    return module.with_changes(body=body)
+def rewrite_source(source: str, target: Target = "twisted", *, also_async: Iterable[str] = ()) -> RewriteResult:
+    """Rewrite ``@inlineCallbacks`` functions in one module's source; see the module docstring.
 
+    ``also_async`` names functions defined elsewhere that are coroutine functions
+    (for the asyncio target: converted in other modules of the same run).
+    """
+    wrapper, planner = _plan(source, target)
+    reports = list(planner.reports)
+    finish_body: FinishBody | None = None
+    if target == "asyncio":
+        from .to_asyncio import AsyncioPlanner, asyncio_body
 
-def _drop_unused_defer_imports(module: cst.Module) -> cst.Module:
-    """Drop ``inlineCallbacks`` / ``returnValue`` from ``from twisted.internet.defer import ...`` once unused."""
-    defer_import = m.ImportFrom(
-        module=m.Attribute(value=m.Attribute(value=m.Name("twisted"), attr=m.Name("internet")), attr=m.Name("defer"))
-    )
-    imported = {id(n) for imp in m.findall(module, defer_import) for n in m.findall(imp, m.Name())}
-    used = {n.value for n in m.findall(module, m.Name()) if id(n) not in imported}
-    unused = {"inlineCallbacks", "returnValue"} - used
+        extra = AsyncioPlanner(planner.convert)
+        wrapper.visit(extra)
+        reports += extra.reports
+        async_names = planner.async_names | set(also_async)
 
-    class Dropper(cst.CSTTransformer):
-        def leave_ImportFrom(self, original_node, updated_node):
-            if not m.matches(updated_node, defer_import) or isinstance(updated_node.names, cst.ImportStar):
-                return updated_node
-            keep = [a for a in updated_node.names if not (a.asname is None and a.evaluated_name in unused)]
-            if len(keep) == len(updated_node.names):
-                return updated_node
-            if not keep:
-                return cst.RemoveFromParent()
-            keep[-1] = keep[-1].with_changes(comma=updated_node.names[-1].comma)
-            return updated_node.with_changes(names=keep)
+        def finish_body(body: cst.BaseSuite, from_generator: bool) -> cst.BaseSuite:
+            return asyncio_body(body, async_names, wrap_unknown=from_generator)
 
-    return module.visit(Dropper()) if unused else module
-
-
-def rewrite_source(source: str) -> RewriteResult:
-    """Rewrite ``@inlineCallbacks`` functions in one module's source; see the module docstring."""
-    module = cst.parse_module(source)
-    rewriter = _Rewriter()
-    new_module = MetadataWrapper(module).visit(rewriter)
-    if rewriter.converted:
-        new_module = _add_deferred_api_import(_drop_unused_defer_imports(new_module))
-    reports = sorted(rewriter.reports, key=lambda r: r.line)
-    return RewriteResult(code=new_module.code, changed=new_module.code != source, reports=reports)
+    new_module = wrapper.module.visit(_Rewriter(planner.convert, finish_body, target))
+    if new_module.code != wrapper.module.code:
+        new_module = fix_imports(wrapper.module, new_module)
+    code = new_module.code
+    reports.sort(key=lambda r: r.line)
+    return RewriteResult(code=code, changed=code != source, reports=reports)

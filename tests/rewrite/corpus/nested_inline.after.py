@@ -1,4 +1,3 @@
-from twisted.internet import defer
 from bridge import deferred_api
 
 

@@ -2,7 +2,6 @@
 
 import functools
 
-from twisted.internet import defer
 from bridge import deferred_api
 
 

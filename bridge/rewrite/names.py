@@ -1,0 +1,53 @@
+"""Matchers for the Twisted names the rewrite looks for, spelled any of the usual ways."""
+
+from __future__ import annotations
+
+import libcst as cst
+import libcst.matchers as m
+
+__all__ = [
+    "ASYNCIO_CALL",
+    "DEFERRED",
+    "DEFERRED_API",
+    "DEFER_LATER",
+    "DEFER_TO_THREAD",
+    "GATHER_RESULTS",
+    "INLINE_CALLBACKS",
+    "LOOPING_CALL",
+    "REACTOR_CALL_LATER",
+    "RETURN_VALUE",
+    "call_named",
+    "dotted",
+]
+
+
+def dotted(path: str) -> m.BaseExpressionMatcher:
+    """``a.b.c`` as a matcher of nested attributes."""
+    head, *rest = path.split(".")
+    node: m.BaseExpressionMatcher = m.Name(head)
+    for part in rest:
+        node = m.Attribute(value=node, attr=m.Name(part))
+    return node
+
+
+def _spellings(module: str, name: str) -> m.BaseMatcherNode:
+    """``name``, ``<last part of module>.name`` or ``<module>.name``: how Twisted code imports things."""
+    short = module.rsplit(".", 1)[-1]
+    return m.Name(name) | dotted(f"{short}.{name}") | dotted(f"{module}.{name}")
+
+
+INLINE_CALLBACKS = _spellings("twisted.internet.defer", "inlineCallbacks")
+RETURN_VALUE = _spellings("twisted.internet.defer", "returnValue")
+DEFERRED = _spellings("twisted.internet.defer", "Deferred")
+GATHER_RESULTS = _spellings("twisted.internet.defer", "gatherResults")
+DEFER_TO_THREAD = _spellings("twisted.internet.threads", "deferToThread")
+DEFER_LATER = _spellings("twisted.internet.task", "deferLater")
+LOOPING_CALL = _spellings("twisted.internet.task", "LoopingCall")
+REACTOR_CALL_LATER = m.Attribute(value=m.Name("reactor"), attr=m.Name("callLater"))
+DEFERRED_API = m.Name("deferred_api") | dotted("bridge.deferred_api")
+ASYNCIO_CALL = m.Attribute(value=m.Name("asyncio"), attr=m.Name())
+
+
+def call_named(node: cst.CSTNode, matcher: m.BaseMatcherNode) -> bool:
+    """Whether ``node`` is a call of the function ``matcher`` matches."""
+    return isinstance(node, cst.Call) and m.matches(node.func, matcher)

@@ -1,0 +1,295 @@
+"""The ``asyncio`` target: bodies of converted functions stop using Twisted.
+
+A converted function is a plain ``async def`` run as an asyncio coroutine, so
+what it awaits must be awaitable by asyncio. Each ``await X`` (a former
+``yield X``) is handled by what ``X`` is:
+
+============================================  ==========================================
+``threads.deferToThread(f, *a)``              ``get_pool().run_in_thread(f, *a)``
+``pool.defer(f, *a)`` / ``defer_to_thread``   ``pool.run(f, *a)`` / ``run_in_thread``
+``task.deferLater(reactor, s)``               ``asyncio.sleep(s)``
+``defer.gatherResults([a, b])``               ``asyncio.gather(a', b')``, each element as here
+a call of a function converted in the module  unchanged (it is a coroutine now)
+``asyncio.*``, ``as_future(...)``             unchanged
+anything else (a Deferred from Twisted)       ``as_future(X)``
+============================================  ==========================================
+
+and two statement patterns: ``reactor.callLater(s, f, *a)`` as a statement
+becomes ``asyncio.get_running_loop().call_later(s, f, *a)``, and the sleep idiom
+``d = Deferred(); reactor.callLater(s, d.callback, v); x = yield d`` becomes
+``x = await asyncio.sleep(s, v)``.
+
+A Twisted call that is not awaited directly (``ds = [deferToThread(...)]``) is
+left as it is: it still returns a Deferred, the reactor still runs it, and the
+later ``await`` of it goes through ``as_future``. Converting it would change
+what the variable holds. Such calls, ``addCallbacks`` chains, ``deferLater``
+with a callable and ``LoopingCall`` (a ``@task(every=...)`` in
+:mod:`bridge.tasks`) are reported for a person to finish. Every conversion here
+keeps the behaviour; one difference is documented: ``asyncio.gather`` raises
+the first error itself, where ``gatherResults`` wrapped it in ``FirstError``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import libcst as cst
+import libcst.matchers as m
+from libcst.metadata import ParentNodeProvider, PositionProvider
+
+from .names import (
+    ASYNCIO_CALL,
+    DEFER_LATER,
+    DEFER_TO_THREAD,
+    DEFERRED,
+    GATHER_RESULTS,
+    LOOPING_CALL,
+    REACTOR_CALL_LATER,
+    call_named,
+)
+from .transform import NESTED_SCOPES, Report, ScopedTransformer
+
+__all__ = ["AsyncioPlanner", "asyncio_body"]
+
+_CALLBACK_METHODS = ("addCallback", "addCallbacks", "addErrback", "addBoth")
+_POOL_DEFERRED_METHODS = {"defer": "run", "defer_to_thread": "run_in_thread"}
+_POOL_ASYNC_METHODS = frozenset(_POOL_DEFERRED_METHODS.values())
+
+
+def _code(node: cst.CSTNode) -> str:
+    return cst.Module(body=[]).code_for_node(node)
+
+
+def _pool_like(expr: cst.BaseExpression) -> bool:
+    """``get_pool()``, ``pool``, ``self.pool``, ``shared_pool``...: the receiver of a SharedPool call."""
+    if call_named(expr, m.Name("get_pool") | m.Attribute(attr=m.Name("get_pool"))):
+        return True
+    if isinstance(expr, cst.Name):
+        return expr.value.lower().endswith("pool")
+    if isinstance(expr, cst.Attribute):
+        return expr.attr.value.lower().endswith("pool")
+    return False
+
+
+def _deferlater_sleep(call: cst.Call) -> bool:
+    """``deferLater(reactor, s)``, the sleep form (no callable)."""
+    return call_named(call, DEFER_LATER) and len(call.args) == 2 and all(a.keyword is None and not a.star
+                                                                          for a in call.args)
+
+
+def _sequence_elements(arg: cst.BaseExpression) -> bool:
+    return isinstance(arg, cst.List | cst.Tuple | cst.ListComp | cst.GeneratorExp)
+
+
+class AsyncioPlanner(cst.CSTVisitor):
+    """Reports, with lines of the original, what the asyncio target leaves for a person."""
+
+    METADATA_DEPENDENCIES = (PositionProvider, ParentNodeProvider)
+
+    def __init__(self, convert: set[cst.FunctionDef]) -> None:
+        super().__init__()
+        self.convert = convert
+        self.newly_async = {fn.name.value for fn in convert}
+        self.reports: list[Report] = []
+        self.scopes: list[bool] = []  # per enclosing scope: is it a converted function's own body?
+        self.handled: set[int] = set()  # ids of calls the body rewrite converts
+        self.intervals: dict[str, str] = {}  # LoopingCall variable -> the interval its .start() is given
+
+    def _line(self, node: cst.CSTNode) -> int:
+        return self.get_metadata(PositionProvider, node).start.line
+
+    def _report(self, node: cst.CSTNode, reason: str) -> None:
+        self.reports.append(Report(self._line(node), reason))
+
+    def _in_converted(self) -> bool:
+        return bool(self.scopes) and self.scopes[-1]
+
+    def visit_Module(self, node: cst.Module) -> None:
+        for call in m.findall(node, m.Call(func=m.Attribute(attr=m.Name("start")), args=[m.AtLeastN(n=1)])):
+            assert isinstance(call, cst.Call) and isinstance(call.func, cst.Attribute)
+            self.intervals.setdefault(_code(call.func.value), _code(call.args[0].value))
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        if isinstance(node, NESTED_SCOPES):
+            self.scopes.append(isinstance(node, cst.FunctionDef) and node in self.convert)
+        return super().on_visit(node)
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        if isinstance(original_node, NESTED_SCOPES):
+            self.scopes.pop()
+        super().on_leave(original_node)
+
+    def _awaited(self, node: cst.CSTNode) -> bool:
+        parent = self.get_metadata(ParentNodeProvider, node)
+        return self._in_converted() and isinstance(parent, cst.Yield | cst.Await)
+
+    def visit_Call(self, node: cst.Call) -> None:
+        if self._awaited(node):
+            self.handled.add(id(node))
+            if call_named(node, GATHER_RESULTS) and node.args and _sequence_elements(node.args[0].value):
+                seq = node.args[0].value
+                elements = [seq.elt] if isinstance(seq, cst.ListComp | cst.GeneratorExp) else [
+                    e.value for e in seq.elements  # type: ignore[union-attr]
+                ]
+                self.handled.update(id(e) for e in elements)
+        if not self._in_converted() and self._calls_newly_async(node):
+            self._report(node, f"{_code(node.func)}() is a coroutine function now, but this caller is not converted "
+                               "and gets a coroutine where it had a Deferred: wrap it in as_deferred() or port it")
+        if call_named(node, LOOPING_CALL):
+            self._report_looping_call(node)
+        elif isinstance(node.func, cst.Attribute) and node.func.attr.value in _CALLBACK_METHODS:
+            self._report(node, f".{node.func.attr.value}() chain: rewrite as await inside try/except by hand; "
+                               "left unchanged")
+        elif call_named(node, DEFER_LATER) and not _deferlater_sleep(node):
+            self._report(node, "deferLater() with a callable: await asyncio.sleep(s), then call it; left unchanged")
+        elif call_named(node, DEFER_TO_THREAD | GATHER_RESULTS) and id(node) not in self.handled:
+            what = "deferToThread()" if call_named(node, DEFER_TO_THREAD) else "gatherResults()"
+            self._report(node, f"{what} not awaited directly in a converted function: still a Deferred "
+                               "(awaited through as_future); left unchanged")
+        elif call_named(node, REACTOR_CALL_LATER) and not self._in_converted():
+            self._report(node, "reactor.callLater() outside a converted function; left unchanged")
+
+    def _calls_newly_async(self, node: cst.Call) -> bool:
+        func = node.func
+        if isinstance(func, cst.Name):
+            return func.value in self.newly_async
+        return (isinstance(func, cst.Attribute) and m.matches(func.value, m.Name("self") | m.Name("cls"))
+                and func.attr.value in self.newly_async)
+
+    def _report_looping_call(self, node: cst.Call) -> None:
+        parent = self.get_metadata(ParentNodeProvider, node)
+        interval = "N"
+        if isinstance(parent, cst.Assign) and len(parent.targets) == 1:
+            interval = self.intervals.get(_code(parent.targets[0].target), interval)
+        fn = _code(node.args[0].value) if node.args else "f"
+        self._report(node, f"LoopingCall({fn}): make it a @task(every={interval}) of bridge.tasks, owned by one "
+                           "stack in the plan (MIGRATION.md, background tasks); left unchanged")
+
+
+class _SleepIdiom(ScopedTransformer):
+    """``d = Deferred(); reactor.callLater(s, d.callback, v); x = await d`` -> ``x = await asyncio.sleep(s, v)``."""
+
+    def leave_IndentedBlock(self, original_node: cst.IndentedBlock, updated_node: cst.IndentedBlock) -> cst.IndentedBlock:
+        if self.depth:
+            return updated_node
+        body = list(updated_node.body)
+        out: list[cst.BaseStatement] = []
+        i = 0
+        while i < len(body):
+            merged = self._match(body, i)
+            if merged is not None:
+                out.append(merged)
+                i += 3
+            else:
+                out.append(body[i])
+                i += 1
+        return updated_node.with_changes(body=out) if len(out) != len(body) else updated_node
+
+    @staticmethod
+    def _single(stmt: cst.BaseStatement) -> cst.BaseSmallStatement | None:
+        if isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1:
+            return stmt.body[0]
+        return None
+
+    def _match(self, body: Sequence[cst.BaseStatement], i: int) -> cst.BaseStatement | None:
+        if i + 2 >= len(body):
+            return None
+        make, schedule, wait = (self._single(s) for s in body[i:i + 3])
+        if not (isinstance(make, cst.Assign) and len(make.targets) == 1 and isinstance(make.targets[0].target, cst.Name)
+                and call_named(make.value, DEFERRED) and not make.value.args):  # type: ignore[attr-defined]
+            return None
+        d = make.targets[0].target.value
+        if not (isinstance(schedule, cst.Expr) and call_named(schedule.value, REACTOR_CALL_LATER)):
+            return None
+        args = schedule.value.args  # type: ignore[attr-defined]
+        if not (2 <= len(args) <= 3 and all(a.keyword is None and not a.star for a in args)
+                and m.matches(args[1].value, m.Attribute(value=m.Name(d), attr=m.Name("callback")))):
+            return None
+        awaited = wait.value if isinstance(wait, cst.Expr | cst.Assign) else None
+        if not (isinstance(awaited, cst.Await) and m.matches(awaited.expression, m.Name(d))):
+            return None
+        if any(m.findall(stmt, m.Name(d)) for stmt in body[i + 3:]):
+            return None  # the Deferred is used again: not just a sleep
+        sleep_args = [cst.Arg(args[0].value)] + ([cst.Arg(args[2].value)] if len(args) == 3 else [])
+        sleep = cst.Call(func=cst.parse_expression("asyncio.sleep"), args=sleep_args)
+        new_wait = wait.with_changes(value=awaited.with_changes(expression=sleep))  # type: ignore[union-attr]
+        return body[i + 2].with_changes(  # type: ignore[return-value]
+            body=[new_wait], leading_lines=body[i].leading_lines  # type: ignore[attr-defined]
+        )
+
+
+class _Awaits(ScopedTransformer):
+    """Make every ``await`` in the function's own body await something asyncio can await."""
+
+    def __init__(self, async_names: set[str], wrap_unknown: bool) -> None:
+        super().__init__()
+        self.async_names, self.wrap_unknown = async_names, wrap_unknown
+
+    def _is_async(self, expr: cst.BaseExpression) -> bool:
+        if not isinstance(expr, cst.Call):
+            return False
+        func = expr.func
+        if isinstance(func, cst.Name):
+            return func.value in self.async_names or func.value == "as_future"
+        if isinstance(func, cst.Attribute):
+            if m.matches(func, ASYNCIO_CALL):
+                return True
+            if m.matches(func.value, m.Name("self") | m.Name("cls")) and func.attr.value in self.async_names:
+                return True
+            return func.attr.value in _POOL_ASYNC_METHODS and _pool_like(func.value)
+        return False
+
+    def _convert(self, expr: cst.BaseExpression) -> cst.BaseExpression | None:
+        """The asyncio form of a Twisted call, or None if it has none here."""
+        if not isinstance(expr, cst.Call):
+            return None
+        if call_named(expr, DEFER_TO_THREAD):
+            return expr.with_changes(func=cst.parse_expression("get_pool().run_in_thread"))
+        func = expr.func
+        if isinstance(func, cst.Attribute) and func.attr.value in _POOL_DEFERRED_METHODS and _pool_like(func.value):
+            return expr.with_changes(func=func.with_changes(attr=cst.Name(_POOL_DEFERRED_METHODS[func.attr.value])))
+        if _deferlater_sleep(expr):
+            return cst.Call(func=cst.parse_expression("asyncio.sleep"), args=[expr.args[1].with_changes(comma=cst.MaybeSentinel.DEFAULT)])
+        if call_named(expr, GATHER_RESULTS) and expr.args and _sequence_elements(expr.args[0].value):
+            return self._gather(expr.args[0].value)
+        return None
+
+    def _awaitable(self, expr: cst.BaseExpression) -> cst.BaseExpression:
+        converted = self._convert(expr)
+        if converted is not None:
+            return converted
+        if self._is_async(expr) or not self.wrap_unknown:
+            return expr
+        return cst.Call(func=cst.Name("as_future"), args=[cst.Arg(expr)])
+
+    def _gather(self, seq: cst.BaseExpression) -> cst.Call:
+        gather = cst.parse_expression("asyncio.gather")
+        if isinstance(seq, cst.ListComp | cst.GeneratorExp):
+            star = cst.ListComp(elt=self._awaitable(seq.elt), for_in=seq.for_in)
+            return cst.Call(func=gather, args=[cst.Arg(star, star="*")])
+        elements = [e.value for e in seq.elements]  # type: ignore[attr-defined]
+        args = [cst.Arg(self._awaitable(e), star="*" if isinstance(e, cst.StarredElement) else "") for e in elements]
+        return cst.Call(func=gather, args=args)
+
+    def leave_Await(self, original_node: cst.Await, updated_node: cst.Await) -> cst.Await:
+        if self.depth:
+            return updated_node
+        return updated_node.with_changes(expression=self._awaitable(updated_node.expression))
+
+    def leave_Expr(self, original_node: cst.Expr, updated_node: cst.Expr) -> cst.Expr:
+        if self.depth or not call_named(updated_node.value, REACTOR_CALL_LATER):
+            return updated_node
+        call = updated_node.value
+        return updated_node.with_changes(
+            value=call.with_changes(func=cst.parse_expression("asyncio.get_running_loop().call_later"))  # type: ignore[attr-defined]
+        )
+
+
+def asyncio_body(body: cst.BaseSuite, async_names: set[str], wrap_unknown: bool = True) -> cst.BaseSuite:
+    """Rewrite one converted function's body (its ``yield``s already ``await``s) for asyncio.
+
+    ``wrap_unknown`` is False for ``@deferred_api async def`` functions: their
+    ``await`` may already take asyncio awaitables, so only the known Twisted
+    calls are converted and nothing else is wrapped.
+    """
+    return body.visit(_SleepIdiom()).visit(_Awaits(async_names, wrap_unknown))

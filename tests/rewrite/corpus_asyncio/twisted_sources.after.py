@@ -1,0 +1,29 @@
+"""Deferreds that still come from Twisted, and calls between converted functions."""
+
+from twisted.internet import defer
+from bridge import as_future
+
+
+def legacy_lookup(key):
+    # Still Twisted code: returns a Deferred.
+    if key == "missing":
+        return defer.fail(KeyError(key))
+    return defer.succeed(len(key))
+
+
+async def lookup_twice(key):
+    first = await as_future(legacy_lookup(key))
+    second = await as_future(legacy_lookup(key + key))
+    return first + second
+
+
+async def main(key):
+    try:
+        value = await lookup_twice(key)
+    except KeyError as exc:
+        raise LookupError(f"no {exc.args[0]}") from exc
+    return value * 10
+
+
+def legacy_caller(key):
+    return lookup_twice(key).addCallback(str)

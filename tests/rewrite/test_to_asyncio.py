@@ -1,0 +1,142 @@
+"""``rewrite_source(..., target="asyncio")``: the corpus, idempotence, reports, and each sample run both ways.
+
+The original runs under Twisted (its Deferred awaited through ``as_future``); the
+converted code runs as a plain coroutine. Samples that no longer touch Twisted
+run in a fresh ``asyncio.run`` loop in another thread, with no reactor at all.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+
+from bridge import SharedPool, as_future, set_pool
+from bridge.rewrite import rewrite_source
+from bridge.testing import asyncio_fixture, asyncio_test
+from tests.conftest import in_daemon_thread
+
+CORPUS = Path(__file__).parent / "corpus_asyncio"
+CASES = sorted(p.name.removesuffix(".before.py") for p in CORPUS.glob("*.before.py"))
+
+EXPECTED_REPORTS: dict[str, list[tuple[int, str]]] = {
+    "gather": [],
+    "reported": [(7, "@task(every=30)"), (12, ".addCallbacks() chain"), (13, "deferLater() with a callable")],
+    "step_two": [],
+    "threads_and_sleeps": [],
+    "twisted_sources": [(30, ".addCallback() chain"), (30, "lookup_twice() is a coroutine function now")],
+}
+
+
+def _pair(name: str) -> tuple[str, str]:
+    return (CORPUS / f"{name}.before.py").read_text(), (CORPUS / f"{name}.after.py").read_text()
+
+
+def test_corpus_is_complete() -> None:
+    assert CASES == sorted(EXPECTED_REPORTS)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_corpus(name: str) -> None:
+    before, after = _pair(name)
+    result = rewrite_source(before, "asyncio")
+    assert result.code == after
+    assert result.changed
+    got = [(r.line, r.reason) for r in result.reports]
+    assert [line for line, _ in got] == [line for line, _ in EXPECTED_REPORTS[name]]
+    assert all(fragment in reason for (_, reason), (_, fragment) in zip(got, EXPECTED_REPORTS[name], strict=True))
+    ast.parse(result.code)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_idempotent(name: str) -> None:
+    _, after = _pair(name)
+    again = rewrite_source(after, "asyncio")
+    assert (again.code, again.changed) == (after, False)
+
+
+def test_twisted_then_asyncio_equals_asyncio_directly() -> None:
+    before, after = _pair("threads_and_sleeps")
+    step_one = rewrite_source(before, "twisted").code
+    assert "@deferred_api" in step_one
+    assert rewrite_source(step_one, "asyncio").code.replace('"""\n\n', '"""\n', 1).count("deferred_api") == 0
+    assert "get_pool().run_in_thread(add, a, b, scale=2)" in rewrite_source(step_one, "asyncio").code
+
+
+def test_calls_into_other_converted_modules_are_awaited_directly() -> None:
+    source = "from twisted.internet import defer\n\n\n@defer.inlineCallbacks\ndef f(x):\n    y = yield helper(x)\n"
+    alone = rewrite_source(source, "asyncio").code
+    assert "await as_future(helper(x))" in alone
+    together = rewrite_source(source, "asyncio", also_async={"helper"}).code
+    assert "await helper(x)" in together and "as_future" not in together
+
+
+def test_unknown_target_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown target 'trio'"):
+        rewrite_source("x = 1\n", "trio")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- run both, compare
+
+
+def _load(source: str, name: str) -> dict[str, Any]:
+    namespace: dict[str, Any] = {"__name__": f"rewrite_sample_{name}"}
+    exec(compile(source, f"<{name}>", "exec"), namespace)
+    return namespace
+
+
+async def _outcome(run: Callable[[], Any]) -> tuple[str, Any]:
+    try:
+        return "ok", await run()
+    except Exception as exc:  # the outcome compared is the exception's type and args
+        return type(exc).__name__, exc.args
+
+
+@pytest.fixture
+@asyncio_fixture
+async def shared_pool() -> AsyncIterator[SharedPool]:
+    """The process's shared pool for ``get_pool()`` in the samples, restored afterwards."""
+    async with SharedPool(processes=1, cpus=2) as mine:
+        previous = set_pool(mine)
+        try:
+            yield mine
+        finally:
+            set_pool(previous)
+
+
+RUNS: list[tuple[str, tuple[Any, ...], bool]] = [  # sample, arguments, whether the converted code needs no reactor
+    ("threads_and_sleeps", (2, 3), True),
+    ("threads_and_sleeps", (-9, 1), True),  # raises LookupError in a thread
+    ("gather", (1, 6), True),
+    ("step_two", (4, 5), True),
+    ("twisted_sources", ("ab",), False),
+    ("twisted_sources", ("missing",), False),  # a Twisted failure becomes LookupError from KeyError
+]
+
+
+@pytest.mark.filterwarnings("ignore:twisted.internet.defer.returnValue:DeprecationWarning")
+@pytest.mark.parametrize(("name", "args", "reactor_free"), RUNS)
+@asyncio_test
+async def test_converted_sample_behaves_like_the_original(
+    shared_pool: SharedPool, name: str, args: tuple[Any, ...], reactor_free: bool
+) -> None:
+    before, after = _pair(name)
+    original, converted = _load(before, name), _load(after, name)
+
+    def twisted_run() -> Any:
+        d = original["main"](*args)
+        assert isinstance(d, defer.Deferred)
+        return as_future(d)
+
+    expected = await _outcome(twisted_run)
+    if reactor_free:
+        got = await in_daemon_thread(lambda: asyncio.run(_outcome(lambda: converted["main"](*args))))
+    else:
+        got = await _outcome(lambda: converted["main"](*args))
+    assert got == expected
+    assert expected[0] in ("ok", "LookupError")
