@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("dispatch", "cpu_scaling", "loop_lag", "bridge", "frontdoor")
+BENCHMARKS = ("dispatch", "cpu_scaling", "loop_lag", "bridge", "frontdoor", "reliability")
 
 
 def main(argv: list[str]) -> int:
