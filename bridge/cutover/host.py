@@ -11,6 +11,15 @@ in-flight requests finish within ``graceful_timeout``; shadow comparisons
 drain; both stacks stop their tasks (modern puts in-flight jobs back in the
 queue); the pool closes; the reactor stops. SIGHUP reloads the plan.
 
+Admission: the pool bounds the calls it queues, but callers past that bound
+wait in memory, each holding its request (a body of up to 20 MiB), so a
+burst would grow without limit. The host therefore serves at most
+``max_inflight`` requests at once (default: four times the pool's capacity,
+``processes + max_queued``, and never under 64) and answers the rest at once
+with 503 ``busy`` and ``Retry-After``, the contract's answer when the pool is
+full. The admin API (``/_cutover``) is never refused: an operator must be able
+to look at an overloaded host.
+
 The apps are found by import strings (``[apps]`` in the plan file), so the
 host works for any pair that follows the protocol of :class:`LegacyHandle`
 and a FastAPI/Starlette app factory; ours are the defaults.
@@ -21,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import json
 import logging
 import os
 import signal
@@ -36,13 +46,15 @@ from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
 from ..reactor import install_reactor, stop_reactor
 from .admin import admin_app
-from .frontdoor import FrontDoor, route_label
+from .frontdoor import ADMIN_PREFIX, FrontDoor, route_label
 from .metrics import LoopLagProbe, Metrics
 from .plan import Plan, PlanError
 from .shadow import ShadowRecorder
 from .twisted_asgi import TwistedSiteApp
 
 log = logging.getLogger("cutover.host")
+LAG_WINDOW = 60.0  # seconds of loop-lag samples the probe keeps
+MIN_INFLIGHT = 64  # the admission floor: a small pool must not refuse a handful of cheap requests
 
 DEFAULT_APPS = {
     "legacy": "legacy.service:cohost",
@@ -87,6 +99,10 @@ class HostSettings:
     graceful_timeout: float = 10.0
     shadow_max_inflight: int = 8
     processes: int | None = None
+    #: Requests served at once; past it, 503 busy with Retry-After. None: 4 x the pool's capacity, at least 64.
+    max_inflight: int | None = None
+    #: The loop-lag probe's sleep; it keeps a minute of samples. Finer is more exact, and costs a wake-up each time.
+    lag_interval: float = field(default_factory=lambda: float(os.environ.get("CUTOVER_LAG_INTERVAL", "0.25")))
 
 
 class Host:
@@ -99,7 +115,7 @@ class Host:
         # Checked for syntax now, and against the routes and tasks the apps declare once they are up.
         self.plan = Plan.load(settings.plan_path)
         self.apps = {**DEFAULT_APPS, **self.plan.apps}
-        self.lag = LoopLagProbe()
+        self.lag = LoopLagProbe(settings.lag_interval, keep=max(1, round(LAG_WINDOW / settings.lag_interval)))
         self.recorder = ShadowRecorder(
             settings.var_dir / "cutover.db", max_inflight=settings.shadow_max_inflight, rules=dict(DIFF_RULES)
         )
@@ -109,6 +125,9 @@ class Host:
         self.frontdoor: FrontDoor | None = None
         self._modern_lifespan: contextlib.AbstractAsyncContextManager[Any] | None = None
         self._owns_reactor = False
+        self.inflight = 0  # requests the front door is serving now (the admin API excluded)
+        self.max_inflight = settings.max_inflight or MIN_INFLIGHT
+        self.rejected = 0  # requests answered 503 busy by the admission limit
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -123,6 +142,8 @@ class Host:
             set_pool(self.pool)
         if not self.pool.running:
             await self.pool.start()
+        if self.settings.max_inflight is None:
+            self.max_inflight = max(MIN_INFLIGHT, 4 * self.pool_capacity())
         owners = dict(self.plan.tasks)
         self.legacy = load(self.apps["legacy"])(self.pool, task_owners=owners)
         self.legacy.start_tasks()
@@ -234,7 +255,15 @@ class Host:
             "tasks": {name: self.plan.owner_of(name) for name in self.known_tasks()},
             "pool": self._pool_stats(),
             "loop_lag": self.lag.percentiles(),
+            "admission": {"inflight": self.inflight, "max_inflight": self.max_inflight, "rejected": self.rejected,
+                          "pool_capacity": self.pool_capacity()},
         }
+
+    def pool_capacity(self) -> int:
+        """Calls the pool holds before callers wait: its workers plus its bounded queue."""
+        if self.pool is None:
+            return 0
+        return self.pool.processes + self.pool.max_queued
 
     async def mismatches(self, route: str | None, limit: int) -> list[dict[str, Any]]:
         return await self.recorder.mismatches(route, limit)
@@ -258,9 +287,33 @@ class Host:
                 await _lifespan(self, receive, send)
                 return
             assert self.frontdoor is not None, "the host has not started"
-            await self.frontdoor(scope, receive, send)
+            path = scope.get("path", "")
+            if scope["type"] != "http" or path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
+                await self.frontdoor(scope, receive, send)
+                return
+            if self.inflight >= self.max_inflight:
+                self.rejected += 1
+                await _busy(send, self.max_inflight)
+                return
+            self.inflight += 1
+            try:
+                await self.frontdoor(scope, receive, send)
+            finally:
+                self.inflight -= 1
 
         return app
+
+
+async def _busy(send: Send, limit: int) -> None:
+    """The contract's 503: answered before the body is read, so a refused request costs next to nothing."""
+    body = json.dumps({"error": {"code": "busy", "message": (
+        f"the service is serving {limit} requests, its limit; retry later"
+    )}}).encode()
+    await send({"type": "http.response.start", "status": 503, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"retry-after", b"1"),
+        (b"connection", b"close"),  # the body was never read: the connection cannot carry another request
+    ]})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def _lifespan(host: Host, receive: Receive, send: Send) -> None:
