@@ -326,9 +326,12 @@ class DaskBackend:
             call.state = "done"
             self._settled_later(call, PoolUnavailable(f"{self._unreachable_message()}: {exc}"))
             return
-        call.task.add_done_callback(functools.partial(self._on_task_done, call))
+        call.payload = b""  # the cluster holds it now
+        loop = client.loop.asyncio_loop
+        # Each call's outcome is awaited on the client's own loop: results come back concurrently,
+        # not one round trip at a time through Dask's single done-callback thread.
+        asyncio.run_coroutine_threadsafe(self._watch(client, call, call.task), loop)
         if call.timeout is not None:
-            loop = client.loop.asyncio_loop
             loop.call_soon_threadsafe(loop.call_later, call.timeout, self._on_deadline, call)
 
     def _settled_later(self, call: _DaskCall, error: BaseException) -> None:
@@ -349,65 +352,46 @@ class DaskBackend:
             self._idle.notify_all()
         return admitted
 
-    def _on_task_done(self, call: _DaskCall, task: DaskFuture) -> None:
-        """In Dask's callback thread: turn the task's outcome into the caller's result or pool error."""
-        with self._lock:
-            if call.state != "submitted":
-                return  # timed out, cancelled or closed: the caller has its answer
-        status = task.status
+    async def _watch(self, client: Client, call: _DaskCall, task: DaskFuture) -> None:
+        """On the client's loop: turn the task's outcome into the caller's result or a pool error."""
+        from distributed.scheduler import KilledWorker
+
         error: BaseException | None = None
         result: Any = None
-        ok = False
-        if status == "finished":
-            try:
-                ok, result, tb = pickle.loads(task.result())
-            except FutureCancelledError as exc:
-                error = self._cancelled_error(exc)
-            except Exception as exc:  # the result could not come back (worker lost after finishing)
-                error = WorkerCrashed(f"the result of {call.name} could not be fetched from the cluster: {exc}")
-            else:
-                if not ok:
-                    if tb:
-                        result.__cause__ = RemoteTraceback(tb)
-                    error = result
-        elif status == "error":
-            error = self._task_error(call, task)
-        else:  # cancelled by the cluster or by a lost connection, not by us
-            error = PoolUnavailable(f"{call.name} was dropped by the Dask cluster: {self._unreachable_message()}")
+        try:
+            blob = await client.gather(task, asynchronous=True)
+            ok, result, tb = pickle.loads(blob)
+        except FutureCancelledError as exc:  # released by us (the caller has its answer), or the connection went
+            error = PoolUnavailable(f"{call.name} was dropped by the Dask cluster ({exc.reason}): "
+                                    f"{self._unreachable_message()}")
+        except KilledWorker as exc:
+            error = WorkerCrashed(
+                f"the Dask worker {exc.last_worker.address if exc.last_worker else '?'} running {call.name} "
+                f"died (the scheduler gave up after allowed-failures={exc.allowed_failures} retries)"
+            )
+            log.warning("%s", error)
+        except (OSError, asyncio.CancelledError) as exc:
+            error = PoolUnavailable(f"{call.name} was lost with the connection: {self._unreachable_message()}: {exc!r}")
+        except Exception as exc:  # noqa: BLE001 - any other cluster failure belongs to this call
+            error = WorkerCrashed(f"the Dask cluster failed {call.name}: {exc!r}")
+            error.__cause__ = exc
+        else:
+            if not ok:
+                if tb:
+                    result.__cause__ = RemoteTraceback(tb)
+                error, result = result, None
         with self._lock:
             if call.state != "submitted":
-                return
+                return  # timed out, cancelled or closed: the caller already has its answer
             self._finish(call)
-            if error is None or ok:
+            if error is None:
                 self._counts["completed"] += 1
             elif isinstance(error, WorkerCrashed):
                 self._counts["crashed"] += 1
             elif not isinstance(error, PoolUnavailable):
                 self._counts["failed"] += 1
-        call.task = None
-        task.release()
+        _release(call)
         _settle(call, error, result)
-
-    def _task_error(self, call: _DaskCall, task: DaskFuture) -> BaseException:
-        from distributed.scheduler import KilledWorker
-
-        try:
-            exc = task.exception()
-        except Exception as fetch_error:  # noqa: BLE001 - the connection went while asking
-            return PoolUnavailable(f"{self._unreachable_message()}: {fetch_error}")
-        if isinstance(exc, KilledWorker):
-            message = (
-                f"the Dask worker {exc.last_worker.address if exc.last_worker else '?'} running {call.name} "
-                f"died (the scheduler gave up after allowed-failures={exc.allowed_failures} retries)"
-            )
-            log.warning("%s", message)
-            return WorkerCrashed(message)
-        crashed = WorkerCrashed(f"the Dask cluster failed {call.name}: {exc!r}")
-        crashed.__cause__ = exc
-        return crashed
-
-    def _cancelled_error(self, exc: FutureCancelledError) -> PoolUnavailable:
-        return PoolUnavailable(f"the Dask cluster dropped the call ({exc.reason}): {self._unreachable_message()}")
 
     def _on_deadline(self, call: _DaskCall) -> None:
         """On the client's loop: the call overran its timeout; release its task (it cannot be killed)."""
