@@ -13,6 +13,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	-command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+	-command -v curl >/dev/null 2>&1 && command -v jq >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl jq >/dev/null)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 
 run: install
