@@ -184,7 +184,8 @@ class SharedPool:
     ``backend`` picks where process work runs: ``"local"`` (these workers) or
     ``"dask://host:port"`` (a Dask scheduler; ``max_queued`` then bounds this
     process's calls in flight on the cluster, ``startup_timeout`` the connection
-    attempt). None reads ``CUTOVER_POOL`` from the environment, else local.
+    attempt, and ``processes`` becomes the cluster's worker count at start).
+    None reads ``CUTOVER_POOL`` from the environment, else local.
     """
 
     def __init__(
@@ -332,6 +333,8 @@ class SharedPool:
             raise
         with self._lock:
             self._dask = backend
+            # The worker processes that run calls are the cluster's now (as counted at connect time).
+            self.processes = backend.stats()["workers"] or self.processes
             self._thread_pool = concurrent.futures.ThreadPoolExecutor(
                 max_workers=self.threads, thread_name_prefix="cutover-io"
             )
