@@ -37,7 +37,10 @@ What each promise of the local pool becomes on a cluster:
 * **Scheduler gone.** In-flight calls fail with
   :class:`~bridge.errors.PoolUnavailable`, new calls raise it at once while the
   client reconnects, and ``stats().health`` reads ``"scheduler unreachable"``.
-  A scheduler that cannot be reached at start raises it from ``start()``.
+  The supervisor thread keeps trying (a new client once Dask's own retries,
+  ``startup_timeout`` long, give up) and registers the initializer again on a
+  scheduler that comes back; ``restarts`` counts reconnections. A scheduler
+  that cannot be reached at start raises it from ``start()``.
 * **Back-pressure.** ``max_queued`` bounds the calls this process has in flight
   on the cluster; past it calls wait here (or raise
   :class:`~bridge.errors.PoolBusy` with ``block=False``), as locally.
@@ -47,7 +50,7 @@ What each promise of the local pool becomes on a cluster:
   workers that join or restart later. Registering the same initializer again
   (a second pool, a second service) does not run it twice in a worker.
 * **stats()** never waits on the network: the cluster's worker and thread
-  counts are cached and refreshed in the background at most once a second;
+  counts are cached and refreshed by a supervisor thread once a second;
   ``busy``/``queued`` are this process's calls in flight, split by the
   cluster's thread count.
 
@@ -206,7 +209,6 @@ class DaskBackend:
         self._worker_threads = worker_threads
         self._connect_timeout = connect_timeout
         self._client: Client | None = None
-        self._plugin_name = ""
         self._lock = threading.RLock()
         self._open = False
         self._ids = itertools.count(1)
@@ -218,53 +220,104 @@ class DaskBackend:
             ("completed", "failed", "crashed", "timeouts", "cancelled", "restarts"), 0
         )
         self._cluster = {"n_workers": 0, "total_threads": 0}
-        self._refreshed = 0.0
-        self._refreshing = False
+        self._plugin = InitializerPlugin("", init_blob, worker_threads)
+        self._stop = threading.Event()
+        self._supervisor: threading.Thread | None = None
+        self._scheduler_id = ""
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
         """Connect, then register the initializer on every worker (blocking: run it off the loop)."""
+        digest = hashlib.sha256(self._init_blob + repr(self._worker_threads).encode()).hexdigest()[:16]
+        self._plugin = InitializerPlugin(digest, self._init_blob, self._worker_threads)
+        client = self._connect()
+        with self._lock:
+            self._client = client
+            self._open = True
+        self._supervisor = threading.Thread(target=self._supervise, name="cutover-dask-supervisor", daemon=True)
+        self._supervisor.start()
+        log.info("shared pool on Dask scheduler %s: %d workers, %d threads", self.address,
+                 self._cluster["n_workers"], self._cluster["total_threads"])
+
+    def _connect(self) -> Client:
+        """A client with the initializer registered and the cluster's size read (blocking)."""
         try:
             client = Client(self.address, timeout=self._connect_timeout, set_as_default=False)
         except OSError as exc:
             raise PoolUnavailable(
                 f"cannot reach the Dask scheduler at {self.address} (CUTOVER_POOL={self.url}): {exc}"
             ) from exc
-        self._client = client
         try:
-            digest = hashlib.sha256(self._init_blob + repr(self._worker_threads).encode()).hexdigest()[:16]
-            plugin = InitializerPlugin(digest, self._init_blob, self._worker_threads)
-            self._plugin_name = plugin.name
-            try:
-                client.register_plugin(plugin, name=plugin.name)
-            except WorkerStartupError:
-                self._unregister_plugin()
-                raise
-            except Exception as exc:
-                self._unregister_plugin()
-                raise WorkerStartupError(f"could not register the pool initializer on the cluster: {exc!r}") from exc
-            info = client.scheduler_info(n_workers=0)
-            self._cluster = {"n_workers": int(info.get("n_workers", 0)), "total_threads": int(info.get("total_threads", 0))}
-            self._refreshed = time.monotonic()
+            self._register(client)
+            self._scheduler_id = self._read_size(client)
         except BaseException:
             client.close()
-            self._client = None
             raise
-        with self._lock:
-            self._open = True
-        log.info("shared pool on Dask scheduler %s: %d workers, %d threads", self.address,
-                 self._cluster["n_workers"], self._cluster["total_threads"])
+        return client
 
-    def _unregister_plugin(self) -> None:
-        assert self._client is not None
+    def _register(self, client: Client) -> None:
+        """Register the initializer plugin (idempotent: a scheduler that has it keeps it)."""
+        plugin = self._plugin
         try:
-            self._client.unregister_worker_plugin(self._plugin_name)
+            client.register_plugin(plugin, name=plugin.name)
+        except WorkerStartupError:
+            self._unregister(client)
+            raise
+        except OSError:
+            raise
+        except Exception as exc:
+            self._unregister(client)
+            raise WorkerStartupError(f"could not register the pool initializer on the cluster: {exc!r}") from exc
+
+    def _unregister(self, client: Client) -> None:
+        try:
+            client.unregister_worker_plugin(self._plugin.name)
         except Exception:  # noqa: BLE001 - best effort: the registration itself failed
-            log.debug("could not unregister %s", self._plugin_name, exc_info=True)
+            log.debug("could not unregister %s", self._plugin.name, exc_info=True)
+
+    def _read_size(self, client: Client) -> str:
+        """Cache the cluster's size; returns the scheduler's id, which changes when it restarts."""
+        info = client.scheduler_info(n_workers=0)
+        self._cluster = {"n_workers": int(info.get("n_workers", 0)), "total_threads": int(info.get("total_threads", 0))}
+        return str(info.get("id", ""))
+
+    def _supervise(self) -> None:
+        """Once a second, off every caller's thread: read the cluster's size, and heal the connection.
+
+        The client retries a lost scheduler for ``startup_timeout`` seconds by itself. A scheduler
+        that comes back has forgotten our plugin, so it is registered again; a client that gave up
+        (closed) is replaced by a new one. Calls in between raise PoolUnavailable.
+        """
+        while not self._stop.wait(_REFRESH_EVERY):
+            client = self._client
+            if client is None:
+                return
+            try:
+                if client.status == "running":
+                    scheduler_id = self._read_size(client)
+                    if scheduler_id != self._scheduler_id:  # the client reconnected to a new scheduler
+                        self._register(client)  # which has no plugins yet
+                        self._scheduler_id = scheduler_id
+                        with self._lock:
+                            self._counts["restarts"] += 1
+                        log.warning("reconnected to a restarted Dask scheduler at %s", self.address)
+                elif client.status in ("closed", "failed"):
+                    fresh = self._connect()
+                    with self._lock:
+                        if not self._open:
+                            fresh.close()
+                            return
+                        self._client = fresh
+                        self._counts["restarts"] += 1
+                    log.warning("connected a new client to the Dask scheduler at %s", self.address)
+                    client.close()
+            except Exception:  # noqa: BLE001 - still unreachable: health says so, try again next round
+                log.debug("the Dask scheduler at %s is still unreachable", self.address, exc_info=True)
 
     def close(self, timeout: float) -> None:
         """Fail waiting calls, give in-flight ones up to ``timeout`` seconds, release the rest, disconnect."""
+        self._stop.set()
         with self._lock:
             self._open = False
             waiting = list(self._waiting)
@@ -286,7 +339,10 @@ class DaskBackend:
                 "the pool closed before this call finished; a task already running on a Dask worker "
                 "runs to completion there and its result is dropped"
             ))
-        client, self._client = self._client, None
+        with self._lock:
+            client, self._client = self._client, None
+        if self._supervisor is not None:  # bounded: it may be inside a connection attempt, which it drops
+            self._supervisor.join(timeout=max(1.0, timeout))
         if client is not None:
             client.close(timeout=max(1.0, timeout))
 
@@ -435,33 +491,8 @@ class DaskBackend:
         status = self._client.status if self._client is not None else "closed"
         return f"the Dask scheduler at {self.address} is unreachable (client {status})"
 
-    def _maybe_refresh(self) -> None:
-        """Ask the scheduler for its worker count in the background, at most once a second."""
-        client = self._client
-        now = time.monotonic()
-        if client is None or self._refreshing or now - self._refreshed < _REFRESH_EVERY or client.status != "running":
-            return
-        self._refreshing = True
-
-        async def refresh() -> None:
-            try:
-                info = await asyncio.wait_for(client.scheduler.identity(n_workers=0), 5.0)
-                self._cluster = {"n_workers": int(info.get("n_workers", 0)),
-                                 "total_threads": int(info.get("total_threads", 0))}
-            except Exception:  # noqa: BLE001 - the scheduler went; health says so from client.status
-                log.debug("could not refresh the cluster's size", exc_info=True)
-            finally:
-                self._refreshed = time.monotonic()
-                self._refreshing = False
-
-        try:
-            asyncio.run_coroutine_threadsafe(refresh(), client.loop.asyncio_loop)
-        except RuntimeError:  # the client's loop is closing
-            self._refreshing = False
-
     def stats(self) -> dict[str, Any]:
         """The fields of PoolStats this backend knows, without waiting on the network."""
-        self._maybe_refresh()
         with self._lock:
             threads = self._cluster["total_threads"]
             in_flight = len(self._in_flight)

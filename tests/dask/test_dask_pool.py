@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from tests.conftest import WAIT, Gate, until
 
 from . import daskfns
 from .conftest import Cluster, eventually
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @asyncio_test
@@ -168,32 +171,54 @@ async def test_a_failing_initializer_is_reported_once_with_its_traceback(dask_cl
         assert await healthy.run(workfns.square, 3) == 9
 
 
+class Processes:
+    """`dask scheduler` and `dask worker` as real child processes on loopback, killed at teardown."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory, self.children = directory, []
+
+    def start(self, module: str, *args: str) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}  # workers import the functions they run
+        child = subprocess.Popen([sys.executable, "-m", f"distributed.cli.{module}", *args], cwd=REPO, env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.children.append(child)
+        return child
+
+    async def scheduler(self, port: int = 0) -> tuple[subprocess.Popen[bytes], str]:
+        """A scheduler with no workers; returns it and its address once it listens."""
+        info = self.directory / f"scheduler-{len(self.children)}.json"
+        child = self.start("dask_scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard",
+                           "--scheduler-file", str(info))
+        await until(lambda: info.exists() and info.stat().st_size > 0 or child.poll() is not None, "the scheduler file")
+        assert child.poll() is None, "the scheduler exited"
+        return child, json.loads(info.read_text())["address"]
+
+    def close(self) -> None:
+        for child in self.children:
+            child.kill()
+            child.wait(timeout=WAIT)
+
+
 @pytest.fixture
-def scheduler_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """A real `dask scheduler` on a loopback port, with no workers, that a test may kill."""
-    info = tmp_path / "scheduler.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--no-dashboard", "--scheduler-file", str(info)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    yield proc, str(info)
-    proc.kill()
-    proc.wait(timeout=WAIT)
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    started = Processes(tmp_path)
+    yield started
+    started.close()
 
 
 @asyncio_test
-async def test_a_lost_scheduler_fails_calls_in_flight_with_a_clear_error_and_health_says_so(
-        scheduler_process: tuple[subprocess.Popen[bytes], str]) -> None:
-    proc, info_file = scheduler_process
-    await until(lambda: Path(info_file).exists() and Path(info_file).stat().st_size > 0, "the scheduler file")
-    address = json.loads(Path(info_file).read_text())["address"]
+async def test_a_lost_scheduler_fails_calls_with_a_clear_error_and_the_pool_heals_when_it_returns(
+        processes: Processes, tmp_path: Path) -> None:
+    scheduler, address = await processes.scheduler()
     url = "dask://" + address.removeprefix("tcp://")
-    async with SharedPool(cpus=2, backend=url, startup_timeout=5) as pool:
+    inits = tmp_path / "inits"
+    inits.mkdir()
+    async with SharedPool(cpus=2, backend=url, startup_timeout=2, initializer=workfns.record_init,
+                          initargs=(str(inits),)) as pool:
         assert pool.stats().health == "no workers"
         pending = asyncio.ensure_future(pool.run(workfns.square, 4))  # no worker: it waits on the scheduler
         await until(lambda: pool.stats().busy + pool.stats().queued == 1, "the call to be in flight")
-        proc.kill()
+        scheduler.kill()
         with pytest.raises(PoolUnavailable, match="unreachable"):
             await pending
         assert pool.stats().health == "scheduler unreachable"
@@ -201,8 +226,25 @@ async def test_a_lost_scheduler_fails_calls_in_flight_with_a_clear_error_and_hea
             await pool.run(workfns.square, 5)
         assert (await pool.run_in_thread(sum, [1, 2])) == 3  # threads are local and keep working
 
+        # The scheduler comes back on the same port (empty: no plugins, no workers), then a worker joins.
+        await processes.scheduler(port=int(address.rsplit(":", 1)[1]))
+        await until(lambda: pool.stats().health == "no workers", "the pool to reconnect", interval=0.1)
+        processes.start("dask_worker", address, "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
+                        "--no-dashboard")
+        await until(lambda: pool.stats().health == "ok", "the worker to join", interval=0.1)
+        pid = await pool.run(workfns.getpid)
+        assert (inits / f"init-{pid}").exists()  # the initializer was registered again on the new scheduler
+        assert pool.stats().restarts == 1
+
     with pytest.raises(PoolUnavailable, match="cannot reach the Dask scheduler"):
-        await SharedPool(cpus=2, backend=url, startup_timeout=1).start()
+        await SharedPool(cpus=2, backend="dask://" + free_address(), startup_timeout=1).start()
+
+
+def free_address() -> str:
+    """host:port of a loopback port nothing listens on."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def test_the_backend_setting_is_checked_and_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -249,7 +291,7 @@ async def test_the_workloads_and_parity_suites_pass_on_the_dask_cluster(dask_clu
     env = {**os.environ, "CUTOVER_POOL": dask_cluster.url}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pytest", *CLUSTER_SUITE, "-q", "-p", "no:cacheprovider",
-        cwd=Path(__file__).resolve().parents[2], env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), 900)
