@@ -43,7 +43,8 @@ What each promise of the local pool becomes on a cluster:
   that cannot be reached at start raises it from ``start()``.
 * **Back-pressure.** ``max_queued`` bounds the calls this process has in flight
   on the cluster; past it calls wait here (or raise
-  :class:`~bridge.errors.PoolBusy` with ``block=False``), as locally.
+  :class:`~bridge.errors.PoolBusy` with ``block=False``, or once ``max_waiting``
+  calls already wait), as locally.
 * **The initializer** becomes a Dask worker plugin, registered on start:
   every worker runs ``initializer(*initargs)`` once, in a worker thread (so the
   worker's event loop keeps its heartbeats while a model loads), including
@@ -197,7 +198,7 @@ class DaskBackend:
     """A Dask ``Client`` behind the shared pool's calls; see the module docstring for the semantics."""
 
     def __init__(self, url: str, *, init_blob: bytes, worker_threads: int | None, max_queued: int,
-                 connect_timeout: float) -> None:
+                 connect_timeout: float, max_waiting: int | None = None) -> None:
         from .pool import parse_backend
 
         address = parse_backend(url)
@@ -205,6 +206,7 @@ class DaskBackend:
             raise ValueError(f"{url!r} is not a Dask backend")
         self.url, self.address = url, address
         self.max_queued = max_queued
+        self.max_waiting = max_waiting if max_waiting is not None else max(1024, 4 * max_queued)
         self._init_blob = init_blob
         self._worker_threads = worker_threads
         self._connect_timeout = connect_timeout
@@ -359,12 +361,13 @@ class DaskBackend:
                 raise PoolUnavailable(self._unreachable_message())
             if len(self._in_flight) < self.max_queued and not self._waiting:
                 self._send(call)
-            elif block:
+            elif block and len(self._waiting) < self.max_waiting:
                 self._waiting.append(call)
             else:
                 raise PoolBusy(
                     f"{self.max_queued} calls from this process are already in flight on the Dask "
-                    f"cluster at {self.address}; retry later"
+                    f"cluster at {self.address}" + (f", {len(self._waiting)} more waiting" if block else "")
+                    + "; retry later"
                 )
         call.future.add_done_callback(functools.partial(self._on_caller_done, call))
         return call.future

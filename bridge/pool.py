@@ -176,7 +176,11 @@ class SharedPool:
     each worker) defaults to ``budget // processes`` so workers x threads never
     exceed the budget. ``max_queued`` bounds calls accepted but not yet running;
     past it, ``run`` and ``defer`` wait for room, or raise :class:`PoolBusy`
-    with ``block=False``.
+    with ``block=False``. ``max_waiting`` bounds the calls waiting for room:
+    past it even a blocking call gets :class:`PoolBusy` at once, so a burst can
+    never grow an unbounded backlog (each waiting call holds its arguments, an
+    image or a recording, in memory). Its default, ``max(1024, 4 * max_queued)``,
+    lets a batch fan out; a service sizes it to what its requests may hold.
 
     ``initializer(*initargs)`` runs once in every worker before its first call,
     the place to load a model. It must be picklable (a module-level function).
@@ -198,6 +202,7 @@ class SharedPool:
         initargs: tuple[Any, ...] = (),
         start_method: StartMethod | None = None,
         max_queued: int | None = None,
+        max_waiting: int | None = None,
         worker_threads: int | None = None,
         preload: tuple[str, ...] = (),
         startup_timeout: float = 60.0,
@@ -222,6 +227,9 @@ class SharedPool:
         self.max_queued = max_queued if max_queued is not None else 16 * self.processes
         if self.max_queued < 1:
             raise ValueError(f"max_queued must be at least 1, got {self.max_queued}")
+        self.max_waiting = max_waiting if max_waiting is not None else max(1024, 4 * self.max_queued)
+        if self.max_waiting < 0:
+            raise ValueError(f"max_waiting must be at least 0, got {self.max_waiting}")
         method = start_method or ("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
         if method not in ("forkserver", "spawn"):
             raise ValueError(
@@ -323,7 +331,7 @@ class SharedPool:
             ) from exc
         backend = DaskBackend(
             self.backend, init_blob=self._init_blob, worker_threads=self._explicit_worker_threads,
-            max_queued=self.max_queued, connect_timeout=self._startup_timeout,
+            max_queued=self.max_queued, max_waiting=self.max_waiting, connect_timeout=self._startup_timeout,
         )
         try:
             backend.start()
@@ -485,12 +493,13 @@ class SharedPool:
             if len(self._queue) < self.max_queued and not self._waiting:
                 call.state = "queued"
                 self._queue.append(call)
-            elif block:
+            elif block and len(self._waiting) < self.max_waiting:
                 self._waiting.append(call)
             else:
                 raise PoolBusy(
                     f"the pool queue is full ({self.max_queued} calls waiting for "
-                    f"{self.processes} workers); retry later"
+                    f"{self.processes} workers" + (f", {len(self._waiting)} more for room" if block else "")
+                    + "); retry later"
                 )
         call.future.add_done_callback(functools.partial(self._on_future_done, call))
         self._wake()

@@ -119,7 +119,7 @@ class Host:
         self.recorder = ShadowRecorder(
             settings.var_dir / "cutover.db", max_inflight=settings.shadow_max_inflight, rules=dict(DIFF_RULES)
         )
-        self.metrics_ = Metrics(self._pool_stats, self.recorder.stats, self.lag)
+        self.metrics_ = Metrics(self._pool_stats, self.recorder.stats, self.lag, admission=self._admission)
         self.legacy: Any = None
         self.modern: Any = None
         self.frontdoor: FrontDoor | None = None
@@ -255,9 +255,12 @@ class Host:
             "tasks": {name: self.plan.owner_of(name) for name in self.known_tasks()},
             "pool": self._pool_stats(),
             "loop_lag": self.lag.percentiles(),
-            "admission": {"inflight": self.inflight, "max_inflight": self.max_inflight, "rejected": self.rejected,
-                          "pool_capacity": self.pool_capacity()},
+            "admission": self._admission(),
         }
+
+    def _admission(self) -> dict[str, int]:
+        return {"inflight": self.inflight, "max_inflight": self.max_inflight, "rejected": self.rejected,
+                "pool_capacity": self.pool_capacity()}
 
     def pool_capacity(self) -> int:
         """Calls the pool holds before callers wait: its workers plus its bounded queue."""
@@ -312,6 +315,7 @@ async def _busy(send: Send, limit: int) -> None:
     await send({"type": "http.response.start", "status": 503, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"retry-after", b"1"),
         (b"connection", b"close"),  # the body was never read: the connection cannot carry another request
+        (b"x-served-by", b"cutover"),  # neither stack saw it: the front door refused it
     ]})
     await send({"type": "http.response.body", "body": body})
 

@@ -63,8 +63,9 @@ class _StateCollector(Collector):
     """Gauges read at scrape time from the pool, the shadow counts and the lag probe."""
 
     def __init__(self, pool_stats: Callable[[], dict[str, Any]], shadow_stats: Callable[[], dict[str, Any]],
-                 lag: LoopLagProbe) -> None:
+                 lag: LoopLagProbe, admission: Callable[[], dict[str, int]] | None) -> None:
         self.pool_stats, self.shadow_stats, self.lag = pool_stats, shadow_stats, lag
+        self.admission = admission
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         stats = self.pool_stats()
@@ -82,13 +83,16 @@ class _StateCollector(Collector):
         for name, value in self.lag.percentiles().items():
             lag.add_metric([name.removesuffix("_ms")], value / 1000)
         yield lag
+        if self.admission is not None:
+            for key, value in self.admission().items():
+                yield GaugeMetricFamily(f"cutover_admission_{key}", f"front-door admission: {key}", value=float(value))
 
 
 class Metrics:
     """Requests per route and stack, latency histograms, and the state gauges."""
 
     def __init__(self, pool_stats: Callable[[], dict[str, Any]], shadow_stats: Callable[[], dict[str, Any]],
-                 lag: LoopLagProbe) -> None:
+                 lag: LoopLagProbe, admission: Callable[[], dict[str, int]] | None = None) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "cutover_requests", "requests through the front door", ["route", "stack", "status"], registry=self.registry
@@ -97,7 +101,7 @@ class Metrics:
             "cutover_request_seconds", "front-door latency", ["route", "stack"], buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(pool_stats, shadow_stats, lag))
+        self.registry.register(_StateCollector(pool_stats, shadow_stats, lag, admission))
         self.split: dict[str, dict[str, int]] = {}
 
     def observe(self, route: str, stack: str, status: int, seconds: float) -> None:

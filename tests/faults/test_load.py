@@ -76,8 +76,11 @@ async def test_past_max_inflight_the_host_answers_busy_at_once_and_the_admin_api
         assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
         assert refused.headers["connection"] == "close"  # its body was never read
         assert refused.json()["error"]["code"] == "busy"
+        assert refused.headers["x-served-by"] == "cutover"  # neither stack: the front door refused it
         admission = (await cohost.admin.get("/_cutover/api")).json()["admission"]
         assert admission == {"inflight": 1, "max_inflight": 1, "rejected": 1, "pool_capacity": cohost.host.pool_capacity()}
+        metrics = (await cohost.admin.get("/_cutover/metrics")).text
+        assert "cutover_admission_rejected 1.0" in metrics and "cutover_admission_inflight 1.0" in metrics
     finally:
         release.set()
     assert (await first).json() == {"held": "released"}

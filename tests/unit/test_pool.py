@@ -142,6 +142,31 @@ async def test_a_full_queue_makes_callers_wait_or_refuses_with_block_false(gate:
 
 
 @asyncio_test
+async def test_the_backlog_of_waiting_calls_is_bounded_too(gate: Gate) -> None:
+    """A burst far past capacity gets PoolBusy at once, never an unbounded list of waiting calls."""
+    async with SharedPool(processes=1, cpus=2, max_queued=1, max_waiting=2) as pool:
+        blocker = asyncio.ensure_future(pool.run(workfns.wait_at_gate, gate.started, gate.gate, "done"))
+        await gate.wait_started()
+        accepted = [asyncio.ensure_future(pool.run(workfns.square, i)) for i in range(3)]  # 1 queued, 2 waiting
+        await asyncio.sleep(0)
+        with pytest.raises(PoolBusy, match="2 more for room"):
+            await pool.run(workfns.square, 9)  # blocking, yet refused: the backlog is full
+        stats = pool.stats()
+        assert (stats.busy, stats.queued, stats.waiting) == (1, 1, 2)
+        await gate.open()
+        assert await blocker == "done"
+        assert await asyncio.gather(*accepted) == [0, 1, 4]
+        assert await pool.run(workfns.square, 9) == 81  # room again
+
+
+def test_max_waiting_has_a_bounded_default_and_is_validated() -> None:
+    assert SharedPool(processes=1, cpus=2, max_queued=3, backend="local").max_waiting == 1024
+    assert SharedPool(processes=1, cpus=2, max_queued=400, backend="local").max_waiting == 1600
+    with pytest.raises(ValueError, match="max_waiting"):
+        SharedPool(processes=1, cpus=2, max_waiting=-1, backend="local")
+
+
+@asyncio_test
 async def test_unpicklable_calls_fail_alone_with_a_clear_error(pool: SharedPool) -> None:
     with pytest.raises(SerializationError, match="module level"):
         await pool.run(lambda: 1)
