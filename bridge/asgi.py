@@ -108,6 +108,15 @@ class BodyGuard:
             self.response_started = True
         await self._send(message)
 
+    async def run(self, app: ASGIApp, scope: Scope) -> None:
+        """Call ``app`` through the guard. An app failing on a body the guard refused (Starlette raises
+        ``ClientDisconnect``) is not an error: the client already has its answer."""
+        try:
+            await app(scope, self.receive, self.send)
+        except Exception:
+            if not self.rejected:
+                raise
+
     async def _reject(self, status: int, code: str, message: str) -> None:
         self.rejected = True
         if not self.response_started:
@@ -149,7 +158,7 @@ class BodyLimitMiddleware:
             await _send_error(send, 413, "body_too_large", f"the request body is {declared} bytes; the limit is {limit}")
             return
         guard = BodyGuard(receive, send, limit=limit, timeout=self.body_timeout, min_rate=self.min_body_rate)
-        await self.app(scope, guard.receive, guard.send)
+        await guard.run(self.app, scope)
 
 
 def h11_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[asyncio.Protocol]:

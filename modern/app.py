@@ -13,7 +13,7 @@ from fastapi import FastAPI
 import bridge
 import workloads
 from bridge import SharedPool
-from bridge.asgi import BodyLimitMiddleware
+from bridge.asgi import BodyLimitMiddleware, h11_protocol
 from bridge.jobs import JobRecord, JobRunner, JobStore, KindPolicy
 from bridge.tasks import TaskManager, TaskRegistry
 
@@ -41,7 +41,7 @@ def create_app(settings: ModernSettings | None = None, *, pool: SharedPool | Non
         state.data_sync = sync.register(registry, shared, settings)
 
         async def execute(record: JobRecord, payload: bytes) -> Any:
-            data: Any = payload.decode("utf-8") if record.kind == "domains" else payload
+            data: Any = payload.decode("utf-8", "surrogatepass") if record.kind == "domains" else payload
             return await run_kind(shared, record.kind, data, record.params, settings)
 
         state.jobs = JobStore(settings.db_path)
@@ -90,5 +90,8 @@ async def serve(settings: ModernSettings | None = None, *, host: str | None = No
         settings = dataclasses.replace(settings, host=host or settings.host, port=settings.port if port is None else port)
     pool = SharedPool(initializer=workloads.warm_up)  # every model loaded once per worker
     bridge.set_pool(pool)
-    config = uvicorn.Config(create_app(settings, pool=pool), host=settings.host, port=settings.port, lifespan="on")
+    # h11_protocol: a deadline on request heads, which uvicorn lacks (slow-loris)
+    config = uvicorn.Config(
+        create_app(settings, pool=pool), host=settings.host, port=settings.port, lifespan="on", http=h11_protocol()
+    )
     await uvicorn.Server(config).serve()

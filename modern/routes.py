@@ -131,7 +131,7 @@ def job_from_json(body: dict[str, Any]) -> tuple[str, bytes, dict[str, Any]]:
         raise ApiError(422, "missing_field", "the JSON body needs a `kind` field")
     kind = check_kind(body["kind"])
     if kind == "domains":
-        return kind, required_text(body).encode(), {}
+        return kind, required_text(body).encode("utf-8", "surrogatepass"), {}  # JSON may carry lone surrogates
     encoded = body.get("data_base64")
     if not isinstance(encoded, str):
         raise ApiError(422, "missing_field", f"a {kind} job needs `data_base64` (the file, base64-encoded)")

@@ -20,6 +20,8 @@ from ._checks import as_bytes, number
 from .errors import InvalidInput
 
 NOISE_PERCENTILE = 10.0
+#: The highest sample rate any real recording uses (768 kHz DACs); a header claiming more is lying.
+MAX_SAMPLE_RATE = 768_000
 _SILENCE = 1e-12  # power floor (-120 dBFS) so digital silence has a finite level
 _EXTENSIBLE = 0xFFFE
 #: The SubFormat GUID of WAVE_FORMAT_EXTENSIBLE PCM, after its 2-byte format code.
@@ -94,7 +96,7 @@ def _read_wav(raw: bytes, max_seconds: float) -> tuple[NDArray[np.float64], int,
     try:
         with wave.open(io.BytesIO(_extensible_pcm_as_pcm(raw)), "rb") as reader:
             channels, width, rate, declared = reader.getparams()[:4]
-            if rate <= 0:
+            if not 0 < rate <= MAX_SAMPLE_RATE:
                 raise InvalidInput("corrupt_wav", f"the header declares a sample rate of {rate} Hz")
             if width > 4:
                 raise InvalidInput("not_pcm_wav", f"{8 * width}-bit PCM is not supported (8, 16, 24 or 32-bit only)")

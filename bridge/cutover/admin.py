@@ -15,11 +15,16 @@ from importlib import resources
 from typing import Any, Protocol
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from ..asgi import BodyLimitMiddleware
 from .plan import Plan, PlanError
+
+#: Admin requests are a few small JSON objects; nothing bigger is read.
+ADMIN_MAX_BODY = 64 * 1024
 
 
 class HostControl(Protocol):
@@ -131,14 +136,15 @@ def admin_app(host: HostControl, token: str | None) -> Starlette:
             Route("/_cutover/api/mismatches", guarded(mismatches), methods=["GET"]),
             Route("/_cutover/api/mismatches/{mismatch_id}", guarded(mismatch), methods=["GET"]),
             Route("/_cutover/metrics", guarded(metrics), methods=["GET"]),
-        ]
+        ],
+        middleware=[Middleware(BodyLimitMiddleware, max_body_bytes=ADMIN_MAX_BODY)],
     )
 
 
 async def _json(request: Request) -> dict[str, Any] | Response:
     try:
         body = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         return _error(400, "malformed_json", "the body is not valid JSON")
     if not isinstance(body, dict):
         return _error(422, "invalid_parameter", "the JSON body must be an object")

@@ -84,7 +84,9 @@ class FrontDoor:
             await self.apps["legacy"](scope, receive, send)
             return
         guard = BodyGuard(receive, send, timeout=self.body_timeout, min_rate=self.min_body_rate)
-        receive, send = guard.receive, guard.send
+        await guard.run(self._route, scope)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope["path"]
         if path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
             await self.admin(scope, receive, send)
