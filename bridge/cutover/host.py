@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..asgi import Receive, Scope, Send
+from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, Receive, Scope, Send, h11_protocol
 from ..deferreds import as_future
 from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
@@ -103,6 +103,23 @@ class HostSettings:
     max_inflight: int | None = None
     #: The loop-lag probe's sleep; it keeps a minute of samples. Finer is more exact, and costs a wake-up each time.
     lag_interval: float = field(default_factory=lambda: float(os.environ.get("CUTOVER_LAG_INTERVAL", "0.25")))
+    #: Seconds a client may take to send a request body (extended as bytes arrive); past it, 408.
+    body_timeout: float = field(default_factory=lambda: _env_seconds("CUTOVER_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT))
+    #: Seconds a connection may take to send a complete request head; past it, 408 and closed.
+    header_timeout: float = field(default_factory=lambda: _env_seconds("CUTOVER_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT))
+
+
+def _env_seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number of seconds") from None
+    if not value > 0:
+        raise ValueError(f"{name}={raw!r} must be more than 0 seconds")
+    return value
 
 
 class Host:
@@ -159,6 +176,7 @@ class Host:
             recorder=self.recorder,
             observer=self.metrics_,
             admin=admin_app(self, self.settings.admin_token),
+            body_timeout=self.settings.body_timeout,
         )
         self.plan = self._parse()  # now that the apps are up, check the plan against what they serve
         log.info("cutover host ready: %d routes in the plan", len(self.plan.routes))
@@ -361,6 +379,7 @@ async def serve(settings: HostSettings) -> None:
     config = uvicorn.Config(
         host.asgi(), host=settings.host, port=settings.port, lifespan="on",
         timeout_graceful_shutdown=int(settings.graceful_timeout),
+        http=h11_protocol(settings.header_timeout),  # uvicorn alone never times out a slow request head
     )
     await uvicorn.Server(config).serve()
 

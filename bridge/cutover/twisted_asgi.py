@@ -32,7 +32,8 @@ Semantics, per request:
   Content-Length and calls ``finish()`` later is left to do so, not told the
   client left. ``Transfer-Encoding``,
   ``Connection`` and ``Keep-Alive`` are removed from the response (the ASGI
-  server frames the body itself), except that ``Connection: close`` is kept
+  server frames the body itself), and so are ``Date`` and ``Server`` (the ASGI
+  server sets its own; two of each would be malformed), except that ``Connection: close`` is kept
   when Twisted answered before reading the whole request body: the client's
   connection cannot be reused, and uvicorn honours the header.
 * Backpressure: past :data:`HIGH_WATER` unsent bytes the channel (and through
@@ -87,6 +88,9 @@ _HOP_BY_HOP_REQUEST = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"expect", b"proxy-connection"}
 )
 _HOP_BY_HOP_RESPONSE = frozenset({b"connection", b"keep-alive", b"transfer-encoding"})
+#: Set by the ASGI server on every response (uvicorn does by default); Twisted's copies would repeat
+#: them, and both are single-valued fields (RFC 9110 6.6.1, 10.2.4).
+_SERVER_SET_RESPONSE = frozenset({b"date", b"server"})
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"  # RFC 3986 pchar without '%': a decoded '%' is re-encoded
@@ -496,7 +500,8 @@ class _Exchange:
             transport.drained()
 
     def _response_headers(self, headers: Any) -> list[tuple[bytes, bytes]]:
-        out = [(bytes(n), bytes(v)) for n, v in headers if bytes(n) not in _HOP_BY_HOP_RESPONSE]
+        out = [(bytes(n), bytes(v)) for n, v in headers
+               if bytes(n) not in _HOP_BY_HOP_RESPONSE and bytes(n) not in _SERVER_SET_RESPONSE]
         if not self.body_complete:
             out.append((b"connection", b"close"))  # answered before the body was read: do not reuse
         return out
