@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import WorkerCrashed
+from .errors import PoolBusy, PoolUnavailable, WorkerCrashed
 from .jobstore import (
     DEFAULT_DB_PATH,
     STATUSES,
@@ -113,6 +113,10 @@ class JobRunner:
       before the kernel's OOM killer did): treated as a crash, so the job's fate
       does not depend on which of the two came first: retried, or ``failed``
       with code ``out_of_memory`` once the attempts are spent;
+    * :class:`~bridge.errors.PoolUnavailable` (a Dask scheduler gone) and
+      :class:`~bridge.errors.PoolBusy` (the pool's backlog full): retried, or
+      ``failed`` with code ``pool_unavailable`` / ``busy`` once the attempts
+      are spent;
     * anything else: ``failed`` with code ``internal_error``, and the traceback
       (the worker's too) in the log, not in the response.
 
@@ -361,7 +365,7 @@ class JobRunner:
         code, message = getattr(exc, "code", None), getattr(exc, "message", None)
         if isinstance(code, str) and isinstance(message, str):
             await self._fail(record, {"code": code, "message": message})
-        elif policy is not None and isinstance(exc, WorkerCrashed | TimeoutError | MemoryError):
+        elif policy is not None and isinstance(exc, WorkerCrashed | TimeoutError | MemoryError | PoolUnavailable | PoolBusy):
             await self._retry_or_fail(record, policy, exc)
         else:
             log.error("job %s (%s) attempt %d failed", record.id, record.kind, n, exc_info=exc)
@@ -371,6 +375,9 @@ class JobRunner:
         n = record.attempts
         if isinstance(exc, WorkerCrashed):
             reason, what, retryable = "worker_crashed", str(exc), True
+        elif isinstance(exc, PoolUnavailable | PoolBusy):  # the pool, not the job: the same attempt may work later
+            reason = "pool_unavailable" if isinstance(exc, PoolUnavailable) else "busy"
+            what, retryable = str(exc), True
         elif isinstance(exc, MemoryError):
             reason, what, retryable = "out_of_memory", "the worker ran out of memory" + (f": {exc}" if str(exc) else ""), True
         else:

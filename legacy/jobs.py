@@ -12,7 +12,7 @@ from twisted.python import log
 from twisted.python.failure import Failure
 
 import workloads
-from bridge import SharedPool, WorkerCrashed
+from bridge import PoolBusy, PoolUnavailable, SharedPool, WorkerCrashed
 
 from .settings import LegacySettings
 from .work import run_kind
@@ -96,6 +96,10 @@ class JobStore:
             job.error = {"code": "timeout", "message": str(failure.value)}
         elif failure.check(WorkerCrashed):
             job.error = {"code": "worker_crashed", "message": str(failure.value)}
+        elif failure.check(PoolUnavailable):
+            job.error = {"code": "pool_unavailable", "message": str(failure.value)}
+        elif failure.check(PoolBusy):
+            job.error = {"code": "busy", "message": str(failure.value)}
         else:
             log.err(failure, f"job {job.id} ({job.kind}) failed")
             job.error = {"code": "internal_error", "message": "the job failed; see the service log"}

@@ -14,7 +14,7 @@ from twisted.web.error import UnsupportedMethod
 from twisted.web.server import NOT_DONE_YET, Request
 
 import workloads
-from bridge import PoolBusy, SharedPool, WorkerCrashed
+from bridge import PoolBusy, PoolUnavailable, SharedPool, WorkerCrashed
 
 from .errors import ApiError, write_error, write_json
 from .jobs import JobStore
@@ -37,6 +37,8 @@ def _error_for(failure: Failure) -> ApiError | None:
         return ApiError(504, "timeout", str(failure.value))
     if failure.check(PoolBusy):
         return ApiError(503, "busy", str(failure.value), {"Retry-After": "1"})
+    if failure.check(PoolUnavailable):  # the Dask scheduler is gone: the same request may work in a moment
+        return ApiError(503, "pool_unavailable", str(failure.value), {"Retry-After": "5"})
     if failure.check(WorkerCrashed):
         return ApiError(500, "worker_crashed", str(failure.value))
     log.err(failure, "request failed")

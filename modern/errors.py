@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import workloads
-from bridge import PoolBusy, WorkerCrashed
+from bridge import PoolBusy, PoolUnavailable, WorkerCrashed
 
 
 class ApiError(Exception):
@@ -89,6 +89,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolBusy)
     async def busy(_: Request, exc: PoolBusy) -> JSONResponse:
         return error_response(503, "busy", str(exc), {"Retry-After": "1"})
+
+    @app.exception_handler(PoolUnavailable)
+    async def unavailable(_: Request, exc: PoolUnavailable) -> JSONResponse:
+        return error_response(503, "pool_unavailable", str(exc), {"Retry-After": "5"})
 
     @app.exception_handler(WorkerCrashed)
     async def crashed(_: Request, exc: WorkerCrashed) -> JSONResponse:

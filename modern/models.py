@@ -101,7 +101,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         415: "unsupported Content-Type",
         422: "valid shape, invalid content (missing_field, invalid_parameter, or the kernel's code)",
         500: "a worker died on this call (worker_crashed)",
-        503: "the pool queue is full (busy); see Retry-After",
+        503: "the pool queue is full (busy), or its Dask scheduler is unreachable (pool_unavailable); see Retry-After",
         504: "the call passed its timeout (timeout)",
     }.items()
 }

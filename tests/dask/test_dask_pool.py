@@ -309,3 +309,29 @@ async def test_the_workloads_and_parity_suites_pass_on_the_dask_cluster(dask_clu
     # ...and they ran on the cluster, not on a local pool: its scheduler saw the kernels' tasks
     prefixes = set(dask_cluster.cluster.scheduler.task_prefixes)
     assert {"detect_faces", "analyze_audio", "extract_domains_chunk"} <= prefixes, prefixes  # no other test sends these
+
+
+@asyncio_test
+async def test_both_stacks_answer_503_pool_unavailable_while_the_scheduler_is_gone(
+        processes: Processes, tmp_path: Path) -> None:
+    from tests.api.conftest import ModernServer, start_legacy
+
+    scheduler, address = await processes.scheduler()
+    async with SharedPool(cpus=2, backend="dask://" + address.removeprefix("tcp://"), startup_timeout=2) as pool:
+        legacy, legacy_url = start_legacy(pool, tmp_path / "legacy")
+        modern = ModernServer(pool, tmp_path / "modern")
+        try:
+            modern_url = await modern.start()
+            scheduler.kill()
+            await until(lambda: pool.stats().health == "scheduler unreachable", "the pool to notice", interval=0.1)
+            async with httpx.AsyncClient(timeout=WAIT) as http:
+                for url in (legacy_url, modern_url):
+                    answer = await http.post(f"{url}/v1/domains", json={"text": "see a.example.com"})
+                    assert answer.status_code == 503, (url, answer.text)
+                    assert answer.headers["retry-after"] == "5"
+                    assert answer.json()["error"]["code"] == "pool_unavailable"
+                    status = (await http.get(f"{url}/status")).json()
+                    assert status["pool"]["health"] == "scheduler unreachable"
+        finally:
+            await modern.stop()
+            await as_future(legacy.stop())

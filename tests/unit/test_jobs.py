@@ -222,6 +222,38 @@ async def test_a_worker_crash_is_retried_after_its_backoff_then_succeeds(
 
 
 @asyncio_test
+async def test_a_full_pool_is_retried_like_a_crash_not_failed(store: JobStore, gate: Gate) -> None:
+    """PoolBusy (and PoolUnavailable) say nothing about the job: it waits its backoff and runs once there is room."""
+    async with SharedPool(processes=1, cpus=2, max_queued=1, max_waiting=0) as small:
+        blocker = asyncio.ensure_future(small.run(jobfns.wait_at_gate, b"", gate.started, gate.gate))
+        await gate.wait_started()
+        filler = asyncio.ensure_future(small.run(jobfns.echo, b"filler"))  # takes the one queue slot
+        patient = KindPolicy(timeout=WAIT, max_attempts=1000, backoff_initial=0.01, backoff_max=0.05)
+
+        def refuse_when_full(record: JobRecord, payload: bytes) -> Awaitable[Any]:
+            return small.run(FUNCTIONS[record.kind], payload, block=False, **record.params)
+
+        runner = JobRunner(store, refuse_when_full, concurrency=1, policies=policies(echo=patient), poll_interval=HOUR)
+        await runner.start()
+        try:
+            record, _ = await store.submit("echo", b"hi", {})
+
+            async def refused_once() -> bool:
+                return any(e["event"] == "retry" for e in await store.events(record.id))
+
+            await eventually(refused_once, "the job to be refused by the full pool")
+            await gate.open()
+            done = await settled(store, record.id)
+        finally:
+            await runner.stop(timeout=0)
+        await asyncio.gather(blocker, filler)
+    assert done.status == "succeeded" and done.attempts >= 2
+    retries = [e["detail"] for e in await store.events(record.id) if e["event"] == "retry"]
+    assert retries and {r["reason"] for r in retries} == {"busy"}
+    assert "queue is full" in retries[0]["message"]
+
+
+@asyncio_test
 async def test_a_job_that_always_crashes_fails_after_max_attempts(store: JobStore, pool: SharedPool) -> None:
     doomed = KindPolicy(timeout=WAIT, max_attempts=3, backoff_initial=0.01, backoff_max=0.015)
     async with running(store, pool, policies=policies(crash_always=doomed)):
