@@ -77,6 +77,11 @@ def _deferlater_sleep(call: cst.Call) -> bool:
                                                                           for a in call.args)
 
 
+def _call_later_convertible(call: cst.Call) -> bool:
+    """``loop.call_later`` takes no keyword arguments for the callable, unlike ``reactor.callLater``."""
+    return all(a.keyword is None and a.star != "**" for a in call.args)
+
+
 def _sequence_elements(arg: cst.BaseExpression) -> bool:
     return isinstance(arg, cst.List | cst.Tuple | cst.ListComp | cst.GeneratorExp)
 
@@ -146,8 +151,13 @@ class AsyncioPlanner(cst.CSTVisitor):
             what = "deferToThread()" if call_named(node, DEFER_TO_THREAD) else "gatherResults()"
             self._report(node, f"{what} not awaited directly in a converted function: still a Deferred "
                                "(awaited through as_future); left unchanged")
-        elif call_named(node, REACTOR_CALL_LATER) and not self._in_converted():
-            self._report(node, "reactor.callLater() outside a converted function; left unchanged")
+        elif call_named(node, REACTOR_CALL_LATER):
+            if not self._in_converted():
+                self._report(node, "reactor.callLater() outside a converted function; left unchanged")
+            elif not (isinstance(self.get_metadata(ParentNodeProvider, node), cst.Expr)
+                      and _call_later_convertible(node)):
+                self._report(node, "reactor.callLater() with keyword arguments or its IDelayedCall kept: "
+                                   "use loop.call_later (functools.partial for keywords) by hand; left unchanged")
 
     def _calls_newly_async(self, node: cst.Call) -> bool:
         func = node.func
@@ -221,21 +231,23 @@ class _SleepIdiom(ScopedTransformer):
 class _Awaits(ScopedTransformer):
     """Make every ``await`` in the function's own body await something asyncio can await."""
 
-    def __init__(self, async_names: set[str], wrap_unknown: bool) -> None:
+    def __init__(self, async_names: set[str], wrap_unknown: bool, elsewhere: frozenset[str]) -> None:
         super().__init__()
-        self.async_names, self.wrap_unknown = async_names, wrap_unknown
+        self.async_names, self.wrap_unknown, self.elsewhere = async_names, wrap_unknown, elsewhere
 
     def _is_async(self, expr: cst.BaseExpression) -> bool:
         if not isinstance(expr, cst.Call):
             return False
         func = expr.func
         if isinstance(func, cst.Name):
-            return func.value in self.async_names or func.value == "as_future"
+            return func.value in self.async_names or func.value in self.elsewhere or func.value == "as_future"
         if isinstance(func, cst.Attribute):
             if m.matches(func, ASYNCIO_CALL):
                 return True
-            if m.matches(func.value, m.Name("self") | m.Name("cls")) and func.attr.value in self.async_names:
-                return True
+            if m.matches(func.value, m.Name("self") | m.Name("cls")):
+                return func.attr.value in self.async_names  # a method of this module's classes
+            if isinstance(func.value, cst.Name) and func.attr.value in self.elsewhere:
+                return True  # module.function, converted in another file of the run
             return func.attr.value in _POOL_ASYNC_METHODS and _pool_like(func.value)
         return False
 
@@ -279,17 +291,20 @@ class _Awaits(ScopedTransformer):
     def leave_Expr(self, original_node: cst.Expr, updated_node: cst.Expr) -> cst.Expr:
         if self.depth or not call_named(updated_node.value, REACTOR_CALL_LATER):
             return updated_node
+        if not _call_later_convertible(updated_node.value):  # type: ignore[arg-type]
+            return updated_node  # reported by the planner
         call = updated_node.value
         return updated_node.with_changes(
             value=call.with_changes(func=cst.parse_expression("asyncio.get_running_loop().call_later"))  # type: ignore[attr-defined]
         )
 
 
-def asyncio_body(body: cst.BaseSuite, async_names: set[str], wrap_unknown: bool = True) -> cst.BaseSuite:
+def asyncio_body(body: cst.BaseSuite, async_names: set[str], wrap_unknown: bool = True,
+                 elsewhere: frozenset[str] = frozenset()) -> cst.BaseSuite:
     """Rewrite one converted function's body (its ``yield``s already ``await``s) for asyncio.
 
     ``wrap_unknown`` is False for ``@deferred_api async def`` functions: their
     ``await`` may already take asyncio awaitables, so only the known Twisted
     calls are converted and nothing else is wrapped.
     """
-    return body.visit(_SleepIdiom()).visit(_Awaits(async_names, wrap_unknown))
+    return body.visit(_SleepIdiom()).visit(_Awaits(async_names, wrap_unknown, elsewhere))

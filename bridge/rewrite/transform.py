@@ -258,20 +258,23 @@ def _plan(source: str, target: Target) -> tuple[MetadataWrapper, _Planner]:
 
 
 def async_functions(source: str, target: Target = "asyncio") -> set[str]:
-    """Names of the functions and methods that are ``async def`` in this module once rewritten.
+    """Names of the module-level functions that are ``async def`` in this module once rewritten.
 
     ``cutover rewrite`` collects them over every file it is given and passes them to
     each :func:`rewrite_source`, so a call into another converted module is awaited as it
     is, not through ``as_future``.
     """
-    return _plan(source, target)[1].async_names
+    wrapper, planner = _plan(source, target)
+    return {stmt.name.value for stmt in wrapper.module.body
+            if isinstance(stmt, cst.FunctionDef) and stmt.name.value in planner.async_names}
 
 
 def rewrite_source(source: str, target: Target = "twisted", *, also_async: Iterable[str] = ()) -> RewriteResult:
     """Rewrite ``@inlineCallbacks`` functions in one module's source; see the module docstring.
 
-    ``also_async`` names functions defined elsewhere that are coroutine functions
-    (for the asyncio target: converted in other modules of the same run).
+    ``also_async`` names module-level functions defined elsewhere that are coroutine
+    functions (for the asyncio target: converted in other modules of the same run);
+    a call ``name(...)`` or ``module.name(...)`` of one is awaited directly.
     """
     wrapper, planner = _plan(source, target)
     reports = list(planner.reports)
@@ -282,10 +285,10 @@ def rewrite_source(source: str, target: Target = "twisted", *, also_async: Itera
         extra = AsyncioPlanner(planner.convert)
         wrapper.visit(extra)
         reports += extra.reports
-        async_names = planner.async_names | set(also_async)
+        elsewhere = frozenset(also_async)
 
         def finish_body(body: cst.BaseSuite, from_generator: bool) -> cst.BaseSuite:
-            return asyncio_body(body, async_names, wrap_unknown=from_generator)
+            return asyncio_body(body, planner.async_names, wrap_unknown=from_generator, elsewhere=elsewhere)
 
     new_module = wrapper.module.visit(_Rewriter(planner.convert, finish_body, target))
     if new_module.code != wrapper.module.code:
