@@ -22,6 +22,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_HEADER_TIMEOUT",
+    "DEFAULT_MAX_BODY_TIMEOUT",
     "DEFAULT_MIN_BODY_RATE",
     "BodyGuard",
     "BodyLimitMiddleware",
@@ -34,6 +35,9 @@ DEFAULT_BODY_TIMEOUT = 30.0
 #: Bytes per second that earn a body one more second (Apache mod_reqtimeout's MinRate): a slow
 #: but honest upload keeps going, a client trickling a byte at a time is cut off.
 DEFAULT_MIN_BODY_RATE = 500.0
+#: The most a body may take however fast it arrives (Apache's maxtimeout): without it a client
+#: sending just over MIN_BODY_RATE could hold a connection, and an admission slot, for hours.
+DEFAULT_MAX_BODY_TIMEOUT = 300.0
 #: Seconds a client may take to send a request's line and headers.
 DEFAULT_HEADER_TIMEOUT = 20.0
 
@@ -50,8 +54,8 @@ class BodyGuard:
     """One request's ``receive`` and ``send``, guarded: 413 past ``limit``, 408 when the body is too slow.
 
     The body must arrive within ``timeout`` seconds of the request, plus one
-    second per ``min_rate`` bytes received, and no piece may take longer than
-    ``timeout``. On either refusal the app receives ``http.disconnect`` (so it
+    second per ``min_rate`` bytes received, but never later than ``max_timeout``
+    seconds after the request; and no piece may take longer than ``timeout``. On either refusal the app receives ``http.disconnect`` (so it
     stops reading), the client gets the error unless the app had already
     started a response, and whatever the app sends afterwards is dropped; the
     error says ``Connection: close``, so the server hangs up on the unread rest.
@@ -67,6 +71,7 @@ class BodyGuard:
         limit: int | None = None,
         timeout: float | None = DEFAULT_BODY_TIMEOUT,
         min_rate: float = DEFAULT_MIN_BODY_RATE,
+        max_timeout: float = DEFAULT_MAX_BODY_TIMEOUT,
     ) -> None:
         self._receive, self._send = receive, send
         self.limit, self.timeout, self.min_rate = limit, timeout, min_rate
@@ -75,7 +80,9 @@ class BodyGuard:
         self.response_started = False
         self.rejected = False
         self._loop = asyncio.get_running_loop()
-        self._deadline = self._loop.time() + timeout if timeout is not None else 0.0
+        start = self._loop.time()
+        self._deadline = start + timeout if timeout is not None else 0.0
+        self._cap = start + max(max_timeout, timeout or 0.0)
 
     async def receive(self) -> Message:
         if self.rejected:
@@ -93,7 +100,7 @@ class BodyGuard:
         if message["type"] == "http.request":
             size = len(message.get("body", b""))
             self.received += size
-            self._deadline += size / self.min_rate
+            self._deadline = min(self._deadline + size / self.min_rate, self._cap)
             if not message.get("more_body", False):
                 self.body_done = True
             if self.limit is not None and self.received > self.limit:
@@ -140,6 +147,7 @@ class BodyLimitMiddleware:
         max_body_bytes: int,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         min_body_rate: float = DEFAULT_MIN_BODY_RATE,
+        max_body_timeout: float = DEFAULT_MAX_BODY_TIMEOUT,
     ) -> None:
         if max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be positive, got {max_body_bytes}")
@@ -147,6 +155,7 @@ class BodyLimitMiddleware:
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
         self.min_body_rate = min_body_rate
+        self.max_body_timeout = max_body_timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,7 +166,8 @@ class BodyLimitMiddleware:
         if declared is not None and declared > limit:
             await _send_error(send, 413, "body_too_large", f"the request body is {declared} bytes; the limit is {limit}")
             return
-        guard = BodyGuard(receive, send, limit=limit, timeout=self.body_timeout, min_rate=self.min_body_rate)
+        guard = BodyGuard(receive, send, limit=limit, timeout=self.body_timeout, min_rate=self.min_body_rate,
+                          max_timeout=self.max_body_timeout)
         await guard.run(self.app, scope)
 
 

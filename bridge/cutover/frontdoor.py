@@ -28,7 +28,17 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_MIN_BODY_RATE, ASGIApp, BodyGuard, Message, Receive, Scope, Send
+from ..asgi import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_MAX_BODY_TIMEOUT,
+    DEFAULT_MIN_BODY_RATE,
+    ASGIApp,
+    BodyGuard,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 from ..parity.diff import Exchange
 from .plan import Plan, Route
 from .shadow import ShadowRecorder
@@ -67,6 +77,7 @@ class FrontDoor:
         rng: random.Random | None = None,
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         min_body_rate: float = DEFAULT_MIN_BODY_RATE,
+        max_body_timeout: float = DEFAULT_MAX_BODY_TIMEOUT,
     ) -> None:
         self.apps = {"legacy": legacy, "modern": modern}
         self.plan = plan
@@ -77,13 +88,15 @@ class FrontDoor:
         self.rng = rng or random.Random()
         self.body_timeout = body_timeout  # read on every request: a test or an operator may change it
         self.min_body_rate = min_body_rate
+        self.max_body_timeout = max_body_timeout
         self._background: set[asyncio.Task[Any]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.apps["legacy"](scope, receive, send)
             return
-        guard = BodyGuard(receive, send, timeout=self.body_timeout, min_rate=self.min_body_rate)
+        guard = BodyGuard(receive, send, timeout=self.body_timeout, min_rate=self.min_body_rate,
+                          max_timeout=self.max_body_timeout)
         await guard.run(self._route, scope)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -35,6 +35,7 @@ ROUTES = (
 BODY_LIMIT = 20 * 1024 * 1024  # what both apps ship with (LegacySettings / ModernSettings)
 BODY_TIMEOUT = 1.0  # the front door's slow-body timeout, lowered from 30 s
 HEADER_TIMEOUT = 1.0  # the request-head timeout, lowered from 20 s
+MAX_BODY_TIMEOUT = 2.0  # the cap on a body however fast it arrives, lowered from 300 s
 
 
 def plan_for(stack: str) -> str:
@@ -82,6 +83,7 @@ async def open_door(pool: SharedPool, directory: Path, stack: str) -> Door:
         serving.result()
     assert host.frontdoor is not None
     host.frontdoor.body_timeout = BODY_TIMEOUT
+    host.frontdoor.max_body_timeout = MAX_BODY_TIMEOUT
     port = server.servers[0].sockets[0].getsockname()[1]
     return Door(stack, host, server, serving, f"http://127.0.0.1:{port}")
 

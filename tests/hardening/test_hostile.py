@@ -209,6 +209,13 @@ async def trickle(framing: str, every: float = 0.05) -> AsyncIterator[bytes]:
         await asyncio.sleep(every)  # the attack itself: bytes arrive slowly, never stop
 
 
+async def fast_enough_forever() -> AsyncIterator[bytes]:
+    """100 kB/s, far above the rate that earns more time, and never done: only the cap stops it."""
+    while True:
+        yield b"x" * 2000
+        await asyncio.sleep(0.02)  # the attack itself: a steady stream that outlasts any fair upload
+
+
 async def nothing_more() -> AsyncIterator[bytes]:
     """A body that starts and then stalls: ten bytes, then silence (until the server gives up)."""
     yield b"0123456789"
@@ -220,6 +227,7 @@ SLOW = {
     "body stalls": (head("/v1/domains", "application/json", "Content-Length: 1000"), nothing_more),
     "body trickles, length": (head("/v1/faces", "image/png", "Content-Length: 100000"), lambda: trickle("length")),
     "body trickles, chunked": (head("/v1/faces", "image/png", "Transfer-Encoding: chunked"), lambda: trickle("chunked")),
+    "body fast enough but endless": (head("/v1/faces", "image/png", "Content-Length: 20000000"), fast_enough_forever),
 }
 
 
