@@ -154,9 +154,17 @@ class InitializerPlugin(WorkerPlugin):
             raise WorkerStartupError(f"the pool initializer failed on worker {worker.address}:\n{text}") from None
 
 
-def _run_payload(payload: bytes) -> bytes:
-    """Run one pickled ``(fn, args, kwargs)`` on a worker; always returns pickled ``(ok, value, tb)``."""
+def _run_payload(payload: bytes, init: tuple[str, bytes, int | None] | None = None) -> bytes:
+    """Run one pickled ``(fn, args, kwargs)`` on a worker; always returns pickled ``(ok, value, tb)``.
+
+    ``init`` makes sure the pool's initializer ran in this worker first (once: it is keyed by its
+    digest). The plugin runs it eagerly; this covers a worker that takes a call before the plugin
+    reached it, as after a scheduler restart, when the plugin is registered again a moment later.
+    """
+    fn: Any = None
     try:
+        if init is not None:
+            _initialize(*init)
         fn, args, kwargs = pickle.loads(payload)
         result = fn(*args, **kwargs)
     except BaseException as exc:  # noqa: BLE001 - every failure belongs to its call
@@ -192,6 +200,8 @@ class _DaskCall:
     state: str = "waiting"  # waiting -> submitted -> done
     task: DaskFuture | None = None
     sent: float = 0.0
+    deadline: asyncio.TimerHandle | None = None  # on the client's loop; cancelled once the call is done
+    loop: asyncio.AbstractEventLoop | None = None
 
 
 class DaskBackend:
@@ -379,7 +389,8 @@ class DaskBackend:
         call.state, call.sent = "submitted", time.monotonic()
         self._in_flight.add(call)
         try:
-            call.task = client.submit(_run_payload, call.payload, key=f"{call.name}-{uuid.uuid4().hex}", pure=False)
+            init = None if self._plugin is None else (self._plugin.digest, self._plugin.init_blob, self._plugin.threads)
+            call.task = client.submit(_run_payload, call.payload, init, key=f"{call.name}-{uuid.uuid4().hex}", pure=False)
         except Exception as exc:  # the client closed under us
             self._in_flight.discard(call)
             call.state = "done"
@@ -391,7 +402,13 @@ class DaskBackend:
         # not one round trip at a time through Dask's single done-callback thread.
         asyncio.run_coroutine_threadsafe(self._watch(client, call, call.task), loop)
         if call.timeout is not None:
-            loop.call_soon_threadsafe(loop.call_later, call.timeout, self._on_deadline, call)
+            call.loop = loop
+            loop.call_soon_threadsafe(self._arm_deadline, call)
+
+    def _arm_deadline(self, call: _DaskCall) -> None:
+        """On the client's loop. A call done before this ran needs no timer."""
+        if call.state != "done" and call.loop is not None and call.timeout is not None:
+            call.deadline = call.loop.call_later(call.timeout, self._on_deadline, call)
 
     def _settled_later(self, call: _DaskCall, error: BaseException) -> None:
         # Never settle under the lock: a done-callback may call back into the pool.
@@ -401,6 +418,9 @@ class DaskBackend:
         """Under the lock: take ``call`` out of flight and admit waiting calls into the room it left."""
         call.state = "done"
         self._in_flight.discard(call)
+        if call.deadline is not None and call.loop is not None:
+            # the timer would otherwise hold the call, and its result, until the full timeout passed
+            call.loop.call_soon_threadsafe(call.deadline.cancel)
         self._durations.append(time.monotonic() - call.sent)
         admitted = []
         while self._waiting and len(self._in_flight) < self.max_queued and self._open:

@@ -17,7 +17,8 @@ class PoolClosed(PoolError):
 
 
 class PoolBusy(PoolError):
-    """The pool's queue is full and the caller asked not to wait (``block=False``)."""
+    """The pool's queue is full and the caller asked not to wait (``block=False``), or even
+    the backlog of callers waiting for room is full (``max_waiting``): retry later."""
 
 
 class WorkerCrashed(PoolError):

@@ -340,7 +340,13 @@ class SharedPool:
                 self._state = "closed"
             raise
         with self._lock:
-            self._dask = backend
+            closed_meanwhile = self._state != "starting"
+            if not closed_meanwhile:
+                self._dask = backend
+        if closed_meanwhile:  # close() ran while we connected: leave no client or supervisor behind
+            backend.close(0.0)
+            raise PoolClosed("the pool was closed while it connected to the Dask scheduler")
+        with self._lock:
             # The worker processes that run calls are the cluster's now (as counted at connect time).
             self.processes = backend.stats()["workers"] or self.processes
             self._thread_pool = concurrent.futures.ThreadPoolExecutor(
@@ -362,6 +368,13 @@ class SharedPool:
     def close_sync(self, timeout: float = 10.0) -> None:
         """Blocking form of :meth:`close`."""
         if self._dask is not None:
+            self._close_dask(timeout)
+            return
+        if self._dask_address is not None:
+            with self._lock:
+                if self._dask is None:  # not connected yet: a start in progress sees this and gives up
+                    self._state = "closed"
+                    return
             self._close_dask(timeout)
             return
         with self._lock:
