@@ -24,10 +24,16 @@ def find_domains(pool: SharedPool, text: str, settings: LegacySettings) -> Any:
     """Split on whitespace, extract per chunk across the workers, merge in order."""
     workloads.check_text(text, settings.max_body_bytes)
     chunks = workloads.split_chunks(text, settings.domain_chunk_chars)
-    found = yield defer.gatherResults(
-        [pool.defer(workloads.extract_domains_chunk, chunk, timeout=settings.job_timeout) for chunk in chunks],
-        consumeErrors=True,
-    ).addErrback(_first_error)
+    calls: list[defer.Deferred[Any]] = []
+    try:
+        for chunk in chunks:
+            calls.append(pool.defer(workloads.extract_domains_chunk, chunk, timeout=settings.job_timeout))
+    except Exception:  # the pool refused one (PoolBusy, PoolUnavailable): the others must not run unobserved
+        for call in calls:
+            call.addErrback(lambda failure: None)
+            call.cancel()
+        raise
+    found = yield defer.gatherResults(calls, consumeErrors=True).addErrback(_first_error)
     return workloads.merge_domains(found)
 
 

@@ -18,7 +18,13 @@ async def find_domains(pool: SharedPool, text: str, settings: ModernSettings) ->
     workloads.check_text(text, settings.max_body_bytes)
     chunks = workloads.split_chunks(text, settings.domain_chunk_chars)
     timeout = settings.job_timeouts.get("domains")
-    found = await asyncio.gather(*(pool.run(workloads.extract_domains_chunk, chunk, timeout=timeout) for chunk in chunks))
+    calls = [asyncio.ensure_future(pool.run(workloads.extract_domains_chunk, chunk, timeout=timeout)) for chunk in chunks]
+    try:
+        found = await asyncio.gather(*calls)
+    except BaseException:  # one failed or was refused (PoolBusy): the rest must not run on unobserved
+        for call in calls:
+            call.cancel()
+        raise
     return workloads.merge_domains(found)
 
 
