@@ -92,6 +92,7 @@ async def serve(settings: ModernSettings | None = None, *, host: str | None = No
     bridge.set_pool(pool)
     # h11_protocol: a deadline on request heads, which uvicorn lacks (slow-loris)
     config = uvicorn.Config(
-        create_app(settings, pool=pool), host=settings.host, port=settings.port, lifespan="on", http=h11_protocol()
+        create_app(settings, pool=pool), host=settings.host, port=settings.port, lifespan="on", http=h11_protocol(),
+        ws="none",  # no WebSocket routes; and h11_protocol's head deadline assumes plain HTTP
     )
     await uvicorn.Server(config).serve()

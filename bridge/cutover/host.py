@@ -380,6 +380,7 @@ async def serve(settings: HostSettings) -> None:
         host.asgi(), host=settings.host, port=settings.port, lifespan="on",
         timeout_graceful_shutdown=int(settings.graceful_timeout),
         http=h11_protocol(settings.header_timeout),  # uvicorn alone never times out a slow request head
+        ws="none",  # neither stack serves WebSockets, and the head deadline assumes plain HTTP
     )
     await uvicorn.Server(config).serve()
 

@@ -11,11 +11,14 @@ stands for lines the guide leaves out. Fenced blocks of other kinds (``python``,
 from __future__ import annotations
 
 import os
+import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -70,6 +73,8 @@ class Server:
         self.url = ""
         self.output: list[str] = []
         self.settings: dict[str, str] = {}
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.reader: threading.Thread | None = None
 
     def start(self, command: str, cwd: Path, env: dict[str, str]) -> None:
         settings = {k: v for k, v in env.items() if k.startswith("CUTOVER_")}
@@ -82,23 +87,39 @@ class Server:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         assert self.child.stdout is not None
-        for line in self.child.stdout:  # bounded: the child exits (EOF) or prints its address
+        lines = self.lines
+        # read all along: the server's log must never fill the pipe and stall it
+        self.reader = threading.Thread(target=lambda: [lines.put(line) for line in self.child.stdout], daemon=True)  # type: ignore[union-attr]
+        self.reader.start()
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
             self.output.append(line)
             if found := re.search(r"running on (http://127\.0\.0\.1:\d+)", line):
                 self.url = found.group(1)
                 return
-        raise AssertionError("make run exited before listening:\n" + "".join(self.output))
+            if self.child.poll() is not None and lines.empty():
+                break
+        raise AssertionError("make run did not start listening:\n" + "".join(self.output))
 
     def stop(self) -> str:
         if self.child is None:
             return ""
         self.child.send_signal(signal.SIGTERM)
         try:
-            rest, _ = self.child.communicate(timeout=WAIT)
+            self.child.wait(timeout=WAIT)
         except subprocess.TimeoutExpired:
             self.child.kill()
-            rest, _ = self.child.communicate()
-        return rest
+            self.child.wait(timeout=WAIT)
+        if self.reader is not None:
+            self.reader.join(timeout=WAIT)  # EOF follows the exit
+        rest = []
+        while not self.lines.empty():
+            rest.append(self.lines.get_nowait())
+        return "".join(rest)
 
 
 def test_the_guide_has_a_worked_example_to_run() -> None:
