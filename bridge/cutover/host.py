@@ -143,6 +143,8 @@ class Host:
         self._modern_lifespan: contextlib.AbstractAsyncContextManager[Any] | None = None
         self._owns_reactor = False
         self.inflight = 0  # requests the front door is serving now (the admin API excluded)
+        if settings.max_inflight is not None and settings.max_inflight < 1:
+            raise ValueError(f"max_inflight must be at least 1 (or None for the default), got {settings.max_inflight}")
         self.max_inflight = settings.max_inflight or MIN_INFLIGHT
         self.rejected = 0  # requests answered 503 busy by the admission limit
 

@@ -86,3 +86,12 @@ async def test_past_max_inflight_the_host_answers_busy_at_once_and_the_admin_api
     assert (await first).json() == {"held": "released"}
     served = await cohost.http.post("/v1/domains", json={"text": "a.example.com"})
     assert served.status_code == 200 and cohost.host.inflight == 0
+
+
+def test_an_admission_limit_below_one_is_refused(tmp_path: Path) -> None:
+    from bridge.cutover.host import Host, HostSettings
+
+    plan = tmp_path / "cutover.toml"
+    plan.write_text('[routes]\n"GET /status" = "legacy"\n')
+    with pytest.raises(ValueError, match="max_inflight must be at least 1"):
+        Host(HostSettings(plan_path=plan, var_dir=tmp_path, max_inflight=0))
