@@ -38,6 +38,10 @@ DOMAINS_TEXT = "Docs at https://Docs.Example.com/x, mail ops@corp.example.org; m
 ROOT = Path(__file__).resolve().parent.parent
 
 PLAN = """
+[apps]
+legacy = "legacy.service:cohost"
+modern = "modern.app:cohost"
+
 [routes]
 "GET /status" = "modern"
 "POST /v1/faces" = "legacy"
@@ -182,7 +186,7 @@ async def _main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             legacy = LegacyService(pool, LegacySettings(host="127.0.0.1", port=0, var_dir=tmp_path / "legacy-var",
                                                         sync_enabled=False))
             legacy_url = f"http://127.0.0.1:{legacy.listen()}"
-            legacy.start_tasks()
+            legacy.startService()
             modern_app = create_app(ModernSettings(host="127.0.0.1", port=0, var_dir=tmp_path / "modern-var",
                                                    sync_enabled=False), pool=pool)
             modern_server, modern_serving, modern_url = await _serve(modern_app)

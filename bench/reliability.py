@@ -49,6 +49,10 @@ TOKEN = "reliability-bench-token"
 ROOT = Path(__file__).resolve().parent.parent
 
 PLAN = """
+[apps]
+legacy = "legacy.service:cohost"
+modern = "modern.app:cohost"
+
 [routes]
 "GET /status" = "modern"
 "POST /v1/faces" = "modern"

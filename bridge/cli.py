@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib
 import json
 import sys
 import warnings
@@ -59,46 +58,44 @@ def _run_cpus(args: argparse.Namespace) -> int:
     return 0
 
 
-#: Where ``cutover serve --only STACK`` finds each stack's entry point: an
-#: ``async def serve(*, host, port)``. Import strings, not imports: bridge/
-#: never depends on the services, and a team can point these at its own apps.
-APPS = {"legacy": "legacy.service:serve", "modern": "modern.app:serve"}
+STACKS = ("legacy", "modern")
 
 
 def _add_serve(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="run both stacks behind the front door (or one alone with --only)",
-        description="Host the legacy and modern stacks in one process on one loop, routed by the plan.",
+        description="Host the legacy and modern apps named in the plan's [apps] in one process on one loop, "
+        "routed by the plan.",
     )
     parser.add_argument("--plan", type=Path, default=Path("cutover.toml"), help="the cutover plan (default: cutover.toml)")
-    parser.add_argument("--only", choices=sorted(APPS), help="run this stack alone, without the front door")
-    parser.add_argument("--app", metavar="MODULE:ATTR", help="with --only: the stack's serve entry point")
+    parser.add_argument("--only", choices=STACKS, help="serve this stack of [apps] alone, without the front door")
+    parser.add_argument("--app-dir", type=Path, default=None, metavar="DIR",
+                        help="where the [apps] import strings resolve from (default: [apps] app_dir, else the plan's folder)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
     parser.set_defaults(run=_run_serve)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    if args.only is None:
-        from .cutover.host import HostSettings
-        from .cutover.host import serve as serve_both
-        from .cutover.plan import PlanError
+    import logging
 
-        if not args.plan.is_file():
-            return _error(f"no plan at {args.plan}: pass --plan FILE (the repository ships cutover.toml)")
-        try:
-            asyncio.run(serve_both(HostSettings(plan_path=args.plan, host=args.host, port=args.port)))
-        except PlanError as exc:
-            return _error(str(exc))
-        return 0
-    target = args.app or APPS[args.only]
-    module_name, _, attr = target.partition(":")
+    from .cutover.host import HostSettings, HostStartError
+    from .cutover.host import serve as serve_host
+    from .cutover.plan import PlanError
+
+    if not args.plan.is_file():
+        return _error(f"no plan at {args.plan}: pass --plan FILE (a TOML file with an [apps] table; see README)")
+    if not 0 <= args.port <= 65535:
+        return _error(f"--port must be between 0 and 65535, got {args.port}")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     try:
-        serve = getattr(importlib.import_module(module_name), attr or "serve")
-    except (ImportError, AttributeError) as exc:
-        return _error(f"cannot load {target!r}: {exc}")
-    asyncio.run(serve(host=args.host, port=args.port))
+        settings = HostSettings(plan_path=args.plan, host=args.host, port=args.port, app_dir=args.app_dir, only=args.only)
+        asyncio.run(serve_host(settings))
+    except (PlanError, HostStartError, ValueError) as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        return 130
     return 0
 
 

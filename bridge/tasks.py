@@ -75,6 +75,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from .errors import SerializationError
+from .ownership import TaskBoard, get_task_board
 
 if TYPE_CHECKING:
     from .pool import SharedPool
@@ -285,6 +286,7 @@ class TaskManager:
         backoff_max: float = 60.0,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], Awaitable[Any]] | None = None,
+        board: TaskBoard | None = None,
     ) -> None:
         if not isinstance(stack, str) or not stack:
             raise ValueError(f"stack must be a non-empty string, got {stack!r}")
@@ -303,6 +305,7 @@ class TaskManager:
         self._sleep = sleep or asyncio.sleep
         self._runners: dict[str, _Runner] = {}
         self._started = False
+        self._board = board if board is not None else get_task_board()
 
     # ------------------------------------------------------------------ ownership
 
@@ -312,6 +315,10 @@ class TaskManager:
 
     def owns(self, name: str) -> bool:
         return self.owner_of(name) == self.stack
+
+    def task_names(self) -> list[str]:
+        """The registered tasks, for the :class:`~bridge.ownership.TaskBoard`."""
+        return [spec.name for spec in self.registry]
 
     async def set_owner(self, name: str, stack: str) -> list[str]:
         """Move one task to ``stack``; see :meth:`reassign`."""
@@ -367,6 +374,8 @@ class TaskManager:
         """
         if self._started:
             raise RuntimeError(f"the {self.stack} TaskManager is already started")
+        # A host's plan outranks the app's own defaults for the tasks this registry declares.
+        self._owners.update({k: v for k, v in self._board.owners().items() if k in self.registry})
         loop = asyncio.get_running_loop()
         if self._clock is None:
             self._clock = loop.time
@@ -377,6 +386,7 @@ class TaskManager:
         for spec in chosen:
             self._check_runnable(spec)
         self._started = True
+        self._board.attach(self)
         for spec in chosen:
             self._launch(self._runner(spec.name))
 
@@ -388,6 +398,7 @@ class TaskManager:
         waited on again. Safe to call more than once, and before :meth:`start`.
         """
         self._started = False
+        self._board.detach(self)
         late = await self._stop_all([r for r in self._runners.values() if r.live()])
         if late:
             log.warning("the %s stack stopped, but these tasks ignored cancellation and still run: %s",

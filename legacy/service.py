@@ -1,4 +1,10 @@
-"""The legacy service: its site, jobs, periodic task and lifecycle on the shared pool."""
+"""The legacy service: its site, jobs, periodic task and lifecycle on the shared pool.
+
+It is a Twisted ``Service`` holding a ``site``: ``[apps] legacy = "legacy.service:cohost"``
+hands it to ``cutover serve``, which serves the site in process and calls
+``startService``/``stopService``. Its ``LoopingCall`` is named in a
+:class:`bridge.looping.LoopingTasks`, so the plan's ``[tasks]`` decides whether it runs here.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +14,13 @@ import signal
 import time
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet import defer
 
 import bridge
 import workloads
 from bridge import SharedPool
+from bridge.looping import LoopingTasks
 
 from .jobs import JobStore
 from .request import LimitedSite
@@ -23,7 +31,7 @@ from .sync import DataSync
 __version__ = "1.0.0"
 
 
-class LegacyService:
+class LegacyService(Service):
     """Everything the Twisted service owns, given a pool someone else started."""
 
     def __init__(self, pool: SharedPool, settings: LegacySettings | None = None) -> None:
@@ -32,6 +40,9 @@ class LegacyService:
         self.started = time.monotonic()
         self.jobs = JobStore(pool, self.settings)
         self.data_sync = DataSync(pool, self.settings)
+        self.tasks = LoopingTasks("legacy", owners=self.settings.task_owners)
+        self.tasks.add("data_sync", self.data_sync.loop, every=self.settings.sync_interval,
+                       startup=self.settings.sync_enabled)
         self.site = LimitedSite(build_tree(self), self.settings.max_body_bytes)
         self.site.displayTracebacks = False
         self.port: Any = None
@@ -42,7 +53,7 @@ class LegacyService:
             "version": __version__,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "pool": self.pool.stats().as_dict(),
-            "tasks": {"data_sync": self.data_sync.state()},
+            "tasks": {"data_sync": {**self.data_sync.state(), **self.tasks.state()["data_sync"]}},
         }
 
     def listen(self, host: str | None = None, port: int | None = None) -> int:
@@ -54,30 +65,28 @@ class LegacyService:
         )
         return int(self.port.getHost().port)
 
-    def start_tasks(self) -> None:
+    def startService(self) -> None:
         """Start the periodic tasks this stack owns (data_sync unless the owners say modern)."""
-        self.set_task_owner("data_sync", self.settings.task_owners.get("data_sync", "legacy"))
-
-    def set_task_owner(self, name: str, stack: str) -> None:
-        """Give a task to a stack at runtime: legacy starts or stops its LoopingCall to match."""
-        if name != "data_sync":
-            raise KeyError(f"legacy has no task {name!r}")
-        self.data_sync.owner = stack
-        if stack == "legacy" and self.settings.sync_enabled and not self.data_sync.loop.running:
-            self.data_sync.start().addErrback(lambda f: f.printTraceback())
-        elif stack != "legacy":
-            self.data_sync.stop()
+        super().startService()
+        if self.settings.sync_enabled:
+            self.data_sync.prepare()
+        self.tasks.start()
 
     @defer.inlineCallbacks
-    def stop(self) -> Any:
-        self.data_sync.stop()
+    def stopService(self) -> Any:
+        super().stopService()
+        yield self.tasks.stop()
         if self.port is not None:
             yield self.port.stopListening()
 
+    def stop(self) -> defer.Deferred[Any]:
+        """Stop the service if it runs; a Deferred either way."""
+        return defer.maybeDeferred(self.stopService) if self.running else defer.succeed(None)
 
-def cohost(pool: SharedPool, *, task_owners: dict[str, str]) -> LegacyService:
+
+def cohost(pool: SharedPool) -> LegacyService:
     """The legacy stack for ``cutover serve``: built on the host's pool, its Site served in process."""
-    return LegacyService(pool, LegacySettings(task_owners=task_owners))
+    return LegacyService(pool)
 
 
 async def serve(settings: LegacySettings | None = None, *, host: str | None = None, port: int | None = None) -> None:
@@ -91,7 +100,7 @@ async def serve(settings: LegacySettings | None = None, *, host: str | None = No
     await pool.start()
     service = LegacyService(pool, settings)
     port = service.listen()
-    service.start_tasks()
+    service.startService()
     print(f"legacy listening on http://{settings.host}:{port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

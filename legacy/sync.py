@@ -43,28 +43,20 @@ class DataSync:
         self.loop = task.LoopingCall(self.tick)
         # Held for a whole tick: never two data_syncs on one inbox, whichever stack or process.
         self.lease = TaskLease(settings.var_dir / "locks" / "data_sync.lock")
-        self.owner = "legacy"
         self.runs = self.failures = self.processed = 0
         self.last_run: str | None = None
         self.last_error: str | None = None
         self.attempts: dict[Path, int] = {}
 
-    def start(self) -> defer.Deferred[Any]:
-        """Start the LoopingCall; its Deferred fires when it stops."""
+    def prepare(self) -> None:
+        """Create the inbox folders producers write into (once, when the service starts)."""
         for folder in (self.settings.inbox, self.settings.outbox, self.settings.done, self.settings.failed):
             for kind in SUFFIXES:
                 (folder / kind).mkdir(parents=True, exist_ok=True)
-        return self.loop.start(self.settings.sync_interval, now=True)
-
-    def stop(self) -> None:
-        if self.loop.running:
-            self.loop.stop()
 
     def state(self) -> dict[str, Any]:
+        """Counters; who owns the task and whether it runs come from the service's LoopingTasks."""
         return {
-            "owner": self.owner,
-            "running": self.loop.running,
-            "every": self.settings.sync_interval,
             "runs": self.runs,
             "failures": self.failures,
             "processed": self.processed,

@@ -76,9 +76,11 @@ def create_app(settings: ModernSettings | None = None, *, pool: SharedPool | Non
     return app
 
 
-def cohost(pool: SharedPool, *, task_owners: dict[str, str]) -> FastAPI:
-    """The modern stack for ``cutover serve``: the host enters its lifespan and calls it in process."""
-    return create_app(ModernSettings(task_owners=task_owners), pool=pool)
+def cohost(pool: SharedPool) -> FastAPI:
+    """The modern stack for ``cutover serve`` (``[apps] modern = "modern.app:cohost"``): built on the
+    host's pool; the host enters its lifespan, and the plan's ``[tasks]`` reaches its TaskManager
+    through the process's task board."""
+    return create_app(pool=pool)
 
 
 async def serve(settings: ModernSettings | None = None, *, host: str | None = None, port: int | None = None) -> None:

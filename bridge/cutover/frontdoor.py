@@ -49,10 +49,14 @@ ADMIN_PREFIX = "/_cutover"
 
 class Observer(Protocol):
     def observe(self, route: str, stack: str, status: int, seconds: float) -> None: ...
+    def observe_unrouted(self, method: str, path: str, status: int) -> None: ...
+
+
+UNROUTED = "unrouted"
 
 
 def route_label(route: Route | None) -> str:
-    return f"{route.method} {route.template}" if route is not None else "unrouted"
+    return f"{route.method} {route.template}" if route is not None else UNROUTED
 
 
 def canary_bucket(route: Route, key: str) -> float:
@@ -142,6 +146,8 @@ class FrontDoor:
             await self.apps[stack](dict(scope), receive, served_by)
         finally:
             self.observer.observe(label, stack, status, time.perf_counter() - started)
+            if label == UNROUTED:
+                self.observer.observe_unrouted(scope["method"], scope["path"], status)
 
     # ------------------------------------------------------------------ shadow
 

@@ -1,15 +1,20 @@
 """``cutover serve``: both stacks in one process, on one loop, behind one front door.
 
-Start-up, in order: Twisted's asyncio reactor is installed on uvicorn's loop;
-the shared pool starts (sized to the CPU budget, models loaded once per
-worker); the legacy service is built on that pool (its twisted.web Site is
-served in process, no socket); the modern app is built on the same pool and
-its lifespan entered; the plan decides which stack owns each background task.
+The apps are named in the plan's ``[apps]`` by import strings (:mod:`.apps`
+says what each may be). Start-up, in order: the plan's folder goes on the
+path; Twisted's asyncio reactor is installed on the running loop; the plan's
+task owners go on the process's :class:`~bridge.ownership.TaskBoard`; the
+shared pool starts; the legacy app loads (its Site is served in process, no
+socket) and its service starts; the modern app loads and its lifespan is
+entered; the plan is checked against the routes and tasks they declare. Any
+error on the way releases what was opened, in reverse, and is raised as one
+line: :class:`HostStartError`.
 
 Shutdown (Ctrl-C or SIGTERM), in order: uvicorn stops accepting and lets
 in-flight requests finish within ``graceful_timeout``; shadow comparisons
-drain; both stacks stop their tasks (modern puts in-flight jobs back in the
-queue); the pool closes; the reactor stops. SIGHUP reloads the plan.
+drain; the legacy service stops; modern's lifespan exits (modern puts
+in-flight jobs back in the queue); the pool closes; the reactor stops. SIGHUP
+reloads the plan.
 
 Admission: the pool bounds the calls it queues, but callers past that bound
 wait in memory, each holding its request (a body of up to 20 MiB), so a
@@ -19,74 +24,46 @@ burst would grow without limit. The host therefore serves at most
 with 503 ``busy`` and ``Retry-After``, the contract's answer when the pool is
 full. The admin API (``/_cutover``) is never refused: an operator must be able
 to look at an overloaded host.
-
-The apps are found by import strings (``[apps]`` in the plan file), so the
-host works for any pair that follows the protocol of :class:`LegacyHandle`
-and a FastAPI/Starlette app factory; ours are the defaults.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, Receive, Scope, Send, h11_protocol
-from ..deferreds import as_future
+from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, BodyGuard, Receive, Scope, Send, h11_protocol
+from ..ownership import get_task_board
 from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
 from ..reactor import install_reactor, stop_reactor
 from .admin import admin_app
+from .apps import AppLoadError, LegacyApp, ModernApp, add_app_dir, import_from_string, load_legacy, load_modern
 from .frontdoor import ADMIN_PREFIX, FrontDoor, route_label
 from .metrics import LoopLagProbe, Metrics
-from .plan import Plan, PlanError
+from .plan import OWNERS, Plan, PlanError
 from .shadow import ShadowRecorder
 from .twisted_asgi import TwistedSiteApp
 
-log = logging.getLogger("cutover.host")
+__all__ = ["Host", "HostSettings", "HostStartError", "serve"]
+
+log = logging.getLogger(__name__)
 LAG_WINDOW = 60.0  # seconds of loop-lag samples the probe keeps
 MIN_INFLIGHT = 64  # the admission floor: a small pool must not refuse a handful of cheap requests
-
-DEFAULT_APPS = {
-    "legacy": "legacy.service:cohost",
-    "modern": "modern.app:cohost",
-    "pool_initializer": "workloads:warm_up",
-}
+UNROUTED_FLUSH = 5.0  # seconds between writes of the unrouted counts to the store
+STACKS = OWNERS
 
 
-#: How shadow mode compares each route's answers (``bridge.parity.DiffRules``). Ids, times and
-#: counters that are meant to differ between two stacks are ignored; everything else must match.
-DIFF_RULES = {
-    "GET /status": DiffRules(ignore=("service", "version", "uptime_s", "pool", "tasks", "jobs")),
-    **{
-        route: DiffRules(ignore=("job_id", "status", "attempts", "created_at", "started_at", "finished_at"))
-        for route in ("POST /v1/jobs", "GET /v1/jobs/{job_id}", "DELETE /v1/jobs/{job_id}")
-    },
-}
-
-
-class LegacyHandle(Protocol):
-    """What the host needs from the legacy stack."""
-
-    site: Any
-
-    def start_tasks(self) -> None: ...
-    def set_task_owner(self, name: str, stack: str) -> None: ...
-    def stop(self) -> Any: ...  # a Deferred
-
-
-def load(target: str) -> Any:
-    module, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module), attr)
+class HostStartError(Exception):
+    """The host could not start; ``str()`` is one line, with the plan's file and line where there is one."""
 
 
 @dataclass
@@ -107,6 +84,10 @@ class HostSettings:
     body_timeout: float = field(default_factory=lambda: _env_seconds("CUTOVER_BODY_TIMEOUT", DEFAULT_BODY_TIMEOUT))
     #: Seconds a connection may take to send a complete request head; past it, 408 and closed.
     header_timeout: float = field(default_factory=lambda: _env_seconds("CUTOVER_HEADER_TIMEOUT", DEFAULT_HEADER_TIMEOUT))
+    #: The folder the apps' import strings resolve from; default ``[apps] app_dir``, else the plan's folder.
+    app_dir: Path | None = None
+    #: "legacy" or "modern": serve that stack alone (no front door, no admin API), as ``--only`` does.
+    only: str | None = None
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -126,100 +107,224 @@ class Host:
     """Owns the shared pieces: pool, plan, both stacks, shadow recorder, metrics."""
 
     def __init__(self, settings: HostSettings, *, pool: SharedPool | None = None) -> None:
+        if settings.only is not None and settings.only not in STACKS:
+            raise ValueError(f"only must be legacy or modern, got {settings.only!r}")
+        if settings.max_inflight is not None and settings.max_inflight < 1:
+            raise ValueError(f"max_inflight must be at least 1 (or None for the default), got {settings.max_inflight}")
         self.settings = settings
         self._given_pool = pool
         self.pool: SharedPool | None = pool
         # Checked for syntax now, and against the routes and tasks the apps declare once they are up.
         self.plan = Plan.load(settings.plan_path)
-        self.apps = {**DEFAULT_APPS, **self.plan.apps}
+        for stack in (settings.only,) if settings.only else STACKS:
+            if stack not in self.plan.apps:
+                raise HostStartError(
+                    f"{settings.plan_path}: no [apps] {stack}: add an [apps] table with "
+                    'legacy = "your_package.module:site" (a twisted.web Site, resource or Klein app, or a factory) and '
+                    'modern = "your_package.module:app" (an ASGI app, or a factory)'
+                )
         self.lag = LoopLagProbe(settings.lag_interval, keep=max(1, round(LAG_WINDOW / settings.lag_interval)))
         self.recorder = ShadowRecorder(
-            settings.var_dir / "cutover.db", max_inflight=settings.shadow_max_inflight, rules=dict(DIFF_RULES)
+            settings.var_dir / "cutover.db", max_inflight=settings.shadow_max_inflight, rules=self.rules_for
         )
         self.metrics_ = Metrics(self._pool_stats, self.recorder.stats, self.lag, admission=self._admission)
-        self.legacy: Any = None
-        self.modern: Any = None
+        self.board = get_task_board()
+        #: The legacy app as loaded (:class:`~bridge.cutover.apps.LegacyApp`; ``.obj`` is the team's own object).
+        self.legacy_app: LegacyApp | None = None
+        self.modern_app: ModernApp | None = None
         self.frontdoor: FrontDoor | None = None
-        self._modern_lifespan: contextlib.AbstractAsyncContextManager[Any] | None = None
+        self._served: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
         self._owns_reactor = False
+        self._opened: list[Callable[[], Awaitable[None]]] = []  # undo steps, run in reverse by stop()
         self.inflight = 0  # requests the front door is serving now (the admin API excluded)
-        if settings.max_inflight is not None and settings.max_inflight < 1:
-            raise ValueError(f"max_inflight must be at least 1 (or None for the default), got {settings.max_inflight}")
         self.max_inflight = settings.max_inflight or MIN_INFLIGHT
         self.rejected = 0  # requests answered 503 busy by the admission limit
+
+    @property
+    def legacy(self) -> Any:
+        """The team's legacy object (what ``[apps] legacy`` or its factory gave)."""
+        return self.legacy_app.obj if self.legacy_app is not None else None
+
+    @property
+    def modern(self) -> Any:
+        """The team's modern ASGI app."""
+        return self.modern_app.obj if self.modern_app is not None else None
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        """Start everything, or release what was opened and raise :class:`HostStartError`."""
+        try:
+            await self._start()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await self.stop()
+            if isinstance(exc, HostStartError | PlanError):
+                raise
+            if isinstance(exc, AppLoadError):
+                raise HostStartError(str(exc)) from exc
+            if isinstance(exc, Exception):
+                raise HostStartError(f"cutover could not start: {type(exc).__name__}: {_one_line(exc)}") from exc
+            raise
+
+    async def _start(self) -> None:
+        plan, settings = self.plan, self.settings
+        app_dir = settings.app_dir
+        if app_dir is None:
+            base = settings.plan_path.resolve().parent
+            app_dir = base / plan.apps["app_dir"] if "app_dir" in plan.apps else base
+        try:
+            add_app_dir(app_dir)
+        except AppLoadError as exc:
+            raise HostStartError(f"{plan.place('app_dir')}{exc}") from None
         existing = sys.modules.get("twisted.internet.reactor")
         # A reactor someone else already runs on this loop (pytest-twisted, an embedding app) is theirs to stop.
         self._owns_reactor = existing is None or not existing.running
         install_reactor()
+        if self._owns_reactor:
+            self._opened.append(stop_reactor)
+        self.board.set_owners(plan.tasks)
+        self._opened.append(self._clear_board)
         if self.pool is None:
-            initializer = load(self.apps["pool_initializer"]) if self.apps.get("pool_initializer") else None
-            self.pool = SharedPool(processes=self.settings.processes, initializer=initializer)
+            initializer = None
+            if plan.apps.get("pool_initializer"):
+                initializer = self._import("pool_initializer")
+            self.pool = SharedPool(processes=settings.processes, initializer=initializer)
             set_pool(self.pool)
         if not self.pool.running:
             await self.pool.start()
-        if self.settings.max_inflight is None:
+            if self._given_pool is None:
+                self._opened.append(self._close_pool)
+        if settings.max_inflight is None:
             self.max_inflight = max(MIN_INFLIGHT, 4 * self.pool_capacity())
-        owners = dict(self.plan.tasks)
-        self.legacy = load(self.apps["legacy"])(self.pool, task_owners=owners)
-        self.legacy.start_tasks()
-        self.modern = load(self.apps["modern"])(self.pool, task_owners=owners)
-        self._modern_lifespan = self.modern.router.lifespan_context(self.modern)
-        await self._modern_lifespan.__aenter__()
+        await self._load_stacks()
+        if settings.only is not None:
+            await self._serve_alone(settings.only)
+            return
         await self.recorder.open()
+        self._opened.append(self.recorder.close)
+        flusher = asyncio.ensure_future(self._flush_unrouted())
+        self._opened.append(lambda: _cancel(flusher))
         self.lag.start()
+        self._opened.append(self.lag.stop)
+        assert self.legacy_app is not None and self.modern_app is not None
         self.frontdoor = FrontDoor(
-            legacy=TwistedSiteApp(self.legacy.site),
-            modern=self.modern,
+            legacy=TwistedSiteApp(self.legacy_app.site),
+            modern=self.modern_app,
             plan=lambda: self.plan,
             recorder=self.recorder,
             observer=self.metrics_,
             admin=admin_app(self, self.settings.admin_token),
             body_timeout=self.settings.body_timeout,
         )
+        self._opened.append(self.frontdoor.drain)
         self.plan = self._parse()  # now that the apps are up, check the plan against what they serve
+        for warning in self.plan.warnings:
+            log.warning("%s", warning)
+        await self.recorder.save_inventory(self.inventory())
         log.info("cutover host ready: %d routes in the plan", len(self.plan.routes))
 
+    async def _load_stacks(self) -> None:
+        wanted = (self.settings.only,) if self.settings.only else STACKS
+        if "legacy" in wanted:
+            try:
+                self.legacy_app = await load_legacy(self.plan.apps["legacy"], self.pool)
+            except AppLoadError as exc:
+                raise HostStartError(f"{self.plan.place('legacy')}{exc}") from exc
+            self.legacy_app.start()
+            self._opened.append(self.legacy_app.stop)
+        if "modern" in wanted:
+            try:
+                self.modern_app = await load_modern(self.plan.apps["modern"], self.pool)
+                await self.modern_app.start()
+            except AppLoadError as exc:
+                raise HostStartError(f"{self.plan.place('modern')}{exc}") from exc
+            self._opened.append(self.modern_app.stop)
+
+    async def _serve_alone(self, stack: str) -> None:
+        """``--only``: this stack runs every task it declares, and serves every request."""
+        for task, stacks in self.board.known_tasks().items():
+            if stack in stacks:
+                await self.board.move(task, stack)
+        app: Any = TwistedSiteApp(self.legacy_app.site) if self.legacy_app is not None else self.modern_app
+
+        async def alone(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            guard = BodyGuard(receive, send, timeout=self.settings.body_timeout)
+            await guard.run(app, scope)
+
+        self._served = alone
+        log.info("cutover serving %s alone", stack)
+
     async def stop(self) -> None:
-        if self.frontdoor is not None:
-            await self.frontdoor.drain()
-        await self.lag.stop()
-        if self.legacy is not None:
-            await as_future(self.legacy.stop())
-        if self._modern_lifespan is not None:
-            await self._modern_lifespan.__aexit__(None, None, None)
-        await self.recorder.close()
-        if self.pool is not None and self._given_pool is None:
+        """Undo what :meth:`start` did, newest first; one failing step never skips the others."""
+        while self._opened:
+            step = self._opened.pop()
+            try:
+                await step()
+            except Exception:
+                log.exception("cutover host: %s failed while stopping", getattr(step, "__qualname__", step))
+
+    async def _flush_unrouted(self) -> None:
+        """Write the unrouted counts to the store every few seconds, and once more when stopped."""
+        try:
+            while True:
+                await asyncio.sleep(UNROUTED_FLUSH)
+                await self._save_unrouted()
+        finally:
+            await self._save_unrouted()
+
+    async def _save_unrouted(self) -> None:
+        try:
+            await self.recorder.save_unrouted(self.metrics_.unrouted_table())
+        except Exception:
+            log.exception("could not store the unrouted request counts")
+
+    async def _close_pool(self) -> None:
+        if self.pool is not None:
             await self.pool.close(timeout=self.settings.graceful_timeout)
-        if self._owns_reactor:
-            await stop_reactor()
+
+    async def _clear_board(self) -> None:
+        self.board.clear()
+
+    def _import(self, key: str) -> Any:
+        try:
+            return import_from_string(self.plan.apps[key], what=f"[apps] {key}")
+        except AppLoadError as exc:
+            raise HostStartError(f"{self.plan.place(key)}{exc}") from exc
 
     def _parse(self) -> Plan:
         path = self.settings.plan_path
-        return Plan.parse(
+        fresh = Plan.parse(
             path.read_text(encoding="utf-8"), source=path,
-            known_routes=self.known_routes(), known_tasks=self.known_tasks(),
+            known_routes=self.known_routes(), known_tasks=self.known_tasks(), modern_routes=self.modern_routes(),
         )
+        if fresh.apps != self.plan.apps:
+            raise PlanError("[apps] changed: restart cutover to load other apps", source=path)
+        return fresh
+
+    def modern_routes(self) -> list[tuple[str, str]] | None:
+        """Routes modern serves, from its router; None when it cannot say (a bare ASGI callable)."""
+        return self.modern_app.routes if self.modern_app is not None else None
+
+    def legacy_routes(self) -> list[tuple[str, str]] | None:
+        """Routes legacy declares (a Klein app's URL map); None for a resource tree."""
+        return self.legacy_app.routes if self.legacy_app is not None else None
 
     def known_routes(self) -> list[tuple[str, str]]:
-        """Routes the modern app declares: the contract both stacks serve (from its OpenAPI schema)."""
-        openapi = getattr(self.modern, "openapi", None)
-        if openapi is not None:
-            return sorted(
-                (method.upper(), path) for path, operations in openapi()["paths"].items() for method in operations
-            )
-        return sorted(
-            (method, route.path)
-            for route in getattr(self.modern, "routes", [])
-            for method in getattr(route, "methods", None) or ()
-            if method != "HEAD" and hasattr(route, "path")
-        )
+        """Routes either app declares."""
+        return sorted({*(self.modern_routes() or ()), *(self.legacy_routes() or ())})
 
     def known_tasks(self) -> list[str]:
-        return sorted(self.modern.state.tasks.state()) if self.modern is not None else []
+        return sorted(self.board.known_tasks())
+
+    def rules_for(self, label: str) -> DiffRules:
+        """Shadow diff rules of a route label ("POST /v1/jobs"), from the current plan."""
+        method, _, template = label.partition(" ")
+        route = self.plan.find(method, template) if template.startswith("/") else None
+        return self.plan.rules_for(route)
 
     # ------------------------------------------------------------------ control (admin API, SIGHUP)
 
@@ -229,17 +334,12 @@ class Host:
         return self.plan
 
     async def set_owner(self, task: str, owner: str) -> Plan:
-        if owner not in ("legacy", "modern"):
+        if owner not in OWNERS:
             raise PlanError(f"task owner must be legacy or modern, got {owner!r}")
-        if task not in self.known_tasks():
-            raise PlanError(f"unknown task {task!r} (known: {', '.join(self.known_tasks())})")
-        # Stop the old owner first, then start the new one: never both at once.
-        if owner == "legacy":
-            await self.modern.state.tasks.set_owner(task, owner)
-            self.legacy.set_task_owner(task, owner)
-        else:
-            self.legacy.set_task_owner(task, owner)
-            await self.modern.state.tasks.set_owner(task, owner)
+        known = self.board.known_tasks()
+        if task not in known:
+            raise PlanError(f"unknown task {task!r} (known: {', '.join(known) or 'none'})")
+        await self.board.move(task, owner)
         self.plan = self.plan.with_owner(task, owner)
         return self.plan
 
@@ -249,21 +349,48 @@ class Host:
             if self.plan.owner_of(task) != fresh.owner_of(task):
                 await self.set_owner(task, fresh.owner_of(task))
         self.plan = fresh
+        for warning in fresh.warnings:
+            log.warning("%s", warning)
         log.info("plan reloaded from %s", self.settings.plan_path)
         return fresh
 
+    def inventory(self) -> list[dict[str, Any]]:
+        """Every route anyone knows of (the plan, legacy's URL map, modern's router), and who serves it.
+
+        ``in_legacy`` / ``in_modern`` are None where that app cannot list its routes.
+        The rows that say ``in_modern: false`` are the to-do list.
+        """
+        legacy, modern = self.legacy_routes(), self.modern_routes()
+        keys = {(r.method, r.template) for r in self.plan.routes} | set(legacy or ()) | set(modern or ())
+        rows = []
+        for method, template in sorted(keys, key=lambda r: (r[1], r[0])):
+            route = self.plan.find(method, template)
+            rows.append({
+                "route": f"{method} {template}",
+                "in_plan": route is not None,
+                "mode": route.mode if route is not None else "legacy",
+                "in_legacy": _listed(legacy, method, template),
+                "in_modern": _listed(modern, method, template),
+            })
+        return rows
+
     def overview(self) -> dict[str, Any]:
         shadow = self.recorder.stats()
+        inventory = {row["route"]: row for row in self.inventory()}
         routes = []
         for route in self.plan.routes:
             label = route_label(route)
             nxt = route.next_mode() if route.mode != "modern" else None
+            if nxt is not None and self.plan.in_modern(route) is False:
+                nxt = None  # modern does not serve it yet: nowhere to move
             routes.append({
                 "method": route.method,
                 "template": route.template,
                 "mode": route.mode,
                 "percent": route.percent,
                 "shadow_safe": route.shadow_safe,
+                "in_legacy": inventory.get(label, {}).get("in_legacy"),
+                "in_modern": inventory.get(label, {}).get("in_modern"),
                 "traffic": self.metrics_.split.get(label, {"legacy": 0, "modern": 0}),
                 "shadow": shadow.get(label, {"compared": 0, "equal": 0, "different": 0, "skipped": 0,
                                              "not_mirrored": 0, "errors": 0, "mismatch_rate": 0.0}),
@@ -272,6 +399,9 @@ class Host:
         return {
             "plan": str(self.plan.source) if self.plan.source else None,
             "routes": routes,
+            "inventory": list(inventory.values()),
+            "unrouted": self.metrics_.unrouted_table(),
+            "warnings": list(self.plan.warnings),
             "tasks": {name: self.plan.owner_of(name) for name in self.known_tasks()},
             "pool": self._pool_stats(),
             "loop_lag": self.lag.percentiles(),
@@ -309,6 +439,9 @@ class Host:
             if scope["type"] == "lifespan":
                 await _lifespan(self, receive, send)
                 return
+            if self._served is not None:  # one stack alone
+                await self._served(scope, receive, send)
+                return
             assert self.frontdoor is not None, "the host has not started"
             path = scope.get("path", "")
             if scope["type"] != "http" or path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/"):
@@ -325,6 +458,31 @@ class Host:
                 self.inflight -= 1
 
         return app
+
+
+def _one_line(exc: BaseException) -> str:
+    """An error's first line; when that line only introduces a traceback, the traceback's last line too."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    return f"{lines[0]} {lines[-1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
+
+
+async def _cancel(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def _listed(routes: list[tuple[str, str]] | None, method: str, template: str) -> bool | None:
+    if routes is None:
+        return None
+    shape = _shape(template)
+    return any(m == method and _shape(t) == shape for m, t in routes)
+
+
+def _shape(template: str) -> tuple[str | None, ...]:
+    return tuple(None if part.startswith("{") else part for part in template.split("/")[1:])
 
 
 async def _busy(send: Send, limit: int) -> None:
@@ -346,17 +504,14 @@ async def _lifespan(host: Host, receive: Receive, send: Send) -> None:
     try:
         await host.start()
     except Exception as exc:
-        log.exception("cutover host failed to start")
-        await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+        log.error("cutover host failed to start: %s", exc)
+        await send({"type": "lifespan.startup.failed", "message": str(exc)})
         return
-    loop = asyncio.get_running_loop()
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(host)))
+    remove = _on_sighup(host)
     await send({"type": "lifespan.startup.complete"})
     message = await receive()
     assert message["type"] == "lifespan.shutdown"
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.remove_signal_handler(signal.SIGHUP)
+    remove()
     try:
         await host.stop()
     except Exception as exc:
@@ -366,24 +521,78 @@ async def _lifespan(host: Host, receive: Receive, send: Send) -> None:
     await send({"type": "lifespan.shutdown.complete"})
 
 
+def _on_sighup(host: Host) -> Callable[[], None]:
+    """Reload the plan on SIGHUP; returns the undo."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(_reload(host)))
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+        return lambda: None
+
+    def remove() -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.remove_signal_handler(signal.SIGHUP)
+
+    return remove
+
+
 async def _reload(host: Host) -> None:
     try:
         await host.reload()
-    except Exception:
-        log.exception("plan reload failed; keeping the current plan")
+    except Exception as exc:
+        log.error("plan reload failed; keeping the current plan: %s", exc)
 
 
 async def serve(settings: HostSettings) -> None:
-    """Run the co-hosted service under uvicorn until SIGINT or SIGTERM."""
+    """Run the co-hosted service (or one stack, with ``settings.only``) under uvicorn until SIGINT or SIGTERM.
+
+    The host starts before uvicorn binds, so a mistake in the plan or the apps raises
+    :class:`HostStartError` (or :class:`PlanError`) here, with everything released, instead of
+    leaving a half-started server behind.
+    """
+    host = Host(settings)
+    await host.start()
+    remove = _on_sighup(host)
+    try:
+        config = _uvicorn().Config(
+            host.asgi(), host=settings.host, port=settings.port, lifespan="off",
+            timeout_graceful_shutdown=int(settings.graceful_timeout),
+            http=h11_protocol(settings.header_timeout),  # uvicorn alone never times out a slow request head
+            ws="none",  # neither stack serves WebSockets, and the head deadline assumes plain HTTP
+        )
+        await _Server(config).serve()
+    finally:
+        remove()
+        await host.stop()
+        log.info("cutover stopped")
+
+
+def _uvicorn() -> Any:
     import uvicorn
 
-    host = Host(settings)
-    config = uvicorn.Config(
-        host.asgi(), host=settings.host, port=settings.port, lifespan="on",
-        timeout_graceful_shutdown=int(settings.graceful_timeout),
-        http=h11_protocol(settings.header_timeout),  # uvicorn alone never times out a slow request head
-        ws="none",  # neither stack serves WebSockets, and the head deadline assumes plain HTTP
-    )
-    await uvicorn.Server(config).serve()
+    return uvicorn
 
 
+class _Server(_uvicorn().Server):  # type: ignore[misc]
+    """uvicorn's server, minus its habit of re-raising SIGINT/SIGTERM as ``serve()`` returns.
+
+    That re-raise would end the process before the host stops the apps (modern's lifespan
+    exit, which puts in-flight jobs back, and the pool). The signals still make uvicorn
+    stop accepting and drain; the process then exits once the host has stopped.
+    """
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        loop = asyncio.get_running_loop()
+        installed = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+                installed.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass
+        try:
+            yield
+        finally:
+            for sig in installed:
+                loop.remove_signal_handler(sig)

@@ -16,7 +16,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Distinct unrouted (method, path) pairs kept; past it they count under one overflow row, so a
+#: scan of random paths cannot grow the table without bound.
+MAX_UNROUTED = 500
+OVERFLOW = ("*", "(more paths than cutover keeps)")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -103,6 +106,25 @@ class Metrics:
         )
         self.registry.register(_StateCollector(pool_stats, shadow_stats, lag, admission))
         self.split: dict[str, dict[str, int]] = {}
+        #: Requests that matched no plan route, per (method, path): the part of the to-do list the plan does not know.
+        self.unrouted: dict[tuple[str, str], dict[str, int]] = {}
+        self.unrouted_requests = Counter(
+            "cutover_unrouted_requests", "requests that matched no plan route", ["method"], registry=self.registry
+        )
+
+    def observe_unrouted(self, method: str, path: str, status: int) -> None:
+        key = (method, path)
+        if key not in self.unrouted and len(self.unrouted) >= MAX_UNROUTED:
+            key = OVERFLOW
+        counts = self.unrouted.setdefault(key, {"requests": 0, "last_status": 0})
+        counts["requests"] += 1
+        counts["last_status"] = status
+        self.unrouted_requests.labels(method if key != OVERFLOW else "*").inc()
+
+    def unrouted_table(self) -> list[dict[str, Any]]:
+        """Unrouted requests, most frequent first."""
+        rows = [{"method": m, "path": p, **counts} for (m, p), counts in self.unrouted.items()]
+        return sorted(rows, key=lambda row: (-row["requests"], row["path"], row["method"]))
 
     def observe(self, route: str, stack: str, status: int, seconds: float) -> None:
         self.requests.labels(route, stack, str(status)).inc()

@@ -53,7 +53,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["METHODS", "MODES", "OWNERS", "SAFE_METHODS", "Plan", "PlanError", "Route"]
+from ..parity.diff import DiffRules
+
+__all__ = ["METHODS", "MODES", "NEEDS_MODERN", "OWNERS", "SAFE_METHODS", "Plan", "PlanError", "Route"]
 
 MODES = ("legacy", "shadow", "canary", "modern")  # the order a route moves in
 OWNERS = ("legacy", "modern")
@@ -61,12 +63,15 @@ METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # mirrored in shadow mode unless told otherwise
 CANARY_STEPS = (10.0, 50.0)  # where "next mode" takes a canary
 
-_TABLES = ("routes", "canary", "tasks", "apps")
-_APP_KEYS = ("legacy", "modern", "pool_initializer")
-_ROUTE_KEYS = ("mode", "percent", "shadow_safe")
+_TABLES = ("routes", "canary", "tasks", "apps", "diff")
+_APP_KEYS = ("legacy", "modern", "pool_initializer", "app_dir")
+_DIFF_KEYS = ("ignore", "ignore_values", "float_tolerance", "headers")
+_ROUTE_KEYS = ("mode", "percent", "shadow_safe", *_DIFF_KEYS)
+NEEDS_MODERN = frozenset({"shadow", "canary", "modern"})  # modes in which modern sees the request
 _CANARY_KEYS = ("sticky_header",)
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
+_IMPORT_STRING = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 Shape = tuple[str | None, ...]  # a template's segments, None for a placeholder
 
@@ -125,9 +130,12 @@ class Route:
     mode: str = "legacy"
     percent: float = 0.0
     shadow_safe: bool | None = None
+    #: This route's shadow diff rules, over the plan's ``[diff]`` defaults (keys of :data:`_DIFF_KEYS`).
+    diff: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_method(self.method)
+        object.__setattr__(self, "diff", MappingProxyType(_check_diff(dict(self.diff), f"route {_show(self.key)}")))
         self.shape  # noqa: B018 - validates the template
         if self.mode not in MODES:
             raise _FieldError("mode", f"unknown mode {_show(self.mode)} (one of {', '.join(MODES)})")
@@ -184,7 +192,37 @@ class Route:
             "mode": self.mode,
             "percent": self.percent,
             "shadow_safe": self.shadow_safe,
+            "diff": dict(self.diff),
         }
+
+
+def _check_diff(rules: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate diff rule keys and values; ``where`` names the table in messages."""
+    for name, value in rules.items():
+        if name not in _DIFF_KEYS:
+            raise _FieldError(name, f"unknown diff rule {_show(name)} in {where} (one of {', '.join(_DIFF_KEYS)})")
+        if name == "float_tolerance":
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+                raise _FieldError(name, f"float_tolerance must be a number >= 0, got {_show(value)}")
+            rules[name] = float(value)
+            continue
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+            raise _FieldError(name, f"{name} must be an array of strings, got {_show(value)}")
+        try:
+            if name == "headers":
+                for header in value:
+                    _check_header_name(header, name)
+            else:
+                DiffRules(ignore=tuple(value))  # parses every path
+        except (TypeError, ValueError) as exc:
+            raise _FieldError(name, f"{name} in {where}: {exc}") from None
+        rules[name] = tuple(value)
+    return rules
+
+
+def _check_header_name(value: str, name: str) -> None:
+    if not _HEADER_NAME.fullmatch(value):
+        raise _FieldError(name, f"{_show(value)} is not a header name")
 
 
 def _check_method(method: object) -> None:
@@ -258,18 +296,32 @@ class Plan:
     known_tasks: frozenset[str] | None = None
     #: ``[apps]``: import strings ("module:attr") of the two stacks and the pool initializer.
     apps: Mapping[str, str] = field(default_factory=dict)
+    #: Routes modern serves; None when they cannot be listed. A route in a mode that sends
+    #: requests to modern must be one of them.
+    modern_routes: frozenset[tuple[str, str]] | None = None
+    #: ``[diff]``: the shadow diff rules every route starts from.
+    diff: Mapping[str, Any] = field(default_factory=dict)
+    #: Things worth saying that do not stop the plan ("file:line: route ... is declared by neither app").
+    warnings: tuple[str, ...] = ()
+    #: The line of each ``[apps]`` key in the file, for errors found when the apps load.
+    app_lines: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "routes", tuple(self.routes))
         object.__setattr__(self, "tasks", MappingProxyType(dict(self.tasks)))
         object.__setattr__(self, "apps", MappingProxyType(dict(self.apps)))
+        object.__setattr__(self, "diff", MappingProxyType(_check_diff(dict(self.diff), "[diff]")))
+        object.__setattr__(self, "warnings", tuple(self.warnings))
+        object.__setattr__(self, "app_lines", MappingProxyType(dict(self.app_lines)))
         if self.known_routes is not None:
             object.__setattr__(self, "known_routes", _known_routes(self.known_routes))
+        if self.modern_routes is not None:
+            object.__setattr__(self, "modern_routes", _known_routes(self.modern_routes))
         if self.known_tasks is not None:
             object.__setattr__(self, "known_tasks", frozenset(self.known_tasks))
         seen: dict[tuple[str, Shape], Route] = {}
         for route in self.routes:
-            _check_new_route(route, seen, self.known_routes)
+            _check_new_route(route, seen, self.modern_routes)
             seen[route.method, route.shape] = route
         for task, owner in self.tasks.items():
             _check_task(task, owner, self.known_tasks)
@@ -285,6 +337,7 @@ class Plan:
         *,
         known_routes: Iterable[tuple[str, str]] | None = None,
         known_tasks: Iterable[str] | None = None,
+        modern_routes: Iterable[tuple[str, str]] | None = None,
     ) -> Plan:
         """Read and validate the plan at ``path``; see :meth:`parse`."""
         source = Path(path)
@@ -294,7 +347,7 @@ class Plan:
         except UnicodeDecodeError as exc:
             line = data.count(b"\n", 0, exc.start) + 1
             raise PlanError(f"not UTF-8 text: {exc.reason} at byte {exc.start}", line=line, source=source) from None
-        return cls.parse(text, source, known_routes=known_routes, known_tasks=known_tasks)
+        return cls.parse(text, source, known_routes=known_routes, known_tasks=known_tasks, modern_routes=modern_routes)
 
     @classmethod
     def parse(
@@ -304,10 +357,15 @@ class Plan:
         *,
         known_routes: Iterable[tuple[str, str]] | None = None,
         known_tasks: Iterable[str] | None = None,
+        modern_routes: Iterable[tuple[str, str]] | None = None,
     ) -> Plan:
         """Build a plan from TOML text; ``source`` only names the file in errors and in :meth:`to_dict`.
 
-        Raises :class:`PlanError` at the first problem, with its line.
+        ``known_routes`` are the routes either app declares: a plan route outside
+        them is a warning (a twisted.web resource tree cannot be listed, so the
+        plan may know routes the host does not). ``modern_routes`` are the routes
+        modern serves: a route in shadow, canary or modern mode outside them is
+        an error. Raises :class:`PlanError` at the first problem, with its line.
         """
         src = Path(source) if source is not None else None
         try:
@@ -316,7 +374,9 @@ class Plan:
             raise _syntax_error(exc, text, src) from exc
         at = _Locator(text, src)
         known_r = None if known_routes is None else _known_routes(known_routes)
+        modern_r = None if modern_routes is None else _known_routes(modern_routes)
         known_t = None if known_tasks is None else frozenset(known_tasks)
+        warnings: list[str] = []
 
         for name in data:
             if name not in _TABLES:
@@ -328,9 +388,13 @@ class Plan:
         for key, value in _table(data, "routes", at).items():
             with at("routes", key):
                 route = _route_from_toml(key, value)
-                _check_new_route(route, seen, known_r, lambda other: at.line("routes", other.key))
+                _check_new_route(route, seen, modern_r, lambda other: at.line("routes", other.key))
             seen[route.method, route.shape] = route
             routes.append(route)
+            declared = (known_r or frozenset()) | (modern_r or frozenset())
+            if known_r is not None and not _declares(declared, route):
+                warnings.append(_place(src, at.line("routes", key)) + f"route {_show(route.key)} is declared by "
+                                "neither app (fine for a twisted.web resource tree, which cannot be listed)")
 
         sticky_header = None
         for key, value in _table(data, "canary", at).items():
@@ -346,15 +410,26 @@ class Plan:
             tasks[task] = owner
 
         apps: dict[str, str] = {}
+        app_lines: dict[str, int] = {}
         for key, value in _table(data, "apps", at).items():
             with at("apps", key):
                 if key not in _APP_KEYS:
                     raise PlanError(f"unknown key {_show(key)} in [apps] (one of {', '.join(_APP_KEYS)})")
-                if not isinstance(value, str) or ":" not in value:
-                    raise PlanError(f'[apps] {key} must be an import string "module:attr", got {_show(value)}')
+                if key == "app_dir":
+                    if not isinstance(value, str) or not value:
+                        raise PlanError(f"[apps] app_dir must be a folder, relative to the plan, got {_show(value)}")
+                elif not isinstance(value, str) or not _IMPORT_STRING.fullmatch(value):
+                    raise PlanError(f'[apps] {key} must be an import string "package.module:attribute", got {_show(value)}')
             apps[key] = value
+            if (line := at.line("apps", key)) is not None:
+                app_lines[key] = line
 
-        return cls(tuple(routes), tasks, sticky_header, src, known_r, known_t, apps)
+        diff_rules = dict(_table(data, "diff", at))
+        with at("diff"):
+            diff_rules = _check_diff(diff_rules, "[diff]")
+
+        return cls(tuple(routes), tasks, sticky_header, src, known_r, known_t, apps, modern_r, diff_rules, tuple(warnings),
+                   app_lines)
 
     # --- questions ----------------------------------------------------------
 
@@ -368,9 +443,29 @@ class Plan:
         shape = _shape(template)
         return next((r for r in self.routes if r.method == method and r.shape == shape), None)
 
+    def place(self, apps_key: str) -> str:
+        """``"cutover.toml:12: "`` for an ``[apps]`` key, as errors begin."""
+        return _place(self.source, self.app_lines.get(apps_key))
+
     def owner_of(self, task: str) -> str:
         """The stack that runs ``task``: legacy unless the plan moved it."""
         return self.tasks.get(task, "legacy")
+
+    def rules_for(self, route: Route | None) -> DiffRules:
+        """The diff rules shadow mode uses for ``route``: ``[diff]``, then the route's own.
+
+        Paths to ignore add up; ``float_tolerance`` and ``headers`` of the route replace the defaults.
+        """
+        merged: dict[str, Any] = dict(self.diff)
+        for name, value in (route.diff if route is not None else {}).items():
+            merged[name] = (*merged.get(name, ()), *value) if name in ("ignore", "ignore_values") else value
+        return DiffRules(**merged)
+
+    def in_modern(self, route: Route) -> bool | None:
+        """Whether modern serves ``route``; None when modern's routes cannot be listed."""
+        if self.modern_routes is None:
+            return None
+        return _declares(self.modern_routes, route)
 
     # --- changes ------------------------------------------------------------
 
@@ -404,6 +499,9 @@ class Plan:
             "tasks": dict(self.tasks),
             "known_routes": None if self.known_routes is None else [f"{m} {t}" for m, t in _sorted(self.known_routes)],
             "known_tasks": None if self.known_tasks is None else sorted(self.known_tasks),
+            "modern_routes": None if self.modern_routes is None else [f"{m} {t}" for m, t in _sorted(self.modern_routes)],
+            "diff": dict(self.diff),
+            "warnings": list(self.warnings),
         }
 
 
@@ -429,7 +527,8 @@ def _route_from_toml(key: str, value: object) -> Route:
     mode = value["mode"]
     if mode == "canary" and "percent" not in value:
         raise _FieldError("mode", 'canary mode needs a percent: { mode = "canary", percent = 10 }')
-    return Route(method, template, mode, value.get("percent", 0), value.get("shadow_safe"))
+    rules = {name: value[name] for name in _DIFF_KEYS if name in value}
+    return Route(method, template, mode, value.get("percent", 0), value.get("shadow_safe"), rules)
 
 
 def _known_routes(routes: Iterable[tuple[str, str]]) -> frozenset[tuple[str, str]]:
@@ -443,10 +542,14 @@ def _known_routes(routes: Iterable[tuple[str, str]]) -> frozenset[tuple[str, str
     return known
 
 
+def _declares(routes: frozenset[tuple[str, str]], route: Route) -> bool:
+    return (route.method, route.shape) in {(m, _shape(t)) for m, t in routes}
+
+
 def _check_new_route(
     route: Route,
     seen: Mapping[tuple[str, Shape], Route],
-    known: frozenset[tuple[str, str]] | None,
+    modern: frozenset[tuple[str, str]] | None,
     line_of: Callable[[Route], int | None] | None = None,
 ) -> None:
     other = seen.get((route.method, route.shape))
@@ -456,9 +559,11 @@ def _check_new_route(
             where = f" on line {line}"
         same = "" if other.template == route.template else f": same as {_show(other.key)}"
         raise PlanError(f"duplicate route {_show(route.key)}{same}{where}")
-    if known is not None and (route.method, route.shape) not in {(m, _shape(t)) for m, t in known}:
-        listed = ", ".join(f"{m} {t}" for m, t in _sorted(known)) or "none"
-        raise PlanError(f"unknown route {_show(route.key)} (known: {listed})")
+    if modern is not None and route.mode in NEEDS_MODERN and not _declares(modern, route):
+        raise _FieldError(
+            "mode", f"route {_show(route.key)} cannot be in {route.mode} mode: modern does not serve it "
+            "(port it first, or keep it on legacy)"
+        )
 
 
 def _check_task(task: str, owner: object, known: frozenset[str] | None) -> None:

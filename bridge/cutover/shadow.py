@@ -14,6 +14,7 @@ import base64
 import json
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,22 @@ CREATE TABLE IF NOT EXISTS shadow_mismatches (
     diff_text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS shadow_by_route ON shadow_mismatches (route, id);
+CREATE TABLE IF NOT EXISTS route_inventory (
+    route TEXT PRIMARY KEY,
+    in_plan INTEGER NOT NULL,
+    mode TEXT NOT NULL,
+    in_legacy INTEGER,
+    in_modern INTEGER,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS unrouted_requests (
+    method TEXT NOT NULL,
+    path TEXT NOT NULL,
+    requests INTEGER NOT NULL,
+    last_status INTEGER NOT NULL,
+    at TEXT NOT NULL,
+    PRIMARY KEY (method, path)
+);
 """
 
 
@@ -83,8 +100,8 @@ class ShadowRecorder:
 
     db_path: Path
     max_inflight: int = 8
-    rules: dict[str, DiffRules] = field(default_factory=dict)
-    default_rules: DiffRules = field(default_factory=DiffRules)
+    #: The diff rules of a route label (the host reads them from the plan, which can change at run time).
+    rules: Callable[[str], DiffRules] = field(default=lambda route: DiffRules())
     counts: dict[str, RouteCounts] = field(default_factory=lambda: defaultdict(RouteCounts))
     inflight: int = 0
     _db: aiosqlite.Connection | None = None
@@ -126,7 +143,7 @@ class ShadowRecorder:
             counts.errors += 1
             body = json.dumps({"error": {"code": "shadow_exception", "message": f"{type(modern).__name__}: {modern}"}})
             modern = Exchange(status=599, headers={"content-type": "application/json"}, body=body.encode())
-        result = diff(legacy, modern, self.rules.get(route, self.default_rules))
+        result = diff(legacy, modern, self.rules(route))
         if result.equal:
             counts.equal += 1
             return True
@@ -143,6 +160,31 @@ class ShadowRecorder:
             except Exception:  # storage trouble must never reach a client
                 log.exception("could not store a shadow mismatch for %s", route)
         return False
+
+    async def save_inventory(self, rows: list[dict[str, Any]]) -> None:
+        """Keep the host's route inventory where ``cutover status`` can read it without a running host."""
+        if self._db is None:
+            return
+        at = _now()
+        await self._db.execute("DELETE FROM route_inventory")
+        await self._db.executemany(
+            "INSERT INTO route_inventory (route, in_plan, mode, in_legacy, in_modern, at) VALUES (?, ?, ?, ?, ?, ?)",
+            [(r["route"], r["in_plan"], r["mode"], r["in_legacy"], r["in_modern"], at) for r in rows],
+        )
+        await self._db.commit()
+
+    async def save_unrouted(self, rows: list[dict[str, Any]]) -> None:
+        """Store this run's unrouted request counts (they replace what the same paths had)."""
+        if self._db is None or not rows:
+            return
+        at = _now()
+        await self._db.executemany(
+            "INSERT INTO unrouted_requests (method, path, requests, last_status, at) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (method, path) DO UPDATE SET requests = excluded.requests,"
+            " last_status = excluded.last_status, at = excluded.at",
+            [(r["method"], r["path"], r["requests"], r["last_status"], at) for r in rows],
+        )
+        await self._db.commit()
 
     async def mismatches(self, route: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         assert self._db is not None

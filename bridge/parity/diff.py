@@ -19,8 +19,10 @@ An ignore path is dotted, relative to the JSON body: ``error.message``. A part
 ``*`` matches any one object key, ``[]`` any list index, ``[3]`` index 3, and
 ``**`` any number of keys and indexes (none included): ``*.created_at`` is a
 ``created_at`` one level down, ``**.created_at`` one at any depth,
-``lines[].score`` every line's score. A matched path is skipped with everything
-below it, and is never reported missing.
+``lines[].score`` every line's score. A path matched by ``ignore`` is skipped
+with everything below it, and is never reported missing. A path matched by
+``ignore_values`` must be there on both sides (a port that drops the field is
+caught), but its value may differ: the right rule for ids, times and counters.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class DiffRules:
     """What counts as a difference.
 
     ``headers``: the header names compared (any case). ``ignore``: JSON paths
-    left out (see the module docstring). ``float_tolerance``: numbers ``a`` and
+    left out (see the module docstring). ``ignore_values``: JSON paths that must
+    exist on both sides, with any value. ``float_tolerance``: numbers ``a`` and
     ``b`` are equal if ``abs(a - b) <= tol * max(1, abs(a), abs(b))``, absolute
     near zero and relative beyond; two ints are compared exactly, since they are
     ids and counts. ``max_differences``: the report stops after this many.
@@ -83,10 +86,12 @@ class DiffRules:
     float_tolerance: float = 1e-6
     max_differences: int = 20
     max_value_chars: int = 200
+    ignore_values: tuple[str, ...] = ()
     _patterns: tuple[tuple[_Token, ...], ...] = field(init=False, repr=False, compare=False)
+    _value_patterns: tuple[tuple[_Token, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("headers", "ignore"):
+        for name in ("headers", "ignore", "ignore_values"):
             value = getattr(self, name)
             if isinstance(value, str):  # ("content-type") without the comma
                 raise TypeError(f"DiffRules.{name} must be a sequence of strings, not one string: ({value!r},)")
@@ -99,11 +104,17 @@ class DiffRules:
         if self.max_value_chars < 10:
             raise ValueError(f"max_value_chars must be at least 10, got {self.max_value_chars}")
         object.__setattr__(self, "_patterns", tuple(_compile(p) for p in self.ignore))
+        object.__setattr__(self, "_value_patterns", tuple(_compile(p) for p in self.ignore_values))
 
     def ignores(self, path: Iterable[_Step]) -> bool:
         """Whether the body path (keys and indexes from the root) is ignored."""
         steps = tuple(path)
         return any(_match(pattern, steps) for pattern in self._patterns)
+
+    def ignores_value(self, path: Iterable[_Step]) -> bool:
+        """Whether the value at this body path may differ (the key must still be on both sides)."""
+        steps = tuple(path)
+        return any(_match(pattern, steps) for pattern in self._value_patterns)
 
 
 def _compile(pattern: str) -> tuple[_Token, ...]:
@@ -250,7 +261,7 @@ class _Collector:
         return f"{self._cut(_show(value), len(suffix))}{suffix}"
 
     def walk(self, a: Any, b: Any, path: tuple[_Step, ...]) -> None:
-        if self.rules.ignores(path):
+        if self.rules.ignores(path) or (path and self.rules.ignores_value(path)):
             return
         kind_a, kind_b = _kind(a), _kind(b)
         if kind_a != kind_b:

@@ -1,11 +1,17 @@
 """A pytest plugin: point the same tests at two running implementations of one HTTP contract.
 
-Load it from a conftest (it registers no entry point, so it is never active by
-surprise)::
+It is registered as a ``pytest11`` entry point named ``bridge.parity.plugin``,
+so installing the toolkit makes its fixtures available; naming it in a
+conftest (``pytest_plugins = ["bridge.parity.plugin"]``) or with ``-p
+bridge.parity.plugin`` is harmless. It does nothing until a test uses its
+fixtures.
 
-    pytest_plugins = ["bridge.parity.plugin"]
-
-or on the command line with ``-p bridge.parity.plugin``. Name the two running
+Bare ``async def`` tests and fixtures work with no other plugin: a test that
+uses ``assert_same``, ``service`` or ``parity_urls`` and is an ``async def``
+(with no ``asyncio``/``anyio``/``trio`` marker of its own) runs on a loop the
+plugin keeps for the session, and so do the ``async def`` fixtures no other
+plugin handles. Under pytest-twisted on the asyncio reactor they run as
+asyncio Tasks on the reactor's loop instead. Name the two running
 services with ``--parity-legacy-url`` / ``--parity-modern-url``, the ini keys
 ``parity_legacy_url`` / ``parity_modern_url``, or the environment variables
 ``CUTOVER_PARITY_LEGACY_URL`` / ``CUTOVER_PARITY_MODERN_URL`` (in that order of
@@ -38,11 +44,14 @@ This module never imports the applications under test: it only speaks HTTP.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import inspect
 import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +72,9 @@ OUTCOMES = ("passed", "failed", "xfailed", "skipped")
 
 _recorder_key = pytest.StashKey["ParityRecorder"]()
 _touched_key = pytest.StashKey["set[tuple[str, str]]"]()
+_runner_key = pytest.StashKey["asyncio.Runner"]()
+PARITY_FIXTURES = ("assert_same", "service", "parity_urls")
+OTHER_ASYNC_MARKERS = ("asyncio", "anyio", "trio")
 
 
 # --------------------------------------------------------------------------- options
@@ -189,6 +201,97 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         result = report.outcome  # passed, failed or skipped
     for route, stack in touched:
         recorder.outcome(route, stack, result)
+
+
+# --------------------------------------------------------------------------- async tests and fixtures
+
+
+def _uses_parity(names: Any) -> bool:
+    return any(name in names for name in PARITY_FIXTURES)
+
+
+def _run(config: pytest.Config, awaitable: Awaitable[Any]) -> Any:
+    """Run ``awaitable`` to completion from synchronous pytest code, and return its result."""
+
+    async def wait() -> Any:
+        return await awaitable
+
+    if asyncio._get_running_loop() is not None:  # pytest-twisted: the reactor's loop runs in a greenlet
+        from pytest_twisted import blockon
+
+        from ..deferreds import as_deferred
+
+        return blockon(as_deferred(wait()))
+    runner = config.stash.get(_runner_key, None)
+    if runner is None:
+        runner = config.stash[_runner_key] = asyncio.Runner()
+    return runner.run(wait())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run a bare ``async def`` parity test; leave every other test to whoever runs it."""
+    fn = pyfuncitem.obj
+    if not inspect.iscoroutinefunction(fn) or not _uses_parity(pyfuncitem.fixturenames):
+        return None
+    if any(pyfuncitem.get_closest_marker(name) for name in OTHER_ASYNC_MARKERS):
+        return None
+    kwargs = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    _run(pyfuncitem.config, fn(**kwargs))
+    return True
+
+
+def _async_fixture_is_ours(fixturedef: Any, request: pytest.FixtureRequest) -> bool:
+    func = fixturedef.func
+    if not (inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)):
+        return False
+    if getattr(func, "_pytest_twisted_mark", None) or "anyio_backend" in request.fixturenames:
+        return False  # pytest-twisted's and anyio's own
+    plugins = request.config.pluginmanager
+    others = any(plugins.has_plugin(name) for name in ("asyncio", "anyio", "trio"))
+    return _uses_parity(request.fixturenames) or _uses_parity(fixturedef.argnames) or not others
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_fixture_setup(fixturedef: Any, request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
+    """Hand pytest a synchronous stand-in for an ``async def`` fixture no other plugin takes."""
+    if not _async_fixture_is_ours(fixturedef, request):
+        return (yield)
+    original = fixturedef.func
+    config = request.config
+    fixturedef.func = _sync_fixture(original, config)
+    try:
+        return (yield)
+    finally:
+        fixturedef.func = original
+
+
+def _sync_fixture(original: Callable[..., Any], config: pytest.Config) -> Callable[..., Any]:
+    if inspect.isasyncgenfunction(original):
+
+        @functools.wraps(original)
+        def generator(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            agen = original(*args, **kwargs)
+            yield _run(config, agen.__anext__())
+            try:
+                _run(config, agen.__anext__())
+            except StopAsyncIteration:
+                return
+            raise RuntimeError(f"async fixture {original.__qualname__} yielded more than once")
+
+        return generator
+
+    @functools.wraps(original)
+    def plain(*args: Any, **kwargs: Any) -> Any:
+        return _run(config, original(*args, **kwargs))
+
+    return plain
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    runner = config.stash.get(_runner_key, None)
+    if runner is not None:
+        runner.close()
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

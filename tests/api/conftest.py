@@ -27,7 +27,7 @@ def start_legacy(pool: SharedPool, var_dir: Path, **overrides: object) -> tuple[
     settings = LegacySettings(host="127.0.0.1", port=0, var_dir=var_dir, **options)  # type: ignore[arg-type]
     service = LegacyService(pool, settings)
     port = service.listen()
-    service.start_tasks()
+    service.startService()
     return service, f"http://127.0.0.1:{port}"
 
 

@@ -19,6 +19,10 @@ from tests.conftest import WAIT, until
 
 TOKEN = "s3cret-admin-token"
 PLAN = """
+[apps]
+legacy = "legacy.service:cohost"
+modern = "modern.app:cohost"
+
 [routes]
 "GET /status" = "modern"
 "POST /v1/faces" = "legacy"

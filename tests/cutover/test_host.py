@@ -144,19 +144,19 @@ async def test_metrics_are_prometheus_text(cohost: Running) -> None:
 async def test_the_plan_reloads_and_moves_task_ownership(cohost: Running) -> None:
     cohost.plan_path.write_text(cohost.plan_path.read_text().replace('data_sync = "legacy"', 'data_sync = "modern"')
                                 .replace('"POST /v1/ocr" = "legacy"', '"POST /v1/ocr" = { mode = "canary", percent = 25 }'))
-    assert cohost.host.legacy.data_sync.loop.running
+    assert cohost.host.legacy.tasks.running("data_sync")
     response = await cohost.admin.post("/_cutover/api/reload")
     assert response.status_code == 200, response.text
     overview = response.json()
     assert overview["tasks"] == {"data_sync": "modern"}
     ocr = next(r for r in overview["routes"] if r["template"] == "/v1/ocr")
     assert (ocr["mode"], ocr["percent"]) == ("canary", 25)
-    assert not cohost.host.legacy.data_sync.loop.running
+    assert not cohost.host.legacy.tasks.running("data_sync")
     assert cohost.host.modern.state.tasks.state()["data_sync"]["running"]
 
     moved = await cohost.admin.post("/_cutover/api/tasks", json={"task": "data_sync", "owner": "legacy"})
     assert moved.status_code == 200 and moved.json()["tasks"] == {"data_sync": "legacy"}
-    assert cohost.host.legacy.data_sync.loop.running
+    assert cohost.host.legacy.tasks.running("data_sync")
     assert not cohost.host.modern.state.tasks.state()["data_sync"]["running"]
 
     cohost.plan_path.write_text(cohost.plan_path.read_text() + '\n"GET /v1/nothing" = "modern"\n')

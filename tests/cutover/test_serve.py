@@ -56,7 +56,7 @@ async def test_cutover_serve_routes_by_the_shipped_plan_and_stops_cleanly_on_sig
         rest = await in_daemon_thread(child.stdout.read)
         # uvicorn re-raises the signal once shut down, so supervisors see how the process ended
         assert child.wait(timeout=WAIT) in (0, -signal.SIGTERM), rest
-        assert "Application shutdown complete" in rest and "Traceback" not in rest
+        assert "cutover stopped" in rest and "Traceback" not in rest
     finally:
         if child.poll() is None:
             child.kill()

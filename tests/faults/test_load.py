@@ -92,6 +92,6 @@ def test_an_admission_limit_below_one_is_refused(tmp_path: Path) -> None:
     from bridge.cutover.host import Host, HostSettings
 
     plan = tmp_path / "cutover.toml"
-    plan.write_text('[routes]\n"GET /status" = "legacy"\n')
+    plan.write_text('[apps]\nlegacy = "legacy.service:cohost"\nmodern = "modern.app:cohost"\n[routes]\n"GET /status" = "legacy"\n')
     with pytest.raises(ValueError, match="max_inflight must be at least 1"):
         Host(HostSettings(plan_path=plan, var_dir=tmp_path, max_inflight=0))

@@ -61,7 +61,7 @@ async def test_sigterm_with_a_hundred_jobs_in_flight_then_restart_loses_none(tmp
     log = "".join(lines)
     # uvicorn re-raises the signal once shut down, so supervisors see how the process ended
     assert first_exit in (0, -signal.SIGTERM), log
-    assert "Application shutdown complete" in log and "Traceback" not in log, log
+    assert "cutover stopped" in log and "Traceback" not in log, log
 
     async with JobStore(tmp_path / "cutover.db") as store:  # what the clean shutdown left on disk
         left = Counter([(await store.get(job_id)).status for job_id in ids])  # type: ignore[union-attr]

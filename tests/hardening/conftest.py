@@ -40,7 +40,8 @@ MAX_BODY_TIMEOUT = 2.0  # the cap on a body however fast it arrives, lowered fro
 
 def plan_for(stack: str) -> str:
     routes = "\n".join(f'"{route}" = "{stack}"' for route in ROUTES)
-    return f"[routes]\n{routes}\n\n[tasks]\ndata_sync = \"{stack}\"\n"
+    apps = '[apps]\nlegacy = "legacy.service:cohost"\nmodern = "modern.app:cohost"\n\n'
+    return f"{apps}[routes]\n{routes}\n\n[tasks]\ndata_sync = \"{stack}\"\n"
 
 
 @dataclass

@@ -52,7 +52,7 @@ async def test_the_owner_runs_data_sync_and_ownership_moves_at_runtime(warm_pool
         assert (state.data_sync.processed, legacy.data_sync.processed) == (5, 0)
 
         await state.tasks.set_owner("data_sync", "legacy")  # the plan moves the task back
-        legacy.set_task_owner("data_sync", "legacy")
+        await as_future(legacy.tasks.set_owner("data_sync", "legacy"))
         assert not state.tasks.state()["data_sync"]["running"]
         for i in range(5):
             drop(tmp_path, "domains", f"l{i}.txt", f"l{i}.example.com".encode())

@@ -30,7 +30,7 @@ KNOWN_TASKS = ["data_sync"]
 
 
 def parse(text: str) -> Plan:
-    return Plan.parse(text, "cutover.toml", known_routes=KNOWN_ROUTES, known_tasks=KNOWN_TASKS)
+    return Plan.parse(text, "cutover.toml", known_routes=KNOWN_ROUTES, known_tasks=KNOWN_TASKS, modern_routes=KNOWN_ROUTES)
 
 
 def error(text: str) -> PlanError:
@@ -102,10 +102,26 @@ def test_empty_plan_keeps_everything_on_legacy() -> None:
     ("text", "message"),
     [
         (
-            '[routes]\n"GET /status" = "legacy"\n"POST /v1/face" = "legacy"\n',
-            'cutover.toml:3: unknown route "POST /v1/face" (known: GET /status, POST /v1/audio/analyze, '
-            "POST /v1/domains, POST /v1/faces, GET /v1/jobs, POST /v1/jobs, DELETE /v1/jobs/{id}, "
-            "GET /v1/jobs/{id}, POST /v1/ocr)",
+            '[routes]\n"GET /status" = "legacy"\n"POST /v1/face" = "modern"\n',
+            'cutover.toml:3: route "POST /v1/face" cannot be in modern mode: modern does not serve it '
+            "(port it first, or keep it on legacy)",
+        ),
+        (
+            '[routes]\n"GET /status" = "legacy"\n"POST /v1/face" = { mode = "legacy", ignore = "id" }\n',
+            'cutover.toml:3: ignore must be an array of strings, got "id"',
+        ),
+        (
+            '[routes]\n"GET /status" = { mode = "legacy", ignore_values = ["a..b"] }\n',
+            "cutover.toml:2: ignore_values in route \"GET /status\": ignore path 'a..b': cannot read part '' "
+            "(write a.b, *.b, a[].b or a[2].b)",
+        ),
+        (
+            '[diff]\nheaders = ["content-type"]\nfloat_tolerance = -1\n',
+            "cutover.toml:3: float_tolerance must be a number >= 0, got -1",
+        ),
+        (
+            '[diff]\nignored = ["x"]\n',
+            'cutover.toml:2: unknown diff rule "ignored" in [diff] (one of ignore, ignore_values, float_tolerance, headers)',
         ),
         (
             '[routes]\n\n"POST /v1/ocr" = { mode = "canary", percent = 150 }\n',
@@ -153,7 +169,7 @@ def test_empty_plan_keeps_everything_on_legacy() -> None:
         ),
         (
             '[routes]\n"GET /status" = { mode = "shadow", percnt = 3 }\n',
-            'cutover.toml:2: unknown key "percnt" in route "GET /status" (one of mode, percent, shadow_safe)',
+            'cutover.toml:2: unknown key "percnt" in route "GET /status" (one of mode, percent, shadow_safe, ignore, ignore_values, float_tolerance, headers)',
         ),
         (
             '[routes]\n"GET /status" = 3\n',
@@ -197,7 +213,7 @@ def test_empty_plan_keeps_everything_on_legacy() -> None:
         ),
         (
             "[routes]\n\n[route]\n",
-            "cutover.toml:3: unknown table [route] (one of [routes], [canary], [tasks], [apps])",
+            "cutover.toml:3: unknown table [route] (one of [routes], [canary], [tasks], [apps], [diff])",
         ),
         (
             'routes = "legacy"\n',
@@ -249,10 +265,10 @@ def test_error_points_at_the_field_line_in_a_route_section() -> None:
 def test_line_found_among_lookalikes() -> None:
     # The same route written in a comment and as a value elsewhere must not be taken for the key.
     text = (
-        '# "POST /v1/face" = "legacy" was a typo\n'
+        '# "POST /v1/face" = "modern" was a typo\n'
         "[routes]\n"
         '"GET /status" = "legacy"   # not "POST /v1/face"\n'
-        '"POST /v1/face" = "legacy"\n'
+        '"POST /v1/face" = "modern"\n'
     )
     assert error(text).line == 4
 
@@ -427,7 +443,7 @@ def test_with_mode_adds_a_known_route_and_keeps_shadow_safe() -> None:
         (("POST", "/v1/ocr", "canary", 150), "canary percent must be between 0 and 100, got 150"),
         (("POST", "/v1/ocr", "canary"), "canary mode needs a percent"),
         (("POST", "/v1/ocr", "modern", 100), "percent applies to canary mode only"),
-        (("POST", "/v1/face", "modern"), 'unknown route "POST /v1/face"'),
+        (("POST", "/v1/face", "modern"), 'route "POST /v1/face" cannot be in modern mode: modern does not serve it'),
         (("GET", "v1/ocr", "modern"), 'path template must start with "/"'),
     ],
 )
@@ -480,6 +496,7 @@ def test_to_dict_is_json() -> None:
         "mode": "canary",
         "percent": 10.0,
         "shadow_safe": False,
+        "diff": {},
     }
     assert data["known_tasks"] == ["data_sync"]
     assert "GET /v1/jobs/{id}" in data["known_routes"]
@@ -493,3 +510,40 @@ def test_apps_are_import_strings_in_their_own_table() -> None:
     assert dict(plan.apps) == {"legacy": "myservice.legacy:cohost", "pool_initializer": "myservice.models:load"}
     assert str(error('[apps]\nlegacy = "no_colon"\n')).startswith("cutover.toml:2: ")
     assert "unknown key" in str(error('[apps]\nfrontend = "x:y"\n'))
+
+
+def test_a_route_only_legacy_serves_is_a_warning_with_its_line_not_an_error() -> None:
+    text = '[routes]\n"GET /status" = "legacy"\n"GET /legacy-only/{x}" = "legacy"\n'
+    plan = Plan.parse(text, "cutover.toml", known_routes=KNOWN_ROUTES, modern_routes=KNOWN_ROUTES)
+    assert plan.warnings == (
+        'cutover.toml:3: route "GET /legacy-only/{x}" is declared by neither app '
+        "(fine for a twisted.web resource tree, which cannot be listed)",
+    )
+    assert plan.in_modern(plan.routes[1]) is False and plan.in_modern(plan.routes[0]) is True
+    # declared by legacy only (a Klein URL map): no warning, and it may stay on legacy
+    quiet = Plan.parse(text, "cutover.toml", known_routes=[*KNOWN_ROUTES, ("GET", "/legacy-only/{y}")],
+                       modern_routes=KNOWN_ROUTES)
+    assert quiet.warnings == ()
+    assert "cannot be in shadow mode" in str(pytest.raises(PlanError, quiet.with_mode, "GET", "/legacy-only/{x}", "shadow").value)
+    # modern's routes unknown (a bare ASGI app): nothing can be checked, nothing refused
+    assert Plan.parse(text.replace('= "legacy"\n"GET /l', '= "modern"\n"GET /l'), "cutover.toml").routes[0].mode == "modern"
+
+
+def test_diff_rules_come_from_diff_then_the_route() -> None:
+    plan = parse(
+        '[diff]\nignore = ["trace_id"]\nheaders = ["content-type", "location"]\n'
+        '[routes]\n"POST /v1/jobs" = { mode = "legacy", ignore_values = ["job_id"], ignore = ["at"], float_tolerance = 0.5 }\n'
+        '"GET /status" = { mode = "legacy", headers = ["allow"] }\n'
+    )
+    jobs = plan.rules_for(plan.find("POST", "/v1/jobs"))
+    assert jobs.ignore == ("trace_id", "at") and jobs.ignore_values == ("job_id",)
+    assert jobs.float_tolerance == 0.5 and jobs.headers == ("content-type", "location")
+    assert plan.rules_for(plan.find("GET", "/status")).headers == ("allow",)
+    assert plan.rules_for(None).ignore == ("trace_id",)  # an unrouted request gets the defaults
+    assert plan.with_mode("POST", "/v1/jobs", "shadow").rules_for(plan.find("POST", "/v1/jobs")) == jobs  # kept by a move
+
+
+def test_app_lines_place_load_errors() -> None:
+    plan = parse('[routes]\n\n[apps]\nlegacy = "a.b:c"\nmodern = "d:e"\napp_dir = "src"\n')
+    assert plan.place("modern") == "cutover.toml:5: " and plan.apps["app_dir"] == "src"
+    assert "import string" in str(error('[apps]\nmodern = "d:e f"\n'))
