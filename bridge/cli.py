@@ -100,16 +100,16 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 DEFAULT_REPORT = Path("var/parity.json")  # where bridge.parity.plugin writes by default, under the rootdir
-PARITY_TESTS = "tests/parity"
 
 
 def _add_parity(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "parity",
         help="run the parity tests against both stacks and print what they found per route",
-        description=f"Run `pytest {PARITY_TESTS}` (or the tests named in PYTEST_ARGS) with the bridge.parity.plugin, then print per route how many "
-        "tests passed on each stack and how many comparisons gave the same output. "
-        "Arguments after the options go to pytest (use -- before ones that start with a dash).",
+        description="Run your pytest suite (as `pytest PYTEST_ARGS` would, from this folder) with the "
+        "bridge.parity.plugin, then print per route how many tests passed on each stack and how many "
+        "comparisons gave the same output. Arguments after the options go to pytest (use -- before ones "
+        "that start with a dash), e.g. cutover parity -- tests/parity --parity-legacy-url URL --parity-modern-url URL.",
     )
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"the report to write and read (default: {DEFAULT_REPORT})")
     parser.add_argument("pytest_args", nargs=argparse.REMAINDER, metavar="PYTEST_ARGS", help="passed to pytest")
@@ -124,10 +124,8 @@ def _run_parity(args: argparse.Namespace) -> int:
     extra = list(args.pytest_args)
     if extra[:1] == ["--"]:
         extra = extra[1:]
-    # tests/parity unless the arguments name tests of their own (a path, or path::test)
-    named = any(not arg.startswith("-") and Path(arg.split("::", 1)[0]).exists() for arg in extra)
-    tests = [] if named else [PARITY_TESTS]
-    command = [sys.executable, "-m", "pytest", "-p", "bridge.parity.plugin", f"--parity-report={report}", *tests, *extra]
+    # The plugin is a pytest11 entry point, so pytest loads it; -p makes sure of it where entry points are off.
+    command = [sys.executable, "-m", "pytest", "-p", "bridge.parity.plugin", f"--parity-report={report}", *extra]
     started = time.time()
     status = subprocess.run(command).returncode
     data = _read_report(report)
@@ -166,6 +164,8 @@ def _run_status(args: argparse.Namespace) -> int:
         return _error(str(exc))
     report = _read_report(args.report) if args.report.is_file() else None
     mismatches = _shadow_mismatches(args.db)
+    inventory = _store_rows(args.db, "SELECT route, in_plan, mode, in_legacy, in_modern FROM route_inventory")
+    declared = {row[0]: (row[3], row[4]) for row in inventory or []}
 
     # Each report key ("POST /v1/jobs", or a concrete "GET /v1/jobs/abc") counts for the plan route that takes it.
     per_route: dict[str, list[dict[str, Any]]] = {}
@@ -176,18 +176,31 @@ def _run_status(args: argparse.Namespace) -> int:
             per_route.setdefault(route.key, []).append(entry)
 
     rows = []
-    for route in plan.routes:
-        entries = per_route.get(route.key, [])
-        mode = f"canary {route.percent:g}%" if route.mode == "canary" else route.mode
+    # The plan's routes, then those only the apps declare (the host's inventory from its last start).
+    keys = [route.key for route in plan.routes] + [k for k in declared if plan.find(*k.split(" ", 1)) is None]
+    for key in keys:
+        route = plan.find(*key.split(" ", 1))
+        entries = per_route.get(key, [])
+        if route is None:
+            mode = "legacy (not in the plan)"
+        else:
+            mode = f"canary {route.percent:g}%" if route.mode == "canary" else route.mode
         if mismatches is None:
             shadow = "?"
         else:
-            count = mismatches.get(route.key, 0)
+            count = mismatches.get(key, 0)
             shadow = f"{count} mismatch{'' if count == 1 else 'es'}"
-        rows.append([route.key, _implemented(entries, "legacy"), _implemented(entries, "modern"), mode, _parity(entries), shadow])
+        in_legacy, in_modern = declared.get(key, (None, None))
+        rows.append([key, _implemented(entries, "legacy", in_legacy), _implemented(entries, "modern", in_modern),
+                     mode, _parity(entries), shadow])
     for task, owner in plan.tasks.items():
         rows.append([f"task {task}", "-", "-", f"runs on {owner}", "-", "-"])
     _table(["route or task", "in legacy", "in modern", "plan mode", "last parity result", "shadow"], rows)
+    unrouted = _store_rows(args.db, "SELECT method, path, requests, last_status FROM unrouted_requests"
+                                    " ORDER BY requests DESC, path LIMIT 50")
+    if unrouted:
+        print("\nrequests that matched no plan route (most first):")
+        _table(["method", "path", "requests", "last status"], [[m, p, str(n), str(st)] for m, p, n, st in unrouted])
     notes = [f"plan: {args.plan}"]
     if report is None:
         notes.append(f"parity: no report at {args.report} (run `cutover parity`)")
@@ -217,19 +230,24 @@ def _read_report(path: Path) -> dict[str, Any] | None:
 
 def _shadow_mismatches(db: Path) -> dict[str, int] | None:
     """Stored mismatches per route, or None when there is no store to ask."""
+    rows = _store_rows(db, "SELECT route, COUNT(*) FROM shadow_mismatches GROUP BY route")
+    return None if rows is None else {str(route): int(count) for route, count in rows}
+
+
+def _store_rows(db: Path, query: str) -> list[tuple[Any, ...]] | None:
+    """Rows from the host's store, read-only; [] for a table the host has not made yet, None with no store."""
     import sqlite3
 
     if not db.is_file():
         return None
     try:
         with contextlib.closing(sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            rows = conn.execute("SELECT route, COUNT(*) FROM shadow_mismatches GROUP BY route").fetchall()
+            return conn.execute(query).fetchall()
     except sqlite3.Error as exc:
         if "no such table" in str(exc):
-            return {}
+            return []
         print(f"{PROG}: warning: cannot read {db}: {exc}", file=sys.stderr)
         return None
-    return {str(route): int(count) for route, count in rows}
 
 
 def _counts(entries: list[dict[str, Any]], stack: str) -> dict[str, int]:
@@ -255,11 +273,18 @@ def _same(entry: dict[str, Any]) -> str:
     return f"{equal}/{equal + different}" if equal + different else "-"
 
 
-def _implemented(entries: list[dict[str, Any]], stack: str) -> str:
+def _implemented(entries: list[dict[str, Any]], stack: str, declared: bool | None = None) -> str:
+    """What the parity report says of a stack's route, else what the app declared (the host's inventory)."""
     counts = _counts(entries, stack)
     if counts["failed"]:
         return f"failing ({counts['failed']})"
-    return "yes" if counts["passed"] else "xfail" if counts["xfailed"] else "?"
+    if counts["passed"]:
+        return "yes"
+    if counts["xfailed"]:
+        return "xfail"
+    if declared is None:
+        return "?"
+    return "yes" if declared else "no"
 
 
 def _parity(entries: list[dict[str, Any]]) -> str:

@@ -95,3 +95,19 @@ async def test_the_dashboard_shows_the_apis_error_for_a_wrong_token(cohost: Runn
         assert await page.locator("#routes tbody tr").count() == 0
         assert await page.evaluate("document.body.dataset.loaded") is None
     assert cohost.host.plan.route_for("POST", "/v1/domains").mode == "legacy"
+
+
+@asyncio_test
+async def test_the_dashboard_lists_the_to_do_routes_and_the_unrouted_requests(cohost: Running) -> None:
+    for _ in range(2):
+        assert (await cohost.http.get("/v2/not-planned")).status_code == 404
+    async with browser_page() as page:
+        await log_in(page, cohost, TOKEN)
+        await page.wait_for_selector("body[data-loaded=true]")
+        expect = playwright_api.expect
+        # GET /v1/jobs is served by modern but the test plan does not name it: on the to-do list
+        todo = page.locator('#todo tr[data-route="GET /v1/jobs"] td')
+        await expect(todo).to_have_text(["GET /v1/jobs", "?", "yes", "legacy", "no"])
+        assert await page.locator('#todo tr[data-route="POST /v1/domains"]').count() == 0  # planned and ported
+        await expect(page.locator("#unrouted tbody tr").first.locator("td")).to_have_text(["GET /v2/not-planned", "2", "404"])
+        await page.screenshot(path="/tmp/dashboard-todo.png", full_page=True)

@@ -126,3 +126,29 @@ def test_only_serves_one_side_of_the_same_apps(shop_copy: Path, tmp_path: Path) 
     finally:
         outputs = legacy.stop() + modern.stop()
     assert "Traceback" not in outputs
+
+
+def test_cutover_status_lists_the_unported_routes_and_the_unrouted_requests(shop_copy: Path, tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.ownservice.conftest import cutover_command, env
+
+    workdir = tmp_path / "elsewhere"
+    served = serve(shop_copy / "cutover.toml", workdir)
+    try:
+        with httpx.Client(base_url=served.url, timeout=WAIT) as http:
+            for _ in range(4):
+                assert http.get("/legacy/only/path").status_code == 404
+    finally:
+        output = served.stop()  # the counts are stored on the way out (and every few seconds before)
+    assert "cutover stopped" in output
+    status = subprocess.run(
+        cutover_command("status", "--plan", str(shop_copy / "cutover.toml"), "--db", str(workdir / "var" / "cutover.db")),
+        capture_output=True, text=True, timeout=WAIT, cwd=workdir, env=env(workdir / "var"),
+    )
+    assert status.returncode == 0, status.stderr
+    rows = {line.split("|")[0].strip(): [c.strip() for c in line.split("|")[1:]] for line in status.stdout.splitlines()
+            if "|" in line}
+    assert rows["GET /"][:3] == ["yes", "no", "legacy"]  # Klein declares it, modern does not: the to-do list
+    assert rows["PUT /items/{name}"][:2] == ["yes", "yes"]
+    assert rows["GET"][:2] == ["/legacy/only/path", "4"]  # the unrouted table: method | path | requests | status
