@@ -167,7 +167,7 @@ def _run_status(args: argparse.Namespace) -> int:
     inventory = _store_rows(args.db, "SELECT route, in_plan, mode, in_legacy, in_modern FROM route_inventory")
     declared = {row[0]: (row[3], row[4]) for row in inventory or []}
 
-    # Each report key ("POST /v1/jobs", or a concrete "GET /v1/jobs/abc") counts for the plan route that takes it.
+    # Each report key ("POST /orders", or a concrete "GET /orders/abc") counts for the plan route that takes it.
     per_route: dict[str, list[dict[str, Any]]] = {}
     for key, entry in (report or {}).get("routes", {}).items():
         method, _, path = key.partition(" ")

@@ -103,7 +103,7 @@ class JobRunner:
 
     * a return value: ``succeeded``, with it as the result;
     * an exception with string ``code`` and ``message`` attributes (the
-      workloads' ``InvalidInput``): ``failed`` with that error, never retried,
+      input error of the app's own): ``failed`` with that error, never retried,
       since the same input fails the same way;
     * :class:`~bridge.errors.WorkerCrashed`: retried, or ``failed`` with code
       ``worker_crashed`` once ``max_attempts`` attempts are spent;

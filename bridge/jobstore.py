@@ -149,7 +149,7 @@ class JobRecord:
         return self.status in FINAL_STATUSES
 
     def as_json(self) -> dict[str, Any]:
-        """The body both services send for a job: the legacy shape, key for key."""
+        """The job as JSON for an HTTP answer: id, kind, status, attempts, times, then result or error."""
         body: dict[str, Any] = {
             "job_id": self.id,
             "kind": self.kind,

@@ -321,7 +321,7 @@ class Host:
         return sorted(self.board.known_tasks())
 
     def rules_for(self, label: str) -> DiffRules:
-        """Shadow diff rules of a route label ("POST /v1/jobs"), from the current plan."""
+        """Shadow diff rules of a route label ("POST /orders"), from the current plan."""
         method, _, template = label.partition(" ")
         route = self.plan.find(method, template) if template.startswith("/") else None
         return self.plan.rules_for(route)

@@ -3,11 +3,15 @@
 A plan is a small TOML file (``cutover.toml`` at the repository root is the
 default, and documents the format)::
 
+    [apps]
+    legacy = "shop.legacy:app"     # a twisted.web Site, IResource or Klein app (bridge.cutover.apps)
+    modern = "shop.api:app"        # an ASGI app
+
     [routes]
     "GET /status" = "shadow"
-    "POST /v1/ocr" = { mode = "canary", percent = 10 }
-    "POST /v1/jobs" = { mode = "shadow", shadow_safe = false }
-    "GET /v1/jobs/{job_id}" = "modern"
+    "POST /search" = { mode = "canary", percent = 10 }
+    "POST /orders" = { mode = "shadow", shadow_safe = false, ignore_values = ["order_id"] }
+    "GET /orders/{order_id}" = "modern"
 
     [canary]
     sticky_header = "X-Cutover-Key"
@@ -20,7 +24,7 @@ A route moves through four modes, in this order:
 * ``legacy``: legacy answers; modern never sees the request.
 * ``shadow``: legacy answers; modern gets a copy whose answer is only compared.
   Mirroring a request with side effects would do the work twice (two jobs for
-  one ``POST /v1/jobs``), so a route is mirrored only if it is ``shadow_safe``:
+  one ``POST /orders``), so a route is mirrored only if it is ``shadow_safe``:
   by default GET, HEAD and OPTIONS are, other methods are not.
 * ``canary``: ``percent`` of requests (0 to 100) go to modern. The key that
   keeps a client on one side is the ``[canary] sticky_header`` if the request
@@ -31,7 +35,17 @@ A path template matches a path segment by segment: ``{name}`` takes exactly one
 non-empty segment, anything else must be equal. There is no trailing-slash or
 case leniency: the plan routes exactly what it names. When several routes match,
 the most specific wins (exact segments beat placeholders, leftmost first), so
-``GET /v1/jobs/stats`` beats ``GET /v1/jobs/{job_id}``.
+``GET /orders/stats`` beats ``GET /orders/{order_id}``.
+
+A plan may name routes that only legacy serves (the port's to-do list); the
+host checks every route against what the apps declare (modern's router, a
+Klein app's URL map): a route neither declares is a warning, and a route in a
+mode that sends requests to modern (shadow, canary, modern) must be one modern
+serves, or the plan is refused.
+
+How shadow compares a route's two answers is in the plan too: ``[diff]`` holds
+the defaults (``ignore``, ``ignore_values``, ``float_tolerance``, ``headers``;
+see :class:`bridge.parity.DiffRules`) and a route's table may add its own.
 
 Plans are immutable. Changes (:meth:`Plan.with_mode`, :meth:`Plan.with_owner`)
 return a new plan; the host swaps its reference, which is atomic on one loop.
@@ -147,7 +161,7 @@ class Route:
 
     @property
     def key(self) -> str:
-        """``"GET /v1/jobs/{job_id}"``, as written in the plan."""
+        """``"GET /orders/{order_id}"``, as written in the plan."""
         return f"{self.method} {self.template}"
 
     @cached_property

@@ -23,14 +23,14 @@ Two fixtures use them:
 * ``service``: parametrised over ``legacy`` and ``modern``, so a test runs once
   against each. It has ``.stack``, ``.url`` and ``await service.request(method,
   path, **httpx_kwargs)``.
-* ``assert_same``: ``await assert_same("POST", "/v1/domains", json={...},
+* ``assert_same``: ``await assert_same("PUT", "/items/apple", json={...},
   rules=DiffRules(...))`` sends the one request to both, compares the answers
   with :func:`bridge.parity.diff.diff` and fails with the readable diff; it
   returns ``(legacy_response, modern_response)``. Request bodies must be
   re-sendable (bytes, str, ``json=``, ``files=`` with bytes), since each is
   sent twice.
 
-Both take an optional ``route="GET /v1/jobs/{job_id}"`` label; without one a
+Both take an optional ``route="GET /orders/{order_id}"`` label; without one a
 request counts for ``"METHOD /path"`` (the query string left out). At the end
 of the session the plugin writes a report (``var/parity.json`` under the rootdir
 by default; ``--parity-report PATH`` or the ini key ``parity_report`` to move it)
@@ -140,7 +140,7 @@ def _timeout(config: pytest.Config) -> float:
 
 
 def route_key(method: str, path: str) -> str:
-    """``"POST /v1/jobs"`` for ``("post", "/v1/jobs?kind=ocr")``: the query string is not part of the route."""
+    """``"POST /orders"`` for ``("post", "/orders?express=1")``: the query string is not part of the route."""
     return f"{method.upper()} {urlsplit(path).path or '/'}"
 
 
