@@ -7,7 +7,10 @@ Public surface:
 * the two worlds: :func:`install_reactor`, :func:`stop_reactor`, :func:`run_reactor_in_thread`,
   :func:`as_future`, :func:`as_deferred`, :func:`deferred_api`, :func:`async_api`
 * background work: :class:`TaskRegistry`, :class:`TaskManager`, :class:`TaskLease`
-  (``from bridge.tasks import task`` for the default registry)
+  (``from bridge.tasks import task`` for the default registry); Twisted's side:
+  ``bridge.looping.LoopingTasks``; who runs what: ``bridge.ownership.get_task_board()``
+* hosting both stacks: ``cutover serve`` (``bridge.cutover.host``), apps named in the plan's
+  ``[apps]`` (``bridge.cutover.apps`` says what each may be)
 * durable jobs: :class:`JobStore`, :class:`JobRunner`, :class:`KindPolicy`, :class:`JobRecord`
 * errors: :mod:`bridge.errors`
 
