@@ -320,6 +320,13 @@ class Host:
     def known_tasks(self) -> list[str]:
         return sorted(self.board.known_tasks())
 
+    def task_owners(self) -> dict[str, str]:
+        """Who runs each declared task: the plan's word, else the one stack that declares it, else legacy."""
+        owners = {}
+        for name, stacks in self.board.known_tasks().items():
+            owners[name] = self.plan.tasks.get(name) or (stacks[0] if len(stacks) == 1 else "legacy")
+        return owners
+
     def rules_for(self, label: str) -> DiffRules:
         """Shadow diff rules of a route label ("POST /orders"), from the current plan."""
         method, _, template = label.partition(" ")
@@ -402,7 +409,7 @@ class Host:
             "inventory": list(inventory.values()),
             "unrouted": self.metrics_.unrouted_table(),
             "warnings": list(self.plan.warnings),
-            "tasks": {name: self.plan.owner_of(name) for name in self.known_tasks()},
+            "tasks": self.task_owners(),
             "pool": self._pool_stats(),
             "loop_lag": self.lag.percentiles(),
             "admission": self._admission(),
