@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -89,6 +90,10 @@ def _run_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         return _error(f"--port must be between 0 and 65535, got {args.port}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and os.environ.get("CUTOVER_ADMIN_TOKEN") and args.only is None:
+        print(f"{PROG}: warning: the admin API (/_cutover) is on and --host {args.host} exposes it beyond this "
+              "machine, in clear text: put a TLS-terminating proxy in front, or keep the admin API on loopback "
+              "(README: Admin API exposure)", file=sys.stderr)
     try:
         settings = HostSettings(plan_path=args.plan, host=args.host, port=args.port, app_dir=args.app_dir, only=args.only)
         asyncio.run(serve_host(settings))

@@ -25,6 +25,7 @@ from .plan import Plan, PlanError
 
 #: Admin requests are a few small JSON objects; nothing bigger is read.
 ADMIN_MAX_BODY = 64 * 1024
+MAX_ID = 2**63 - 1  # SQLite's INTEGER: a larger id cannot exist, and would overflow the query
 
 
 class HostControl(Protocol):
@@ -111,10 +112,10 @@ def admin_app(host: HostControl, token: str | None) -> Starlette:
         return JSONResponse({"mismatches": await host.mismatches(request.query_params.get("route"), limit)})
 
     async def mismatch(request: Request) -> Response:
-        try:
-            found = await host.mismatch(int(request.path_params["mismatch_id"]))
-        except ValueError:
-            found = None
+        raw = request.path_params["mismatch_id"]
+        if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_ID:
+            return _error(422, "invalid_parameter", f"a mismatch id is an integer from 1 to {MAX_ID}, got {raw[:40]!r}")
+        found = await host.mismatch(int(raw))
         if found is None:
             return _error(404, "not_found", "no such mismatch")
         return JSONResponse(found)

@@ -96,6 +96,11 @@ def test_shadow_compares_by_the_plans_diff_rules(shop: Served) -> None:
         wait_for(lambda: route_row(admin, "GET /items/{name}")["shadow"]["different"] == 1, "the mismatch")
         [stored] = admin.get("/_cutover/api/mismatches").json()["mismatches"]
         assert "served_at" in stored["diff_text"] and "price" not in stored["diff_text"]
+        assert admin.get(f"/_cutover/api/mismatches/{stored['id']}").json()["route"] == "GET /items/{name}"
+        for bad in ("99999999999999999999999999", "0", "-1", "abc", "1e3"):
+            refused = admin.get(f"/_cutover/api/mismatches/{bad}")
+            assert (refused.status_code, refused.json()["error"]["code"]) == (422, "invalid_parameter"), bad
+        assert admin.get("/_cutover/api/mismatches/9223372036854775807").status_code == 404
 
 
 def test_the_periodic_task_moves_between_the_looping_call_and_the_modern_task(shop: Served) -> None:

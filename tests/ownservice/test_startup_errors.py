@@ -92,3 +92,15 @@ def test_a_start_up_mistake_is_one_line_and_a_quick_non_zero_exit(
     if "initializer" not in case:  # the pool logs the traceback of the team's own initializer, on purpose
         assert "Traceback" not in result.stderr + result.stdout
     assert "Uvicorn running" not in result.stderr  # nothing listened
+
+
+def test_binding_beyond_loopback_with_the_admin_api_on_warns_loudly(shop_copy: Path, tmp_path: Path) -> None:
+    plan_path = shop_copy / "cutover.toml"
+    plan_path.write_text('[routes]\n"GET /" = "legacy"\n')  # refused before anything binds: no socket is opened
+    result = subprocess.run(
+        cutover_command("serve", "--plan", str(plan_path), "--host", "0.0.0.0", "--port", "0"),
+        capture_output=True, text=True, cwd=tmp_path, env=env(tmp_path / "var"), timeout=WAIT,
+    )
+    assert result.returncode == 2
+    assert "cutover: warning: the admin API (/_cutover) is on and --host 0.0.0.0 exposes it" in result.stderr
+    assert "TLS" in result.stderr
