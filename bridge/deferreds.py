@@ -40,6 +40,7 @@ import contextvars
 import functools
 import inspect
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any, Generic, ParamSpec, TypeVar
 
@@ -347,6 +348,9 @@ def _deferred_for_future(future: asyncio.Future[Any]) -> Deferred[None]:
     return d
 
 
+_driving = threading.local()  # depth > 0 while a deferred_api body runs in this thread
+
+
 def _eager(coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
     """Drive ``coro`` for Twisted's inlineCallbacks machinery, bridging asyncio futures.
 
@@ -358,10 +362,13 @@ def _eager(coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
     step: Callable[[Any], Any] = coro.send
     value: Any = None
     while True:
+        _driving.depth = getattr(_driving, "depth", 0) + 1
         try:
             yielded = step(value)
         except StopIteration as stop:
             return stop.value  # type: ignore[no-any-return]
+        finally:
+            _driving.depth -= 1
         try:
             value = yield (_deferred_for_future(yielded) if _is_asyncio_future(yielded) else yielded)
         except GeneratorExit:
@@ -416,10 +423,16 @@ def maybe_awaitable(value: Awaitable[T] | T) -> Awaitable[T]:
     What ``yield x`` did in ``inlineCallbacks`` for values that may not be
     Deferreds (``port.stopListening()`` returns a Deferred or None, a Mock...),
     where ``await x`` would raise ``TypeError``. The codemod writes it where it
-    cannot tell; drop it once the type is known.
+    cannot tell; drop it once the type is known. A Deferred awaited from an
+    asyncio Task (not from a :func:`deferred_api` body) goes through
+    :func:`as_future`, so the helper suits both targets of the codemod.
     """
-    if isinstance(value, Deferred) or inspect.isawaitable(value):
-        return value  # type: ignore[return-value]
+    if isinstance(value, Deferred):
+        if not getattr(_driving, "depth", 0) and _current_loop() is not None and asyncio.current_task() is not None:
+            return as_future(value)
+        return value
+    if inspect.isawaitable(value):
+        return value
     return _Ready(value)  # type: ignore[arg-type]
 
 

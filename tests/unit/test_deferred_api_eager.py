@@ -21,6 +21,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from bridge import deferred_api, maybe_awaitable
+from bridge.testing import asyncio_test
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -276,3 +277,33 @@ def test_converted_code_runs_on_twisteds_default_reactor_without_asyncio() -> No
     assert child.returncode == 0, child.stderr
     assert "RESULT 42" in child.stdout
     assert "Asyncio" not in child.stdout.split("RESULT 42", 1)[1]
+
+
+@asyncio_test
+async def test_maybe_awaitable_hands_a_deferred_to_an_asyncio_task_as_a_future() -> None:
+    async def in_task(d: defer.Deferred[str]) -> str:
+        return await maybe_awaitable(d)
+
+    d: defer.Deferred[str] = defer.Deferred()
+    task = asyncio.ensure_future(in_task(d))
+    await asyncio.sleep(0)
+    assert not task.done()
+    d.callback("through as_future")
+    assert await task == "through as_future"
+    assert await asyncio.ensure_future(in_task(defer.succeed("fired"))) == "fired"
+
+
+@asyncio_test
+async def test_a_deferred_api_body_called_from_a_task_still_awaits_deferreds_at_once() -> None:
+    gate: defer.Deferred[str] = defer.Deferred()
+
+    @deferred_api
+    async def body() -> str:
+        return await maybe_awaitable(gate)
+
+    async def caller() -> defer.Deferred[str]:
+        return body()
+
+    d = await asyncio.ensure_future(caller())
+    gate.callback("sync")
+    assert d.called and d.result == "sync"  # resumed in the callback, no loop turn
