@@ -238,7 +238,11 @@ def _insert_in_group(body: list[cst.BaseStatement], line: cst.SimpleStatementLin
                  and _module_name(body[i].body[0]).lower() > "bridge"]  # type: ignore[attr-defined]
         if later:
             at = later[0]  # takes over that line's blank lines and comments; it follows in the same group
-            body.insert(at, line.with_changes(leading_lines=body[at].leading_lines))
+            leading = list(body[at].leading_lines)
+            before = [sec for i, sec in imports if i < at]
+            if not leading and before and before[-1] != section:
+                leading = [cst.EmptyLine()]  # the source ran two groups together: this one starts here
+            body.insert(at, line.with_changes(leading_lines=leading))
             body[at + 1] = body[at + 1].with_changes(leading_lines=[])
             return at
         at = mine[-1] + 1
