@@ -417,20 +417,54 @@ class _Ready(Generic[T]):
         yield  # a generator, never reached
 
 
-def maybe_awaitable(value: Awaitable[T] | T) -> Awaitable[T]:
-    """``await maybe_awaitable(x)`` awaits ``x`` if it is awaitable, else gives ``x`` back at once.
+class _Yielded(Generic[T]):
+    """``yield d`` of an inlineCallbacks generator, as an awaitable for a coroutine that Twisted drives.
 
-    What ``yield x`` did in ``inlineCallbacks`` for values that may not be
-    Deferreds (``port.stopListening()`` returns a Deferred or None, a Mock...),
-    where ``await x`` would raise ``TypeError``. The codemod writes it where it
-    cannot tell; drop it once the type is known. A Deferred awaited from an
-    asyncio Task (not from a :func:`deferred_api` body) goes through
-    :func:`as_future`, so the helper suits both targets of the codemod.
+    It hands the Deferred to Twisted's driver and returns what the driver sends
+    back (or raises what it throws in): the result as the Deferred's callback
+    chain had it, exactly what the generator got, including for Deferreds that
+    Twisted's own ``Deferred.__await__`` trips over.
+    """
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: Deferred[T]) -> None:
+        self._d = d
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        return (yield self._d)  # type: ignore[no-any-return]
+
+
+class _Raise:
+    """A yielded Failure: inlineCallbacks threw it into the generator."""
+
+    __slots__ = ("_failure",)
+
+    def __init__(self, failure: Failure) -> None:
+        self._failure = failure
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        self._failure.raiseException()
+        yield  # a generator, never reached
+
+
+def maybe_awaitable(value: Awaitable[T] | T) -> Awaitable[T]:
+    """``await maybe_awaitable(x)`` does what ``yield x`` did in ``inlineCallbacks``, whatever ``x`` is.
+
+    A Deferred is waited for, a coroutine or future awaited, a Failure raised,
+    and anything else (None, a plain value, a Mock) given back at once, where
+    ``await x`` would raise ``TypeError``. The codemod writes it where it cannot
+    tell what a ``yield`` gets (``port.stopListening()`` returns a Deferred or
+    None); drop it once the type is known. A Deferred awaited from an asyncio
+    Task (not from a :func:`deferred_api` body) goes through :func:`as_future`,
+    so the helper suits both targets of the codemod.
     """
     if isinstance(value, Deferred):
         if not getattr(_driving, "depth", 0) and _current_loop() is not None and asyncio.current_task() is not None:
             return as_future(value)
-        return value
+        return _Yielded(value)
+    if isinstance(value, Failure):
+        return _Raise(value)  # type: ignore[return-value]
     if inspect.isawaitable(value):
         return value
     return _Ready(value)  # type: ignore[arg-type]

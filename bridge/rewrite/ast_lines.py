@@ -99,3 +99,40 @@ def twisted_kinds(tree: ast.Module) -> tuple[dict[str, str], dict[str, tuple[lis
             bases = [ast.unparse(b) for b in stmt.bases]
             classes.setdefault(stmt.name, (bases, methods))
     return functions, classes
+
+
+_PATCHERS = {"patch", "mock.patch", "unittest.mock.patch"}
+_OBJECT_PATCHERS = {"patch.object", "mock.patch.object", "unittest.mock.patch.object", "setattr",
+                    "monkeypatch.setattr", "self.patch"}
+
+
+def _last_part(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value.rsplit(".", 1)[-1] or None
+    return None
+
+
+def patched_names(tree: ast.Module) -> set[str]:
+    """Names this module replaces at run time: ``mock.patch("a.b.name")``, ``patch.object(x, "name")``,
+    ``setattr(x, "name", v)``, trial's ``self.patch(x, "name", v)`` and ``x.name = v``.
+
+    A test that patches a converted function may make it return a plain value,
+    which ``inlineCallbacks`` took and ``await`` does not: a call of such a name
+    is not known to be awaitable, wherever it is made.
+    """
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = _dotted(node.func)
+            if func in _PATCHERS or (func.endswith(".setattr") and len(node.args) < 3):
+                name = _last_part(node.args[0]) if node.args else None
+            elif func in _OBJECT_PATCHERS or func.endswith(".setattr"):
+                name = _last_part(node.args[1]) if len(node.args) > 1 else None
+            else:
+                continue
+            if name:
+                found.add(name)
+        elif isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found.update(t.attr for t in targets if isinstance(t, ast.Attribute))
+    return found

@@ -74,6 +74,8 @@ class Known:
     imported: frozenset[str] = field(default_factory=frozenset)  # names bound by this module's imports
 
     def function(self, name: str) -> bool:
+        if name in self.index.patched:
+            return False  # replaced at run time somewhere in the tree (a Mock may return a plain value)
         if name in self.functions:
             return self.functions[name] in AWAITABLE
         kinds = self.index.function_kinds(name)
@@ -96,6 +98,8 @@ class Known:
         attr = func.attr.value
         if attr in CALLBACK_METHODS:
             return True
+        if attr in self.index.patched:
+            return False
         if m.matches(func.value, m.Name("self") | m.Name("cls")):
             if self.class_name is None:
                 return False

@@ -39,6 +39,7 @@ class FileIndex:
 
     functions: dict[str, str] = field(default_factory=dict)  # module-level function -> kind
     classes: dict[str, ClassInfo] = field(default_factory=dict)
+    patched: set[str] = field(default_factory=set)  # names the module replaces at run time (mock.patch...)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class ProjectIndex:
     functions: dict[str, set[str]] = field(default_factory=dict)
     methods: dict[str, set[str]] = field(default_factory=dict)  # attribute name -> kinds, over every class
     classes: dict[str, list[ClassInfo]] = field(default_factory=dict)
+    patched: set[str] = field(default_factory=set)
 
     @classmethod
     def of(cls, files: Iterable[FileIndex]) -> ProjectIndex:
@@ -57,6 +59,7 @@ class ProjectIndex:
         return index
 
     def add(self, one: FileIndex) -> None:
+        self.patched |= one.patched
         for name, kind in one.functions.items():
             self.functions.setdefault(name, set()).add(kind)
         for name, info in one.classes.items():

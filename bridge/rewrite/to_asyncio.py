@@ -283,8 +283,15 @@ class _Awaits(ScopedTransformer):
         return bool(kinds) and kinds <= COROUTINE
 
     def _ambiguous(self, expr: cst.BaseExpression) -> bool:
-        return (isinstance(expr, cst.Call) and isinstance(expr.func, cst.Attribute) and not _self_call(expr.func)
-                and method_call(self.index, expr.func) == "ambiguous")
+        if not isinstance(expr, cst.Call):
+            return False
+        func = expr.func
+        name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+        if name in self.index.patched and (name in self.async_names or self.index.function_kinds(name)
+                                           or self.index.method_kinds(name)):
+            return True  # replaced at run time somewhere in the tree: whatever it returns, maybe_awaitable takes it
+        return (isinstance(func, cst.Attribute) and not _self_call(func)
+                and method_call(self.index, func) == "ambiguous")
 
     def _is_async(self, expr: cst.BaseExpression) -> bool:
         if not isinstance(expr, cst.Call):
@@ -324,10 +331,10 @@ class _Awaits(ScopedTransformer):
         converted = self._convert(expr)
         if converted is not None:
             return converted
+        if self.wrap_unknown and self._ambiguous(expr):
+            return cst.Call(func=cst.Name("maybe_awaitable"), args=[cst.Arg(expr)])
         if self._is_async(expr) or not self.wrap_unknown:
             return expr
-        if self._ambiguous(expr):
-            return cst.Call(func=cst.Name("maybe_awaitable"), args=[cst.Arg(expr)])
         return cst.Call(func=cst.Name("as_future"), args=[cst.Arg(expr)])
 
     def _gather(self, seq: cst.BaseExpression) -> cst.Call:

@@ -46,7 +46,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
-from .ast_lines import AstLines, twisted_kinds
+from .ast_lines import AstLines, patched_names, twisted_kinds
 from .awaitables import Assignments, Known, local_awaitables
 from .decorators import decorator_name, needs_review
 from .imports import fix_imports, names_of
@@ -539,6 +539,7 @@ def prepare(source: str, target: Target = "twisted", tree: ast.Module | None = N
         except SyntaxError:  # libcst's grammar accepted it, Python's does not: take lines from libcst
             tree, parsed = ast.Module(body=[], type_ignores=[]), False
     planner = _Planner(target, lines, source, AstLines(tree, source, parsed))
+    planner.index.patched = patched_names(tree)
     wrapper.module.visit(planner)
     return Prepared(source, target, wrapper, planner, lines)
 
@@ -552,7 +553,8 @@ def quick_index(source: str, target: Target) -> tuple[FileIndex, ast.Module] | N
     except SyntaxError:
         return None  # libcst reports it, or parses what Python's own parser does not
     functions, classes = twisted_kinds(tree)
-    index = FileIndex(functions, {name: ClassInfo(bases, methods) for name, (bases, methods) in classes.items()})
+    index = FileIndex(functions, {name: ClassInfo(bases, methods) for name, (bases, methods) in classes.items()},
+                      patched_names(tree))
     return index, tree
 
 

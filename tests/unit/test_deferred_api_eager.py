@@ -206,7 +206,7 @@ def test_deferred_api_still_passes_a_non_coroutine_awaitable_through_as_deferred
     assert plain() is ready
 
 
-@pytest.mark.parametrize("value", [None, 3, "text", mock.Mock(), Failure(ValueError("not raised"))])
+@pytest.mark.parametrize("value", [None, 3, "text", mock.Mock(), object()])
 def test_maybe_awaitable_passes_values_that_are_not_awaitable_through(value: Any) -> None:
     @deferred_api
     async def body() -> Any:
@@ -214,6 +214,41 @@ def test_maybe_awaitable_passes_values_that_are_not_awaitable_through(value: Any
 
     d = body()
     assert d.called and d.result is value
+
+
+def test_maybe_awaitable_raises_a_failure_as_inlinecallbacks_threw_it_in() -> None:
+    def old() -> Any:
+        try:
+            yield Failure(ValueError("thrown in"))
+        except ValueError as exc:
+            return f"caught {exc}"
+
+    @deferred_api
+    async def new() -> str:
+        try:
+            await maybe_awaitable(Failure(ValueError("thrown in")))
+        except ValueError as exc:
+            return f"caught {exc}"
+        return "not raised"
+
+    assert defer.inlineCallbacks(old)().result == new().result == "caught thrown in"
+
+
+def test_maybe_awaitable_takes_the_result_as_the_callback_chain_has_it() -> None:
+    """A Deferred called back with a Failure object: inlineCallbacks threw it in, Deferred.__await__ asserts."""
+    odd: defer.Deferred[Any] = defer.Deferred()
+
+    @deferred_api
+    async def body() -> str:
+        try:
+            await maybe_awaitable(odd)
+        except KeyError:
+            return "raised"
+        return "returned"
+
+    d = body()
+    odd.callback(Failure(KeyError("k")))
+    assert d.result == "raised"
 
 
 def test_maybe_awaitable_awaits_deferreds_and_coroutines() -> None:
