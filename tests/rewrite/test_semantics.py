@@ -397,3 +397,16 @@ def test_rewritten_code_runs_on_twisteds_default_reactor(tmp_path: Path) -> None
                            timeout=60, cwd=REPO)
     assert child.returncode == 0, child.stderr
     assert "RESULT 5 ['setup', 'after gate']" in child.stdout
+
+
+def test_a_function_the_tree_patches_is_not_trusted_to_be_awaitable(tmp_path: Path) -> None:
+    util = ("from twisted.internet import defer\n\n\n@defer.inlineCallbacks\ndef free_port(reactor):\n"
+            "    port = yield defer.succeed(9050)\n    defer.returnValue(port)\n")
+    user = ("from twisted.internet import defer\n\nfrom util import free_port\n\n\n@defer.inlineCallbacks\n"
+            "def start(reactor):\n    port = yield free_port(reactor)\n    defer.returnValue(port)\n")
+    test = ("from unittest import mock\n\n\ndef test_start():\n"
+            "    with mock.patch('user.free_port', return_value=1234):\n        pass\n")
+    _, plain = rewrite_files(_tree(tmp_path, util=util, user=user))
+    assert "port = await free_port(reactor)" in plain.code  # converted elsewhere: known
+    _, patched, _ = rewrite_files(_tree(tmp_path, util=util, user=user, test_user=test))
+    assert "port = await maybe_awaitable(free_port(reactor))" in patched.code  # a Mock may return 1234
