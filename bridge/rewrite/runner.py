@@ -26,7 +26,7 @@ from .transform import Prepared, Report, Target, UnknownYields, prepare, quick_i
 
 __all__ = ["Outcome", "Progress", "collect_files", "main", "rewrite_files"]
 
-PROCESS_THRESHOLD = 40  # files; below this a worker process costs more than it saves
+PROCESS_THRESHOLD = 200  # files; below this a worker's start-up (imports, a parse of its share) costs more than it saves
 
 
 @dataclass
@@ -155,10 +155,14 @@ def _in_processes(files: list[Path], target: Target, unknown: UnknownYields, job
 
 
 def rewrite_files(files: list[Path], target: Target = "twisted", unknown_yields: UnknownYields = "helper",
-                  jobs: int = 1, on_outcome: Callable[[Outcome], None] | None = None) -> list[Outcome]:
-    """Rewrite ``files`` as one run (calls across them are known); outcomes in the order of ``files``."""
+                  jobs: int = 1, on_outcome: Callable[[Outcome], None] | None = None,
+                  processes_from: int = PROCESS_THRESHOLD) -> list[Outcome]:
+    """Rewrite ``files`` as one run (calls across them are known); outcomes in the order of ``files``.
+
+    With ``jobs`` > 1 and at least ``processes_from`` files, the work is split between worker processes.
+    """
     jobs = max(1, min(jobs, len(files)))
-    if jobs > 1 and len(files) >= PROCESS_THRESHOLD:
+    if jobs > 1 and len(files) >= processes_from:
         stream = _in_processes(files, target, unknown_yields, jobs)
     else:
         stream = _in_process(files, target, unknown_yields)

@@ -337,7 +337,7 @@ def test_worker_processes_give_the_same_output_as_one_process(tmp_path: Path) ->
                         f"    z = yield x.unknown()\n    defer.returnValue(y + z)\n")
         files.append(path)
     one = rewrite_files(files, jobs=1)
-    two = rewrite_files(files, jobs=2)
+    two = rewrite_files(files, jobs=2, processes_from=40)
     assert [o.code for o in one] == [o.code for o in two]
     assert [o.helpers for o in one] == [o.helpers for o in two]
     assert all(f"await f{(i + 1) % 45}(x)" in o.code for i, o in enumerate(two))  # known across processes
