@@ -5,7 +5,8 @@ Public surface:
 * CPU budget: :func:`cpu_budget`, :class:`CpuBudget`
 * the shared pool: :class:`SharedPool`, :func:`get_pool`, :func:`set_pool`, :func:`worker_threads`
 * the two worlds: :func:`install_reactor`, :func:`stop_reactor`, :func:`run_reactor_in_thread`,
-  :func:`as_future`, :func:`as_deferred`, :func:`deferred_api`, :func:`async_api`
+  :func:`as_future`, :func:`as_deferred`, :func:`deferred_api`, :func:`async_api`,
+  :func:`maybe_awaitable`
 * background work: :class:`TaskRegistry`, :class:`TaskManager`, :class:`TaskLease`
   (``from bridge.tasks import task`` for the default registry); Twisted's side:
   ``bridge.looping.LoopingTasks``; who runs what: ``bridge.ownership.get_task_board()``
@@ -19,7 +20,7 @@ Importing :mod:`bridge` never installs a reactor.
 
 from ._worker import worker_threads
 from .cpu import CpuBudget, CpuBudgetError, cpu_budget
-from .deferreds import as_deferred, as_future, async_api, deferred_api
+from .deferreds import as_deferred, as_future, async_api, deferred_api, maybe_awaitable
 from .errors import (
     MainModuleGuardError,
     PoolBusy,
@@ -72,6 +73,7 @@ __all__ = [
     "deferred_api",
     "get_pool",
     "install_reactor",
+    "maybe_awaitable",
     "run_reactor_in_thread",
     "set_pool",
     "stop_reactor",

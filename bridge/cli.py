@@ -324,46 +324,21 @@ def _add_rewrite(subparsers: Subparsers) -> None:
     mode.add_argument("--diff", action="store_true", help="print a unified diff (the default)")
     mode.add_argument("--write", action="store_true", help="rewrite the files in place")
     mode.add_argument("--check", action="store_true", help="exit 1 if anything would change (for CI)")
+    parser.add_argument("--unknown-yields", choices=["helper", "report"], default="helper",
+                        help="a yield of what may not be awaitable: await maybe_awaitable(x), listed (helper, the "
+                        "default), or a plain await reported for review (report)")
+    parser.add_argument("--jobs", type=int, default=None, metavar="N",
+                        help="worker processes for big trees (default: the CPU budget)")
     parser.set_defaults(run=_run_rewrite)
 
 
 def _run_rewrite(args: argparse.Namespace) -> int:
-    import difflib
+    from .rewrite.runner import main
 
-    from .rewrite import async_functions, rewrite_source
-
-    files: list[Path] = []
-    for path in args.paths:
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*.py") if ".venv" not in p.parts)
-        elif path.is_file():
-            files.append(path)
-        else:
-            return _error(f"no such file or folder: {path}")
-    sources = {path: path.read_text(encoding="utf-8") for path in files}
-    also_async: set[str] = set()
-    if args.target == "asyncio":  # a call into another converted file is awaited as it is
-        for source in sources.values():
-            also_async |= async_functions(source)
-    changed = 0
-    for path, source in sources.items():
-        result = rewrite_source(source, args.target, also_async=also_async)
-        for report in result.reports:
-            print(f"{path}:{report.line}: {report.reason}", file=sys.stderr)
-        if not result.changed:
-            continue
-        changed += 1
-        if args.write:
-            path.write_text(result.code, encoding="utf-8")
-            print(f"rewrote {path}")
-        elif not args.check:
-            sys.stdout.writelines(
-                difflib.unified_diff(source.splitlines(True), result.code.splitlines(True), str(path), str(path))
-            )
-    if args.check and changed:
-        print(f"{changed} file(s) would be rewritten", file=sys.stderr)
-        return 1
-    return 0
+    if args.jobs is not None and args.jobs < 1:
+        return _error(f"--jobs must be at least 1, got {args.jobs}")
+    mode = "write" if args.write else "check" if args.check else "diff"
+    return main(args.paths, args.target, mode, args.unknown_yields, args.jobs)
 
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus, _add_serve, _add_parity, _add_status, _add_rewrite]

@@ -12,6 +12,10 @@ Two arrangements are supported, and every function here works in both:
 
 Rules that hold in both, by design:
 
+* :func:`deferred_api` keeps ``inlineCallbacks`` semantics: the body starts at
+  once, under Twisted's own driver, on any reactor and with no asyncio loop;
+  it may still await asyncio futures when a loop runs them.
+
 * A coroutine handed to :func:`as_deferred` runs as an asyncio ``Task``, not
   under Twisted's ``ensureDeferred``, so inside it ``await`` works on asyncio
   futures and Deferreds alike (Twisted #11841, pytest-twisted #163).
@@ -36,15 +40,19 @@ import contextvars
 import functools
 import inspect
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, ParamSpec, TypeVar
+import threading
+from collections.abc import Awaitable, Callable, Coroutine, Generator
+from typing import Any, Generic, ParamSpec, TypeVar
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.python import threadable
 from twisted.python.failure import Failure
 
-__all__ = ["as_future", "as_deferred", "deferred_api", "async_api", "deferred_from_future", "set_bridge_loop"]
+__all__ = [
+    "as_future", "as_deferred", "deferred_api", "async_api", "deferred_from_future", "maybe_awaitable",
+    "set_bridge_loop",
+]
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -314,14 +322,152 @@ def as_deferred(awaitable: Awaitable[T] | Deferred[T], loop: asyncio.AbstractEve
     return d
 
 
+def _is_asyncio_future(value: Any) -> bool:
+    """An asyncio future (or Task) that a coroutine yielded while awaiting it."""
+    return asyncio.isfuture(value)
+
+
+def _deferred_for_future(future: asyncio.Future[Any]) -> Deferred[None]:
+    """A Deferred that fires with None, in the reactor thread, once ``future`` is done.
+
+    It does not take the future's outcome: the coroutine that awaits the future
+    reads it when resumed. Cancelling the Deferred cancels the future.
+    """
+    loop = future.get_loop()
+
+    def cancel(_: Deferred[None]) -> None:
+        settle_in(loop, future.cancel)
+
+    d: Deferred[None] = Deferred(cancel)
+
+    def fire() -> None:
+        if not d.called:
+            d.callback(None)
+
+    future.add_done_callback(lambda _: in_reactor(fire))
+    return d
+
+
+_driving = threading.local()  # depth > 0 while a deferred_api body runs in this thread
+
+
+def _eager(coro: Coroutine[Any, Any, T]) -> Generator[Any, Any, T]:
+    """Drive ``coro`` for Twisted's inlineCallbacks machinery, bridging asyncio futures.
+
+    Deferreds and everything else the coroutine yields go to Twisted unchanged;
+    an asyncio future (``await`` of a future or Task, on the asyncio reactor or a
+    loop of its own) is handed over as a Deferred that fires when it is done,
+    which Twisted's own driver refuses ("await wasn't used with future").
+    """
+    step: Callable[[Any], Any] = coro.send
+    value: Any = None
+    while True:
+        _driving.depth = getattr(_driving, "depth", 0) + 1
+        try:
+            yielded = step(value)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        finally:
+            _driving.depth -= 1
+        try:
+            value = yield (_deferred_for_future(yielded) if _is_asyncio_future(yielded) else yielded)
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # thrown in by Twisted: the awaited Deferred failed or was cancelled
+            step, value = coro.throw, exc
+        else:
+            step = coro.send
+
+
 def deferred_api(fn: Callable[P, Awaitable[T]]) -> Callable[P, Deferred[T]]:
-    """Make an ``async def`` callable from Twisted code as a Deferred-returning function."""
+    """Make an ``async def`` callable from Twisted code as a Deferred-returning function.
+
+    It keeps ``inlineCallbacks`` semantics, on any reactor, with no asyncio loop
+    needed: the body runs at once, in the caller's stack, up to its first
+    ``await`` of something not yet done, and the call returns a Deferred. Twisted's
+    machinery drives it (``Deferred.fromCoroutine``), so cancelling the Deferred
+    cancels what the body awaits, contextvars are copied at the call, and errors
+    keep their tracebacks. The body may also await asyncio futures and tasks
+    when an asyncio loop runs them (the asyncio reactor, or a loop in another
+    thread). The body is not an asyncio Task: code that needs one
+    (``asyncio.timeout``, ``TaskGroup``) goes behind :func:`as_deferred`.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
-        return as_deferred(fn(*args, **kwargs))
+        awaitable = fn(*args, **kwargs)
+        if inspect.iscoroutine(awaitable):
+            return Deferred.fromCoroutine(_eager(awaitable))
+        return as_deferred(awaitable)
 
     return wrapper
+
+
+class _Ready(Generic[T]):
+    """An awaitable that gives its value at once, without suspending."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        return self._value
+        yield  # a generator, never reached
+
+
+class _Yielded(Generic[T]):
+    """``yield d`` of an inlineCallbacks generator, as an awaitable for a coroutine that Twisted drives.
+
+    It hands the Deferred to Twisted's driver and returns what the driver sends
+    back (or raises what it throws in): the result as the Deferred's callback
+    chain had it, exactly what the generator got, including for Deferreds that
+    Twisted's own ``Deferred.__await__`` trips over.
+    """
+
+    __slots__ = ("_d",)
+
+    def __init__(self, d: Deferred[T]) -> None:
+        self._d = d
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        return (yield self._d)  # type: ignore[no-any-return]
+
+
+class _Raise:
+    """A yielded Failure: inlineCallbacks threw it into the generator."""
+
+    __slots__ = ("_failure",)
+
+    def __init__(self, failure: Failure) -> None:
+        self._failure = failure
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        self._failure.raiseException()
+        yield  # a generator, never reached
+
+
+def maybe_awaitable(value: Awaitable[T] | T) -> Awaitable[T]:
+    """``await maybe_awaitable(x)`` does what ``yield x`` did in ``inlineCallbacks``, whatever ``x`` is.
+
+    A Deferred is waited for, a coroutine or future awaited, a Failure raised,
+    and anything else (None, a plain value, a Mock) given back at once, where
+    ``await x`` would raise ``TypeError``. The codemod writes it where it cannot
+    tell what a ``yield`` gets (``port.stopListening()`` returns a Deferred or
+    None); drop it once the type is known. A Deferred awaited from an asyncio
+    Task (not from a :func:`deferred_api` body) goes through :func:`as_future`,
+    so the helper suits both targets of the codemod.
+    """
+    if isinstance(value, Deferred):
+        if not getattr(_driving, "depth", 0) and _current_loop() is not None and asyncio.current_task() is not None:
+            return as_future(value)
+        return _Yielded(value)
+    if isinstance(value, Failure):
+        return _Raise(value)  # type: ignore[return-value]
+    if inspect.isawaitable(value):
+        return value
+    return _Ready(value)  # type: ignore[arg-type]
 
 
 def deferred_from_future(future: concurrent.futures.Future[T]) -> Deferred[T]:

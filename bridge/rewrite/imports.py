@@ -8,18 +8,23 @@ unused are dropped, never an import that was unused before.
 
 from __future__ import annotations
 
+import ast
 import sys
+from collections import Counter
 
 import libcst as cst
 import libcst.matchers as m
 
-__all__ = ["fix_imports"]
+from .names import EXPRESSIONS
+
+__all__ = ["Names", "fix_imports", "names_of"]
 
 # name the new code may use -> the import that binds it
 _PROVIDERS: dict[str, tuple[str, str | None]] = {
     "asyncio": ("asyncio", None),
     "deferred_api": ("bridge", "deferred_api"),
     "as_future": ("bridge", "as_future"),
+    "maybe_awaitable": ("bridge", "maybe_awaitable"),
     "get_pool": ("bridge", "get_pool"),
 }
 _DROPPABLE_MODULES = ("twisted", "bridge")
@@ -37,31 +42,55 @@ def _is_import_line(stmt: cst.CSTNode) -> bool:
     )
 
 
-def _used_names(module: cst.Module) -> set[str]:
-    """Names read anywhere outside import statements (a conservative superset of what is used)."""
-    inside_imports = {id(n) for imp in m.findall(module, m.Import() | m.ImportFrom()) for n in m.findall(imp, m.Name())}
-    return {n.value for n in m.findall(module, m.Name()) if id(n) not in inside_imports}
+class Names:
+    """Names read anywhere outside import statements (with how often), and what the imports bind.
+
+    A conservative superset of what a module uses: attribute and keyword names count too.
+    """
+
+    def __init__(self, tree: ast.Module) -> None:
+        self.counts: Counter[str] = Counter()
+        self.bound: set[str] = set()
+        self.stars: set[str] = set()
+        self.nested = False  # an import from a Twisted or bridge module other than at the top level
+        top = set(map(id, tree.body))
+        counts = self.counts
+        for node in ast.walk(tree):
+            kind = type(node)
+            if kind is ast.Name:
+                counts[node.id] += 1  # type: ignore[attr-defined]
+            elif kind is ast.Attribute:
+                counts[node.attr] += 1  # type: ignore[attr-defined]
+            elif kind is ast.keyword:
+                if node.arg:  # type: ignore[attr-defined]
+                    counts[node.arg] += 1  # type: ignore[attr-defined]
+            elif kind is ast.Import:
+                for alias in node.names:  # type: ignore[attr-defined]
+                    self.bound.add(alias.asname or alias.name.split(".")[0])
+            elif kind is ast.ImportFrom:
+                assert isinstance(node, ast.ImportFrom)
+                if id(node) not in top and node.module and node.module.startswith(_DROPPABLE_MODULES):
+                    self.nested = True
+                for alias in node.names:
+                    if alias.name == "*":
+                        self.stars.add(node.module if node.module and not node.level else "")
+                    else:
+                        self.bound.add(alias.asname or alias.name)
+
+    @property
+    def used(self) -> set[str]:
+        return {name for name, count in self.counts.items() if count > 0}
 
 
-def _bound_by_imports(module: cst.Module) -> tuple[set[str], set[str]]:
-    """Names bound by imports, and modules star-imported."""
-    bound: set[str] = set()
-    stars: set[str] = set()
-    for imp in m.findall(module, m.Import() | m.ImportFrom()):
-        assert isinstance(imp, cst.Import | cst.ImportFrom)
-        if isinstance(imp.names, cst.ImportStar):
-            stars.add(_module_name(imp))  # type: ignore[arg-type]
-            continue
-        for alias in imp.names:
-            if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-                bound.add(alias.asname.name.value)
-            else:
-                bound.add(alias.evaluated_name.split(".")[0])
-    return bound, stars
+def names_of(code: str | ast.Module) -> Names:
+    return Names(ast.parse(code) if isinstance(code, str) else code)
 
 
-def _drop_made_unused(module: cst.Module, made_unused: set[str]) -> cst.Module:
+def _drop_made_unused(module: cst.Module, made_unused: set[str], nested_imports: bool = True) -> cst.Module:
     class Dropper(cst.CSTTransformer):
+        def on_visit(self, node: cst.CSTNode) -> bool:
+            return type(node) not in EXPRESSIONS and super().on_visit(node)  # imports are statements
+
         def leave_ImportFrom(
             self, original_node: cst.ImportFrom, updated_node: cst.ImportFrom
         ) -> cst.ImportFrom | cst.RemovalSentinel:
@@ -90,7 +119,8 @@ def _drop_made_unused(module: cst.Module, made_unused: set[str]) -> cst.Module:
     body: list[cst.BaseStatement] = []
     carried: list[cst.EmptyLine] = []
     for stmt in module.body:
-        stmt = stmt.visit(Dropper())  # type: ignore[assignment]
+        if nested_imports or _is_import_line(stmt):
+            stmt = stmt.visit(Dropper())  # type: ignore[assignment]
         if isinstance(stmt, cst.RemovalSentinel) or (isinstance(stmt, cst.SimpleStatementLine) and not stmt.body):
             original_leading = list(getattr(stmt, "leading_lines", ()))
             carried = carried or original_leading
@@ -176,7 +206,64 @@ def _insert_stdlib_import(body: list[cst.BaseStatement], line: cst.SimpleStateme
     body[first + 1] = body[first + 1].with_changes(leading_lines=[cst.EmptyLine()])
 
 
-def _add_missing(module: cst.Module, wanted: list[str]) -> cst.Module:
+def _section(stmt: cst.BaseStatement, first_party: frozenset[str]) -> str:
+    """isort's section of an import line: future, stdlib, third, first or local (relative)."""
+    imp = stmt.body[0]  # type: ignore[attr-defined]
+    if isinstance(imp, cst.ImportFrom) and imp.relative:
+        return "local"
+    top = _top_module(stmt)
+    if top == "__future__":
+        return "future"
+    if _stdlib(top):
+        return "stdlib"
+    return "first" if top in first_party else "third"
+
+
+_ORDER = ("future", "stdlib", "third", "first", "local")
+
+
+def _insert_in_group(body: list[cst.BaseStatement], line: cst.SimpleStatementLine, section: str,
+                     first_party: frozenset[str]) -> int:
+    """Insert a ``from bridge import`` line where isort/ruff would put it; returns its index.
+
+    Among the module's top-level import lines before its first def or class: in
+    ``section``'s group, in alphabetical order among the ``from`` lines; else as a
+    group of its own between the groups before and after it.
+    """
+    header = next((i for i, stmt in enumerate(body) if isinstance(stmt, cst.FunctionDef | cst.ClassDef)), len(body))
+    imports = [(i, _section(body[i], first_party)) for i in range(header) if _is_import_line(body[i])]
+    mine = [i for i, sec in imports if sec == section]
+    if mine:
+        later = [i for i in mine if isinstance(body[i].body[0], cst.ImportFrom)  # type: ignore[attr-defined]
+                 and _module_name(body[i].body[0]).lower() > "bridge"]  # type: ignore[attr-defined]
+        if later:
+            at = later[0]  # takes over that line's blank lines and comments; it follows in the same group
+            leading = list(body[at].leading_lines)
+            before = [sec for i, sec in imports if i < at]
+            if not leading and before and before[-1] != section:
+                leading = [cst.EmptyLine()]  # the source ran two groups together: this one starts here
+            body.insert(at, line.with_changes(leading_lines=leading))
+            body[at + 1] = body[at + 1].with_changes(leading_lines=[])
+            return at
+        at = mine[-1] + 1
+        body.insert(at, line)
+        return at
+    after = [i for i, sec in imports if _ORDER.index(sec) > _ORDER.index(section)]
+    if after:  # a group of its own before the next group
+        at = after[0]
+        body.insert(at, line.with_changes(leading_lines=body[at].leading_lines or [cst.EmptyLine()]))
+        body[at + 1] = body[at + 1].with_changes(leading_lines=[cst.EmptyLine()])
+        return at
+    if imports:  # a group of its own after the last one
+        at = imports[-1][0] + 1
+    else:
+        at = _insert_at(body)
+    leading = [cst.EmptyLine()] if at else []
+    body.insert(at, line.with_changes(leading_lines=leading))
+    return at
+
+
+def _add_missing(module: cst.Module, wanted: list[str], first_party: frozenset[str] = frozenset()) -> cst.Module:
     """``import asyncio`` and the ``from bridge import ...`` names the new code uses but nothing binds."""
     if not wanted:
         return module
@@ -188,10 +275,8 @@ def _add_missing(module: cst.Module, wanted: list[str]) -> cst.Module:
             body[existing] = _extend_import_line(body[existing], from_bridge)  # type: ignore[arg-type]
         else:
             line = cst.parse_statement(f"from bridge import {', '.join(from_bridge)}\n")
-            at = _insert_at(body)
-            if at and not _is_import_line(body[at - 1]):  # straight after the docstring: keep a blank line
-                line = line.with_changes(leading_lines=[cst.EmptyLine()])
-            body.insert(at, line)  # type: ignore[arg-type]
+            at = _insert_in_group(body, line, "first" if "bridge" in first_party else "third",  # type: ignore[arg-type]
+                                  first_party)
             _space_after_imports(body, at + 1)
     if "asyncio" in wanted:
         _insert_stdlib_import(body, cst.parse_statement("import asyncio\n"))  # type: ignore[arg-type]
@@ -206,14 +291,22 @@ def _space_after_imports(body: list[cst.BaseStatement], after: int) -> None:
         body[after] = body[after].with_changes(leading_lines=[cst.EmptyLine()] * blank)
 
 
-def fix_imports(original: cst.Module, new: cst.Module) -> cst.Module:
-    """Drop Twisted/bridge imports that the rewrite made unused; add the ones it made necessary."""
-    made_unused = _used_names(original) - _used_names(new)
-    used = _used_names(new)
-    bound, stars = _bound_by_imports(new)
+def fix_imports(new: cst.Module, before: Names, after: Names | set[str],
+                first_party: frozenset[str] = frozenset()) -> cst.Module:
+    """The new module without the Twisted/bridge imports the rewrite made unused, with the ones it made necessary.
+
+    ``before`` are the original's names; ``after`` the new module's, or just the names it uses when the
+    rewrite knows them (its imports are the original's then).
+    """
+    used = after if isinstance(after, set) else after.used
+    imports = before if isinstance(after, set) else after
+    original = before.used
+    made_unused = original - used
     wanted = [
         name for name, (mod, _) in _PROVIDERS.items()
-        if name in used and name not in bound and mod not in stars and name not in _used_names(original)
+        if name in used and name not in imports.bound and mod not in imports.stars and name not in original
     ]
+    if not wanted and not made_unused:
+        return new
     # Added first, after the leading imports, so a Twisted import line dropped next hands over its blank lines.
-    return _drop_made_unused(_add_missing(new, wanted), made_unused)
+    return _drop_made_unused(_add_missing(new, wanted, first_party), made_unused, imports.nested)

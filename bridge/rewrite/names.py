@@ -11,6 +11,7 @@ __all__ = [
     "DEFERRED_API",
     "DEFER_LATER",
     "DEFER_TO_THREAD",
+    "EXPRESSIONS",
     "GATHER_RESULTS",
     "INLINE_CALLBACKS",
     "LOOPING_CALL",
@@ -51,3 +52,17 @@ ASYNCIO_CALL = m.Attribute(value=m.Name("asyncio"), attr=m.Name())
 def call_named(node: cst.CSTNode, matcher: m.BaseMatcherNode) -> bool:
     """Whether ``node`` is a call of the function ``matcher`` matches."""
     return isinstance(node, cst.Call) and m.matches(node.func, matcher)
+
+
+def _subclasses(base: type) -> frozenset[type]:
+    found: set[type] = set()
+    todo = [base]
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in found:
+                found.add(sub)
+                todo.append(sub)
+    return frozenset(found)
+
+
+EXPRESSIONS = _subclasses(cst.BaseExpression)  # ``type(node) in EXPRESSIONS``: isinstance on an ABC is slow

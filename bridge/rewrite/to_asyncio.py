@@ -9,7 +9,9 @@ what it awaits must be awaitable by asyncio. Each ``await X`` (a former
 ``pool.defer(f, *a)`` / ``defer_to_thread``   ``pool.run(f, *a)`` / ``run_in_thread``
 ``task.deferLater(reactor, s)``               ``asyncio.sleep(s)``
 ``defer.gatherResults([a, b])``               ``asyncio.gather(a', b')``, each element as here
-a call of a function converted in the module  unchanged (it is a coroutine now)
+a call of a function converted in the run     unchanged (it is a coroutine now)
+``x.m()``, every ``m`` in the tree converted   unchanged (methods are known across files)
+``x.m()``, some ``m`` converted, some not     ``maybe_awaitable(x.m())``, and reported
 ``asyncio.*``, ``as_future(...)``             unchanged
 anything else (a Deferred from Twisted)       ``as_future(X)``
 ============================================  ==========================================
@@ -37,6 +39,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import ParentNodeProvider, PositionProvider
 
+from .index import COROUTINE, ClassInfo, ProjectIndex
 from .names import (
     ASYNCIO_CALL,
     DEFER_LATER,
@@ -54,6 +57,19 @@ __all__ = ["AsyncioPlanner", "asyncio_body"]
 _CALLBACK_METHODS = ("addCallback", "addCallbacks", "addErrback", "addBoth")
 _POOL_DEFERRED_METHODS = {"defer": "run", "defer_to_thread": "run_in_thread"}
 _POOL_ASYNC_METHODS = frozenset(_POOL_DEFERRED_METHODS.values())
+
+
+def method_call(index: ProjectIndex, func: cst.Attribute) -> str:
+    """How ``recv.attr(...)`` on a receiver other than self/cls is awaited: "coroutine" when every method of
+    that name in the tree is a coroutine function, "ambiguous" when some are, else "deferred"."""
+    kinds = index.method_kinds(func.attr.value)
+    if kinds and kinds <= COROUTINE:
+        return "coroutine"
+    return "ambiguous" if kinds & COROUTINE else "deferred"
+
+
+def _self_call(func: cst.Attribute) -> bool:
+    return m.matches(func.value, m.Name("self") | m.Name("cls"))
 
 
 def _code(node: cst.CSTNode) -> str:
@@ -91,9 +107,11 @@ class AsyncioPlanner(cst.CSTVisitor):
 
     METADATA_DEPENDENCIES = (PositionProvider, ParentNodeProvider)
 
-    def __init__(self, convert: set[cst.FunctionDef]) -> None:
+    def __init__(self, convert: set[cst.FunctionDef], index: ProjectIndex | None = None,
+                 local_classes: dict[str, ClassInfo] | None = None) -> None:
         super().__init__()
         self.convert = convert
+        self.index = index or ProjectIndex()
         self.newly_async = {fn.name.value for fn in convert}
         self.reports: list[Report] = []
         self.scopes: list[bool] = []  # per enclosing scope: is it a converted function's own body?
@@ -137,10 +155,22 @@ class AsyncioPlanner(cst.CSTVisitor):
                     e.value for e in seq.elements  # type: ignore[union-attr]
                 ]
                 self.handled.update(id(e) for e in elements)
-        if not self._in_converted() and self._calls_newly_async(node):
+        chained = (isinstance(node.func, cst.Attribute) and node.func.attr.value in _CALLBACK_METHODS
+                   and isinstance(node.func.value, cst.Call) and self._calls_newly_async(node.func.value))
+        if not self._in_converted() and self._calls_newly_async(node) and not self._chained_on(node):
             self._report(node, f"{_code(node.func)}() is a coroutine function now, but this caller is not converted "
                                "and gets a coroutine where it had a Deferred: wrap it in as_deferred() or port it")
-        if call_named(node, LOOPING_CALL):
+        if self._awaited(node) and isinstance(node.func, cst.Attribute) and not _self_call(node.func) \
+                and method_call(self.index, node.func) == "ambiguous":
+            self._report(node, f"{_code(node.func)}(): the receiver's type is unknown and .{node.func.attr.value}() "
+                               "is a coroutine method in some classes of the tree, not in others: awaited through "
+                               "maybe_awaitable(); use a plain await or as_future() once the type is known")
+        if chained:
+            callee = _code(node.func.value.func)  # type: ignore[attr-defined]
+            self._report(node, f"{callee}() now returns a coroutine, not a Deferred: .{node.func.attr.value}() on "
+                               "it fails (AttributeError); await it in converted code, or wrap the call in "
+                               "as_deferred()")
+        elif call_named(node, LOOPING_CALL):
             self._report_looping_call(node)
         elif isinstance(node.func, cst.Attribute) and node.func.attr.value in _CALLBACK_METHODS:
             self._report(node, f".{node.func.attr.value}() chain: rewrite as await inside try/except by hand; "
@@ -159,12 +189,25 @@ class AsyncioPlanner(cst.CSTVisitor):
                 self._report(node, "reactor.callLater() with keyword arguments or its IDelayedCall kept: "
                                    "use loop.call_later (functools.partial for keywords) by hand; left unchanged")
 
+    def _chained_on(self, node: cst.Call) -> bool:
+        """Whether ``node`` is the receiver of an ``.addCallback``-like call (reported as such instead)."""
+        parent = self.get_metadata(ParentNodeProvider, node)
+        return isinstance(parent, cst.Attribute) and parent.attr.value in _CALLBACK_METHODS
+
     def _calls_newly_async(self, node: cst.Call) -> bool:
         func = node.func
         if isinstance(func, cst.Name):
-            return func.value in self.newly_async
-        return (isinstance(func, cst.Attribute) and m.matches(func.value, m.Name("self") | m.Name("cls"))
-                and func.attr.value in self.newly_async)
+            return func.value in self.newly_async or "new" in self.index.function_kinds(func.value)
+        if not isinstance(func, cst.Attribute):
+            return False
+        attr = func.attr.value
+        if _self_call(func):
+            return attr in self.newly_async or method_call(self.index, func) == "coroutine" and \
+                "new" in self.index.method_kinds(attr)
+        kinds = self.index.method_kinds(attr)
+        if kinds:
+            return "new" in kinds and kinds <= COROUTINE
+        return isinstance(func.value, cst.Name) and "new" in self.index.function_kinds(attr)
 
     def _report_looping_call(self, node: cst.Call) -> None:
         parent = self.get_metadata(ParentNodeProvider, node)
@@ -231,22 +274,40 @@ class _SleepIdiom(ScopedTransformer):
 class _Awaits(ScopedTransformer):
     """Make every ``await`` in the function's own body await something asyncio can await."""
 
-    def __init__(self, async_names: set[str], wrap_unknown: bool, elsewhere: frozenset[str]) -> None:
+    def __init__(self, async_names: set[str], wrap_unknown: bool, index: ProjectIndex) -> None:
         super().__init__()
-        self.async_names, self.wrap_unknown, self.elsewhere = async_names, wrap_unknown, elsewhere
+        self.async_names, self.wrap_unknown, self.index = async_names, wrap_unknown, index
+
+    def _elsewhere(self, name: str) -> bool:
+        kinds = self.index.function_kinds(name)
+        return bool(kinds) and kinds <= COROUTINE
+
+    def _ambiguous(self, expr: cst.BaseExpression) -> bool:
+        if not isinstance(expr, cst.Call):
+            return False
+        func = expr.func
+        name = func.attr.value if isinstance(func, cst.Attribute) else func.value if isinstance(func, cst.Name) else ""
+        if name in self.index.patched and (name in self.async_names or self.index.function_kinds(name)
+                                           or self.index.method_kinds(name)):
+            return True  # replaced at run time somewhere in the tree: whatever it returns, maybe_awaitable takes it
+        return (isinstance(func, cst.Attribute) and not _self_call(func)
+                and method_call(self.index, func) == "ambiguous")
 
     def _is_async(self, expr: cst.BaseExpression) -> bool:
         if not isinstance(expr, cst.Call):
             return False
         func = expr.func
         if isinstance(func, cst.Name):
-            return func.value in self.async_names or func.value in self.elsewhere or func.value == "as_future"
+            return func.value in self.async_names or self._elsewhere(func.value) or func.value in (
+                "as_future", "maybe_awaitable")
         if isinstance(func, cst.Attribute):
             if m.matches(func, ASYNCIO_CALL):
                 return True
-            if m.matches(func.value, m.Name("self") | m.Name("cls")):
-                return func.attr.value in self.async_names  # a method of this module's classes
-            if isinstance(func.value, cst.Name) and func.attr.value in self.elsewhere:
+            if _self_call(func):  # a method of this module's classes, or of a class anywhere in the run
+                return func.attr.value in self.async_names or method_call(self.index, func) == "coroutine"
+            if method_call(self.index, func) == "coroutine":
+                return True  # every method of that name in the tree is a coroutine function
+            if isinstance(func.value, cst.Name) and self._elsewhere(func.attr.value):
                 return True  # module.function, converted in another file of the run
             return func.attr.value in _POOL_ASYNC_METHODS and _pool_like(func.value)
         return False
@@ -270,6 +331,8 @@ class _Awaits(ScopedTransformer):
         converted = self._convert(expr)
         if converted is not None:
             return converted
+        if self.wrap_unknown and self._ambiguous(expr):
+            return cst.Call(func=cst.Name("maybe_awaitable"), args=[cst.Arg(expr)])
         if self._is_async(expr) or not self.wrap_unknown:
             return expr
         return cst.Call(func=cst.Name("as_future"), args=[cst.Arg(expr)])
@@ -300,11 +363,12 @@ class _Awaits(ScopedTransformer):
 
 
 def asyncio_body(body: cst.BaseSuite, async_names: set[str], wrap_unknown: bool = True,
-                 elsewhere: frozenset[str] = frozenset()) -> cst.BaseSuite:
+                 index: ProjectIndex | None = None, local_classes: dict[str, ClassInfo] | None = None
+                 ) -> cst.BaseSuite:
     """Rewrite one converted function's body (its ``yield``s already ``await``s) for asyncio.
 
     ``wrap_unknown`` is False for ``@deferred_api async def`` functions: their
     ``await`` may already take asyncio awaitables, so only the known Twisted
     calls are converted and nothing else is wrapped.
     """
-    return body.visit(_SleepIdiom()).visit(_Awaits(async_names, wrap_unknown, elsewhere))
+    return body.visit(_SleepIdiom()).visit(_Awaits(async_names, wrap_unknown, index or ProjectIndex()))

@@ -29,7 +29,7 @@ EXPECTED_REPORTS: dict[str, list[tuple[int, str]]] = {
     "reported": [(7, "@task(every=30)"), (12, ".addCallbacks() chain"), (13, "deferLater() with a callable")],
     "step_two": [],
     "threads_and_sleeps": [],
-    "twisted_sources": [(30, ".addCallback() chain"), (30, "lookup_twice() is a coroutine function now")],
+    "twisted_sources": [(30, "lookup_twice() now returns a coroutine, not a Deferred: .addCallback() on it fails")],
 }
 
 

@@ -21,7 +21,7 @@ EXPECTED_REPORT_LINES: dict[str, list[int]] = {
     "full_path": [],
     "nested_inline": [],
     "nested_reported": [7, 14, 22],
-    "stacked_decorators": [],
+    "stacked_decorators": [20],  # @logged below @inlineCallbacks now wraps an async def
     "try_except": [],
 }
 

@@ -1,6 +1,6 @@
 import twisted.internet.defer
 
-from bridge import deferred_api
+from bridge import deferred_api, maybe_awaitable
 
 
 @deferred_api
@@ -10,5 +10,5 @@ async def already_async(d):
 
 @deferred_api
 async def add_one(d):
-    value = await d
+    value = await maybe_awaitable(d)
     return value + 1

@@ -2,7 +2,7 @@
 
 import functools
 
-from bridge import deferred_api
+from bridge import deferred_api, maybe_awaitable
 
 
 def logged(fn):
@@ -19,7 +19,7 @@ class Store:
     @deferred_api  # the Twisted way
     @logged
     async def load(cls, backend, name):
-        row = await backend.fetch(name)
+        row = await maybe_awaitable(backend.fetch(name))
         if row is None:
             return None
         return cls(row)

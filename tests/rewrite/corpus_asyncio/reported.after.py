@@ -1,5 +1,5 @@
-from twisted.internet import reactor, task
 from bridge import as_future
+from twisted.internet import reactor, task
 
 
 class Poller:

@@ -2,8 +2,9 @@
 
 import asyncio
 
-from tests.workfns import add, fail_with
 from bridge import get_pool
+
+from tests.workfns import add, fail_with
 
 
 async def main(a, b):

@@ -1,7 +1,7 @@
 """Deferreds that still come from Twisted, and calls between converted functions."""
 
-from twisted.internet import defer
 from bridge import as_future
+from twisted.internet import defer
 
 
 def legacy_lookup(key):
