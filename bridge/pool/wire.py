@@ -17,6 +17,7 @@ Worker -> parent: ``READY`` (body: pid), ``INIT_FAILED`` (body: traceback text),
 from __future__ import annotations
 
 import os
+import select
 import struct
 from collections.abc import Sequence
 
@@ -90,10 +91,14 @@ class FrameReader:
 
 
 def write_all(fd: int, parts: Sequence[bytes | bytearray | memoryview]) -> None:
-    """Write every part to a blocking descriptor (the worker's side)."""
+    """Write every part (the worker's side), waiting for room when the pipe is full."""
     pending = [memoryview(p) for p in parts if len(p)]
     while pending:
-        n = os.writev(fd, pending[:IOV_MAX])
+        try:
+            n = os.writev(fd, pending[:IOV_MAX])
+        except BlockingIOError:
+            select.select([], [fd], [])
+            continue
         while n and pending:
             first = pending[0]
             if n >= len(first):

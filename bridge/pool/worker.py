@@ -146,19 +146,7 @@ class _Inbox:
 
 
 def _send(fd: int, call_id: int, kind: int, body: bytes = b"") -> None:
-    parts = (wire.header(call_id, kind, len(body)), body)
-    try:
-        wire.write_all(fd, parts)
-    except BlockingIOError:  # the parent is behind on reading: wait, then finish the frame
-        _send_blocking(fd, parts)
-
-
-def _send_blocking(fd: int, parts: tuple[bytes, bytes]) -> None:
-    os.set_blocking(fd, True)
-    try:
-        wire.write_all(fd, parts)
-    finally:
-        os.set_blocking(fd, False)
+    wire.write_all(fd, (wire.header(call_id, kind, len(body)), body))
 
 
 def worker_main(conn: Connection, lifeline: Connection, init_blob: bytes, threads: int,
