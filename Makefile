@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check bridge legacy modern workloads tests bench
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
 	$(BIN)/python -m bench
 
 clean:

@@ -42,7 +42,6 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import pickle
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -475,7 +474,7 @@ class LocalBackend:
 
     def _on_frame(self, worker: _Worker, call_id: int, kind: int, body: bytes | bytearray) -> None:
         if kind == wire.READY:
-            worker.pid = pickle.loads(body)
+            worker.pid = call_id  # a READY frame carries the worker's pid in its id field
             worker.state = _READY
             self._startup_deaths = 0
             if not self._ready.done() and not any(w.state == _STARTING for w in self.workers):

@@ -8,7 +8,7 @@ read. A body larger than :data:`BIG` is read straight into its own buffer.
 
 Parent -> worker: ``CALL`` (body: the pickled ``(fn, args, kwargs)``),
 ``CANCEL`` (a prefetched call the worker must skip), ``EXIT``.
-Worker -> parent: ``READY`` (body: pid), ``INIT_FAILED`` (body: traceback text),
+Worker -> parent: ``READY`` (its pid in the id field), ``INIT_FAILED`` (body: traceback text),
 ``OK`` (body: pickled result), ``ERROR`` (body: pickled ``(exception, traceback)``),
 ``ERROR_EXIT`` (the same, and the worker exits after it: it ran out of memory),
 ``SKIPPED`` (a cancelled call it did not run).

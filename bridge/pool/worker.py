@@ -171,8 +171,7 @@ def worker_main(conn: Connection, lifeline: Connection, init_blob: bytes, thread
         text = "".join(traceback.format_exception(exc)).encode()
         wire.write_all(fd, [wire.header(0, wire.INIT_FAILED, len(text)), text])
         return
-    pid = pickle.dumps(os.getpid())
-    wire.write_all(fd, [wire.header(0, wire.READY, len(pid)), pid])
+    wire.write_all(fd, [wire.header(os.getpid(), wire.READY)])
     os.set_blocking(fd, False)
     _serve(_Inbox(fd))
 
