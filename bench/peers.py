@@ -31,10 +31,10 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
-from bridge import SharedPool
-
+# absolute imports: anyio.to_process re-imports this module by path in its workers
 from bench.kernels import iterations_for, noop, spin
 from bench.report import median, report
+from bridge import SharedPool
 
 NAME = "peers"
 REPEATS = 5

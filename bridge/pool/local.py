@@ -61,6 +61,9 @@ PREFETCH_BYTES = 1 << 20
 #: Prefetch as many calls as recent run times say fit in this window (at least 1 beyond the running one).
 PREFETCH_WINDOW = 0.002
 _EXIT_GRACE = 5.0
+#: Payloads under this size travel in one buffer with their header.
+SMALL = 4096
+_HEADER_PACK = wire.HEADER.pack
 
 
 @dataclass(frozen=True)
@@ -376,8 +379,12 @@ class LocalBackend:
 
     def _send(self, worker: _Worker, call: Call) -> None:
         payload = call.payload
-        worker.out.append(wire.header(call.id, wire.CALL, len(payload)))
-        worker.out.append(payload)
+        size = len(payload)
+        if size < SMALL:  # one small buffer beats two iovecs; a large payload is never copied
+            worker.out.append(_HEADER_PACK(size, call.id, wire.CALL) + payload)
+        else:
+            worker.out.append(_HEADER_PACK(size, call.id, wire.CALL))
+            worker.out.append(payload)
         self._dirty.add(worker)
         call.worker = worker
         worker.calls.append(call)
@@ -386,7 +393,7 @@ class LocalBackend:
         else:
             call.state = "sent"
             self.prefetched += 1
-            worker.unstarted_bytes += len(payload)
+            worker.unstarted_bytes += size
 
     def _begin(self, worker: _Worker, call: Call, now: float) -> None:
         """The worker starts ``call`` now: the clock and the caller's ``on_start`` start here."""
@@ -431,15 +438,19 @@ class LocalBackend:
             parts.clear()
             return
         while parts:
+            batch = parts[:wire.IOV_MAX]
             try:
-                written = os.writev(worker.fd, parts[:wire.IOV_MAX])
+                written = os.writev(worker.fd, batch)
             except BlockingIOError:
                 break
             except OSError:
                 parts.clear()  # the worker is gone; its sentinel reports it
                 break
+            if written == sum(map(len, batch)):
+                del parts[:len(batch)]
+                continue
             done = 0
-            for part in parts:
+            for part in batch:
                 size = len(part)
                 if written < size:
                     break
@@ -469,10 +480,11 @@ class LocalBackend:
             if not worker.retiring and worker.state != _DEAD and self.state == "running":
                 self._kill(worker)  # a broken pipe with a live process: finish it
             return
+        now = self.loop.time()
         for call_id, kind, body in frames:
-            self._on_frame(worker, call_id, kind, body)
+            self._on_frame(worker, call_id, kind, body, now)
 
-    def _on_frame(self, worker: _Worker, call_id: int, kind: int, body: bytes | bytearray) -> None:
+    def _on_frame(self, worker: _Worker, call_id: int, kind: int, body: bytes | bytearray, now: float) -> None:
         if kind == wire.READY:
             worker.pid = call_id  # a READY frame carries the worker's pid in its id field
             worker.state = _READY
@@ -492,7 +504,6 @@ class LocalBackend:
             self._kill(worker)
             return
         call = calls.popleft()
-        now = self.loop.time()
         outcome: tuple[BaseException | None, Any] | None = None
         if call.state == "running":
             duration = now - call.started
@@ -578,8 +589,9 @@ class LocalBackend:
                 return
             if frames is None:
                 return
+            now = self.loop.time()
             for call_id, kind, body in frames:
-                self._on_frame(worker, call_id, kind, body)
+                self._on_frame(worker, call_id, kind, body, now)
             if worker.state == _DEAD:
                 return
 

@@ -26,6 +26,7 @@ log = logging.getLogger("cutover.pool")
 DURATION_SAMPLES = 2048
 COUNTS = ("completed", "failed", "crashed", "timeouts", "cancelled", "restarts")
 LOOP, DEFERRED, THREADSAFE = 0, 1, 2
+_dumps, _PROTOCOL = pickle.dumps, pickle.HIGHEST_PROTOCOL
 
 
 def name_of(fn: Any) -> str:
@@ -37,7 +38,7 @@ def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
     try:
-        return pickle.dumps((fn, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+        return _dumps((fn, args, kwargs), _PROTOCOL)
     except Exception as exc:
         raise SerializationError(
             f"cannot send {name_of(fn)} to a worker process: {exc}. Functions must be defined at "
@@ -78,18 +79,23 @@ def describe_exit(exitcode: int | None) -> str:
 class Call:
     """One call from acceptance to its outcome. ``state`` is the backend's; the target is the caller's."""
 
-    __slots__ = ("id", "name", "payload", "timeout", "on_start", "target", "kind", "state",
+    __slots__ = ("id", "fn", "payload", "timeout", "on_start", "target", "kind", "state",
                  "started", "timer", "worker", "extra")
 
-    def __init__(self, call_id: int, name: str, payload: bytes, timeout: float | None,
+    def __init__(self, call_id: int, fn: Any, payload: bytes, timeout: float | None,
                  target: Any, kind: int, on_start: Callable[[], None] | None = None) -> None:
-        self.id, self.name, self.payload, self.timeout = call_id, name, payload, timeout
+        self.id, self.fn, self.payload, self.timeout = call_id, fn, payload, timeout
         self.target, self.kind, self.on_start = target, kind, on_start
         self.state = "new"
         self.started = 0.0
         self.timer: asyncio.TimerHandle | None = None
         self.worker: Any = None
         self.extra: Any = None
+
+    @property
+    def name(self) -> str:
+        """The function's name, for messages (computed only when one is written)."""
+        return name_of(self.fn)
 
     def resolve(self, value: Any) -> None:
         target = self.target

@@ -38,7 +38,7 @@ from .backend import BACKEND_ENV, parse_backend
 from .local import LocalBackend, LocalConfig
 from .memory import memory_budget
 from .memory import worker_memory as memory_ceiling
-from .protocol import DEFERRED, LOOP, THREADSAFE, Call, PoolStats, encode_call, name_of
+from .protocol import DEFERRED, LOOP, THREADSAFE, Call, PoolStats, encode_call
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -432,8 +432,7 @@ class SharedPool:
               target: Any, kind: int, on_start: Callable[[], None] | None) -> Call:
         if self._state != "running":
             raise PoolClosed(self._not_running_message())
-        payload = encode_call(fn, args, kwargs, timeout)
-        return Call(next(self._ids), name_of(fn), payload, timeout, target, kind, on_start)
+        return Call(next(self._ids), fn, encode_call(fn, args, kwargs, timeout), timeout, target, kind, on_start)
 
     def _submit_threadsafe(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                            timeout: float | None, block: bool,
