@@ -325,9 +325,12 @@ class SharedPool:
         home, local = self._home, self._local
         if home is None or local is None:
             return
-        if home.is_closed() or not home.is_running():
-            local.kill_now()  # the loop is gone (interpreter exit): no one else will reap the workers
+        if home.is_closed():
+            local.kill_now()  # the loop is gone: no one else will reap the workers
             self._finish_close()
+            return
+        if not home.is_running():  # its loop is idle (between run_until_complete calls): close on it
+            home.run_until_complete(self._close_local(timeout))
             return
         if threading.get_ident() == self._home_thread:
             home.create_task(self._close_local(timeout))  # cannot block the loop it needs
