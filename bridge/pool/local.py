@@ -13,9 +13,9 @@ are written from the loop (all the calls of a loop turn in one ``writev``
 per worker), results settle the caller's future directly, deadlines are
 ``call_at`` timers.
 
-**Prefetch.** A worker may hold a few calls in its pipe behind the one it is
-running (more when calls are short, see :meth:`LocalBackend._depth`), so it
-never waits on a round trip through the parent. A worker runs its calls in
+**Prefetch.** A worker holds a call in its pipe behind the one it is running,
+more while calls are short (see :meth:`LocalBackend._depth`), so it never
+waits on a round trip through the parent. A worker runs its calls in
 order, so:
 
 * the call at the head of a worker's list *started* when it was written to an
@@ -42,6 +42,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import pickle
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -49,7 +50,7 @@ from typing import Any
 from ..errors import PoolBusy, PoolClosed, WorkerCrashed, WorkerStartupError
 from ..mainguard import check_main_guard
 from . import wire
-from .protocol import Call, RunStats, decode_error, decode_result, describe_exit
+from .protocol import LOOP, Call, RunStats, decode_error, decode_result, describe_exit
 from .worker import worker_main
 
 log = logging.getLogger("cutover.pool")
@@ -58,12 +59,13 @@ _STARTING, _READY, _DEAD = "starting", "ready", "dead"
 _MAX_STARTUP_DEATHS = 3
 #: Unstarted payload bytes a worker's pipe may hold: large calls are not stacked behind each other.
 PREFETCH_BYTES = 1 << 20
-#: Prefetch as many calls as recent run times say fit in this window (at least 1 beyond the running one).
+#: Prefetch as many calls as recent run times say fit in this window (at least 1 behind the running one).
 PREFETCH_WINDOW = 0.002
 _EXIT_GRACE = 5.0
 #: Payloads under this size travel in one buffer with their header.
 SMALL = 4096
 _HEADER_PACK = wire.HEADER.pack
+_OK = wire.OK
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ class LocalBackend:
         self._pump_pending = False
         self._dirty: set[_Worker] = set()
         self._startup_deaths = 0
+        self._durations = self.run_stats.durations
+        self._counts = self.run_stats.counts
         self._ready: asyncio.Future[None] = loop.create_future()
         self._idle = asyncio.Event()
         self._closed = asyncio.Event()
@@ -338,12 +342,12 @@ class LocalBackend:
             self.loop.call_soon(self._pump)
 
     def _depth(self) -> int:
-        """Calls a worker may hold: more when recent calls were short, one when they are long."""
+        """Calls a worker may hold: the running one and one behind it, more while recent calls were short."""
         limit = self.config.prefetch
         ewma = self._ewma
-        if ewma is None:
+        if limit <= 2 or ewma is None:
             return min(2, limit)
-        return max(1, min(limit, int(PREFETCH_WINDOW / max(ewma, 1e-7))))
+        return max(2, min(limit, int(PREFETCH_WINDOW / max(ewma, 1e-7))))
 
     def _pump(self) -> None:
         """Hand queued calls to workers with room, admit waiting calls into the room left, write it all."""
@@ -366,8 +370,9 @@ class LocalBackend:
         depth = self._depth()
         queue = self.queue
         budget = PREFETCH_BYTES
+        only = ready[0] if len(ready) == 1 else None
         while queue:
-            worker = min(ready, key=_load)
+            worker = only or min(ready, key=_load)
             held = len(worker.calls)
             if held >= depth or (held and worker.unstarted_bytes >= budget):
                 return
@@ -485,6 +490,36 @@ class LocalBackend:
             self._on_frame(worker, call_id, kind, body, now)
 
     def _on_frame(self, worker: _Worker, call_id: int, kind: int, body: bytes | bytearray, now: float) -> None:
+        calls = worker.calls
+        if kind == _OK and calls and calls[0].id == call_id and calls[0].state == "running":
+            # the hot path: a result for the running call (the general path below handles every other case)
+            try:
+                value = pickle.loads(body)
+            except Exception:  # noqa: BLE001 - the general path reports it
+                pass
+            else:
+                call = calls.popleft()
+                duration = now - call.started
+                self._durations.append(duration)
+                ewma = self._ewma
+                self._ewma = duration if ewma is None else 0.8 * ewma + 0.2 * duration
+                self._counts["completed"] += 1
+                self.n_running -= 1
+                if call.timer is not None:
+                    call.timer.cancel()
+                    call.timer = None
+                call.state = "done"
+                if calls and not worker.killed and calls[0].state == "sent":
+                    self._begin(worker, calls[0], now)
+                if not self._pump_pending:
+                    self._pump_pending = True
+                    self.loop.call_soon(self._pump)
+                if call.kind == LOOP:
+                    if not call.target.done():
+                        call.target.set_result(value)
+                else:
+                    call.resolve(value)
+                return
         if kind == wire.READY:
             worker.pid = call_id  # a READY frame carries the worker's pid in its id field
             worker.state = _READY
@@ -498,7 +533,6 @@ class LocalBackend:
             text = bytes(body).decode(errors="replace")
             self._fail_all(WorkerStartupError(f"the pool initializer failed in a worker:\n{text}"))
             return
-        calls = worker.calls
         if not calls or calls[0].id != call_id:
             log.error("worker %s answered call %s out of order; replacing it", worker.pid, call_id)
             self._kill(worker)

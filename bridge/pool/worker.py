@@ -126,6 +126,8 @@ class _Inbox:
     def fill(self, block: bool) -> bool:
         """Read everything available (waiting for something if ``block``); False at end of file."""
         while True:
+            if self.pending and not self.poller.poll(0):
+                return True  # nothing more has arrived: no exception raised per call to find that out
             try:
                 frames = self.reader.read(self.fd)
             except BlockingIOError:
@@ -146,7 +148,20 @@ class _Inbox:
 
 
 def _send(fd: int, call_id: int, kind: int, body: bytes = b"") -> None:
-    wire.write_all(fd, (wire.header(call_id, kind, len(body)), body))
+    head = _HEADER_PACK(len(body), call_id, kind)
+    if len(body) < 65536:  # one small buffer, one write; a large result is never copied into a frame
+        frame = head + body
+        try:
+            written = os.write(fd, frame)
+        except BlockingIOError:
+            written = 0
+        if written < len(frame):
+            wire.write_all(fd, (memoryview(frame)[written:],))
+        return
+    wire.write_all(fd, (head, body))
+
+
+_HEADER_PACK = wire.HEADER.pack
 
 
 def worker_main(conn: Connection, lifeline: Connection, init_blob: bytes, threads: int,

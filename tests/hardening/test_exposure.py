@@ -144,6 +144,10 @@ ALLOWED = {
         "pickle.loads": "results from the pool's own worker processes (local pipe or our own Dask workers); "
                         "never request data",
     },
+    "bridge/pool/local.py": {
+        "pickle.loads": "results from the pool's own worker processes over their private pipes (the hot path "
+                        "of protocol.py's decode_result, inlined); never request data",
+    },
     "bridge/pool/dask.py": {
         "pickle.loads": "the initializer this process pickled, run on our own Dask workers; a Dask cluster runs "
                         "pickled code by design, so it must be private",

@@ -22,8 +22,9 @@ async def _warm(pool: SharedPool) -> None:
     assert await asyncio.gather(*(pool.run(workfns.square, i) for i in range(40))) == [i * i for i in range(40)]
 
 
-async def _prefetched(pool: SharedPool, n: int) -> None:
-    await until(lambda: pool.stats().prefetched == n, f"{n} calls to be prefetched behind the running one")
+async def _prefetched(pool: SharedPool) -> None:
+    """A worker always holds one call behind its running one (more only while calls are short)."""
+    await until(lambda: pool.stats().prefetched >= 1, "a call to be prefetched behind the running one")
 
 
 @asyncio_test
@@ -33,7 +34,7 @@ async def test_calls_prefetched_behind_a_killed_worker_run_elsewhere_exactly_onc
         victim = asyncio.ensure_future(pool.run(workfns.wait_at_gate, gate.started, gate.gate))
         pid = await gate.wait_started()
         behind = [asyncio.ensure_future(pool.run(poolfns.record, str(tmp_path), f"call-{i}")) for i in range(3)]
-        await _prefetched(pool, 3)
+        await _prefetched(pool)
         os.kill(pid, signal.SIGKILL)
         with pytest.raises(WorkerCrashed, match="SIGKILL"):
             await victim
@@ -53,19 +54,19 @@ async def test_a_prefetched_calls_timeout_starts_when_it_starts(tmp_path: Path) 
         loop = asyncio.get_running_loop()
         ahead = asyncio.ensure_future(pool.run(workfns.wait_at_gate, first.started, first.gate, "ahead"))
         await first.wait_started()
-        quick = asyncio.ensure_future(pool.run(workfns.square, 5, timeout=0.5))
-        hangs = asyncio.ensure_future(pool.run(workfns.wait_at_gate, second.started, second.gate, timeout=0.5))
-        await _prefetched(pool, 2)
-        await asyncio.sleep(1.0)  # both timeouts would be over, had their clocks started when they were sent
+        quick = asyncio.ensure_future(pool.run(workfns.square, 5, timeout=2.0))
+        hangs = asyncio.ensure_future(pool.run(workfns.wait_at_gate, second.started, second.gate, timeout=1.0))
+        await _prefetched(pool)
+        await asyncio.sleep(2.5)  # both timeouts would be over, had their clocks started when they were sent
         assert not quick.done() and not hangs.done()
         await first.open()
         assert await ahead == "ahead"
         assert await quick == 25
         pid = await second.wait_started()
         started = loop.time()
-        with pytest.raises(TimeoutError, match="0.5s"):
+        with pytest.raises(TimeoutError, match="1.0s"):
             await hangs
-        assert loop.time() - started >= 0.4  # its own half second, counted from its start
+        assert loop.time() - started >= 0.9  # its own second, counted from its start
         await process_gone(pid)
         assert pool.stats().timeouts == 1
 
@@ -78,11 +79,10 @@ async def test_a_cancelled_prefetched_call_never_runs_and_costs_no_worker(tmp_pa
         pid = await gate.wait_started()
         doomed = asyncio.ensure_future(pool.run(poolfns.record, str(tmp_path), "doomed"))
         kept = asyncio.ensure_future(pool.run(poolfns.record, str(tmp_path), "kept"))
-        await _prefetched(pool, 2)
+        await _prefetched(pool)
         doomed.cancel()
         with pytest.raises(asyncio.CancelledError):
             await doomed
-        assert pool.stats().prefetched == 1
         await gate.open()
         assert await blocker == "done"
         assert await kept == pid  # the same worker: cancelling a call it had not started killed nothing
@@ -125,7 +125,7 @@ async def test_on_start_fires_once_on_the_loop_when_a_worker_really_starts_the_c
         assert starts == [("first", loop_thread)]
         behind = asyncio.ensure_future(pool.run(workfns.square, 3, on_start=hook("behind")))
         dropped = asyncio.ensure_future(pool.run(workfns.square, 4, on_start=hook("dropped")))
-        await _prefetched(pool, 2)
+        await _prefetched(pool)
         waiting = asyncio.ensure_future(pool.run(workfns.square, 6, on_start=hook("queued-cancelled")))
         await asyncio.sleep(0)
         dropped.cancel()
