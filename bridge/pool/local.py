@@ -94,7 +94,7 @@ class _Worker:
         self.pid: int | None = None
         self.state = _STARTING
         self.calls: deque[Call] = deque()  # written to this worker, not yet answered, in order
-        self.reader = wire.FrameReader()
+        self.reader = wire.FrameReader(wire.PARENT_CHUNK)
         self.out: list[bytes | memoryview] = []
         self.writing = False
         self.killed = False  # we killed it: its head call was already settled (timeout, cancel, close)
@@ -121,6 +121,7 @@ class LocalBackend:
         self.waiting_bytes = 0
         self._ewma: float | None = None
         self._pump_pending = False
+        self._in_pump = False
         self._dirty: set[_Worker] = set()
         self._startup_deaths = 0
         self._durations = self.run_stats.durations
@@ -284,7 +285,10 @@ class LocalBackend:
             call.state = "queued"
             self.queue.append(call)
             self.n_queued += 1
-            self._schedule_pump()
+            if not self._pump_pending and not self._in_pump and self._an_idle_worker():
+                self._pump()  # an idle worker gets it now; the rest of this loop turn's calls go in one write
+            else:
+                self._schedule_pump()
             return
         size = len(call.payload)
         if block and self._has_room_to_wait(size):
@@ -349,19 +353,26 @@ class LocalBackend:
             return min(2, limit)
         return max(2, min(limit, int(PREFETCH_WINDOW / max(ewma, 1e-7))))
 
+    def _an_idle_worker(self) -> bool:
+        return any(w.state == _READY and not w.calls and not w.killed and not w.retiring for w in self.workers)
+
     def _pump(self) -> None:
         """Hand queued calls to workers with room, admit waiting calls into the room left, write it all."""
         self._pump_pending = False
-        if self.state in ("running", "closing") and self.broken is None:
-            while True:
-                if self.n_queued:
-                    self._dispatch()
-                if not self._admit_waiting():
-                    break
-        for worker in list(self._dirty):
-            self._flush(worker)
-        self._dirty.clear()
-        self._check_idle()
+        self._in_pump = True
+        try:
+            if self.state in ("running", "closing") and self.broken is None:
+                while True:
+                    if self.n_queued:
+                        self._dispatch()
+                    if not self._admit_waiting():
+                        break
+            for worker in list(self._dirty):
+                self._flush(worker)
+            self._dirty.clear()
+            self._check_idle()
+        finally:
+            self._in_pump = False
 
     def _dispatch(self) -> None:
         ready = [w for w in self.workers if w.state == _READY and not w.killed and not w.retiring]

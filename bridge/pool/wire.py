@@ -25,6 +25,9 @@ HEADER = struct.Struct("<QqB")
 CALL, CANCEL, EXIT = 1, 2, 3
 READY, INIT_FAILED, OK, ERROR, ERROR_EXIT, SKIPPED = 10, 11, 12, 13, 14, 15
 CHUNK = 256 * 1024
+#: The parent reads less at a time: the frames of one read are handled in one loop callback, and
+#: a thousand tiny results at once would hold the loop for milliseconds.
+PARENT_CHUNK = 16 * 1024
 BIG = 64 * 1024
 IOV_MAX = 512
 
@@ -38,9 +41,10 @@ def header(call_id: int, kind: int, length: int = 0) -> bytes:
 class FrameReader:
     """Turns whatever a read returns into whole frames; keeps the partial rest for the next read."""
 
-    __slots__ = ("_buf", "_big", "_filled", "_big_head")
+    __slots__ = ("_buf", "_big", "_filled", "_big_head", "_chunk")
 
-    def __init__(self) -> None:
+    def __init__(self, chunk: int = CHUNK) -> None:
+        self._chunk = chunk
         self._buf = bytearray()
         self._big: bytearray | None = None
         self._filled = 0
@@ -58,7 +62,7 @@ class FrameReader:
                 return []
             body, self._big = self._big, None
             return [(*self._big_head, body)]
-        data = os.read(fd, CHUNK)
+        data = os.read(fd, self._chunk)
         if not data:
             return None
         buf = self._buf
