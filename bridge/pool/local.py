@@ -23,7 +23,9 @@ order, so:
   ``on_start`` hook start then;
 * when a worker dies, its head call (if started) fails with
   :class:`~bridge.errors.WorkerCrashed`, and the calls behind it never started:
-  they go back to the front of the queue and run elsewhere, exactly once;
+  they go back to the front of the queue and run elsewhere, exactly once. (A
+  worker being killed for a timeout or a cancel that still answers its call
+  has started the next one: that one fails with the crash, never runs twice);
 * cancelling a prefetched call marks it and sends the worker a ``CANCEL``
   frame, which the worker reads before it would start the call: it is skipped,
   and no worker is killed. Cancelling a started call kills its worker, the
@@ -520,7 +522,7 @@ class LocalBackend:
                     call.timer.cancel()
                     call.timer = None
                 call.state = "done"
-                if calls and not worker.killed and calls[0].state == "sent":
+                if calls and calls[0].state == "sent":  # it started, even on a worker we are killing
                     self._begin(worker, calls[0], now)
                 if not self._pump_pending:
                     self._pump_pending = True
@@ -567,7 +569,7 @@ class LocalBackend:
         if kind == wire.ERROR_EXIT:
             worker.retiring = True  # it exits now: what it holds never starts
             self._requeue(worker)
-        elif calls and not worker.killed and calls[0].state == "sent":
+        elif calls and calls[0].state == "sent":  # it started, even on a worker we are killing
             self._begin(worker, calls[0], now)
         self._schedule_pump()
         if outcome is not None:
