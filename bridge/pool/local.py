@@ -15,7 +15,10 @@ per worker), results settle the caller's future directly, deadlines are
 
 **Prefetch.** A worker holds a call in its pipe behind the one it is running,
 more while calls are short (see :meth:`LocalBackend._depth`), so it never
-waits on a round trip through the parent. A worker runs its calls in
+waits on a round trip through the parent. The depth starts at two for a worker
+that was idle and doubles with each answer, so a burst of long calls after a
+stream of short ones is not stacked on a few workers before its first answer
+says how long they take. A worker runs its calls in
 order, so:
 
 * the call at the head of a worker's list *started* when it was written to an
@@ -64,6 +67,7 @@ PREFETCH_BYTES = 1 << 20
 #: Prefetch as many calls as recent run times say fit in this window (at least 1 behind the running one).
 PREFETCH_WINDOW = 0.002
 _EXIT_GRACE = 5.0
+_MAX_WINDOW = 1 << 10
 #: Payloads under this size travel in one buffer with their header.
 SMALL = 4096
 _HEADER_PACK = wire.HEADER.pack
@@ -87,7 +91,7 @@ class LocalConfig:
 
 class _Worker:
     __slots__ = ("index", "process", "conn", "fd", "lifeline", "sentinel", "pid", "state", "calls", "reader",
-                 "out", "writing", "killed", "retiring", "unstarted_bytes", "exited")
+                 "out", "writing", "killed", "retiring", "unstarted_bytes", "exited", "window")
 
     def __init__(self, index: int, process: Any, conn: Any, lifeline: Any) -> None:
         self.index, self.process, self.conn, self.lifeline = index, process, conn, lifeline
@@ -103,6 +107,7 @@ class _Worker:
         self.retiring = False  # it said it exits after its last answer (out of memory)
         self.unstarted_bytes = 0
         self.exited: asyncio.Future[None] | None = None
+        self.window = 2  # slow start: the calls this worker may hold, doubled per answer, reset when idle
 
 
 class LocalBackend:
@@ -387,7 +392,7 @@ class LocalBackend:
         while queue:
             worker = only or min(ready, key=_load)
             held = len(worker.calls)
-            if held >= depth or (held and worker.unstarted_bytes >= budget):
+            if held >= depth or held >= worker.window or (held and worker.unstarted_bytes >= budget):
                 return
             call = queue.popleft()
             if call.state != "queued":
@@ -522,8 +527,12 @@ class LocalBackend:
                     call.timer.cancel()
                     call.timer = None
                 call.state = "done"
-                if calls and calls[0].state == "sent":  # it started, even on a worker we are killing
-                    self._begin(worker, calls[0], now)
+                if calls:
+                    worker.window = min(worker.window * 2, _MAX_WINDOW)
+                    if calls[0].state == "sent":  # it started, even on a worker we are killing
+                        self._begin(worker, calls[0], now)
+                else:
+                    worker.window = 2
                 if not self._pump_pending:
                     self._pump_pending = True
                     self.loop.call_soon(self._pump)
@@ -571,6 +580,8 @@ class LocalBackend:
             self._requeue(worker)
         elif calls and calls[0].state == "sent":  # it started, even on a worker we are killing
             self._begin(worker, calls[0], now)
+        if not calls:
+            worker.window = 2
         self._schedule_pump()
         if outcome is not None:
             error, value = outcome
