@@ -31,6 +31,7 @@ lint: install
 	$(BIN)/ruff check bridge legacy modern workloads tests bench
 
 bench: install
+	$(BIN)/python -m pip install --quiet -e . --group bench
 	$(BIN)/python -m bench
 
 clean:

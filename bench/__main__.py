@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("dispatch", "cpu_scaling", "loop_lag", "bridge", "frontdoor", "reliability", "dask", "rewrite")
+BENCHMARKS = ("dispatch", "peers", "cpu_scaling", "loop_lag", "bridge", "frontdoor", "reliability", "dask", "rewrite")
 
 
 def main(argv: list[str]) -> int:

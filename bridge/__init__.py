@@ -18,7 +18,7 @@ Public surface:
 Importing :mod:`bridge` never installs a reactor.
 """
 
-from ._worker import worker_threads
+from .pool import worker_threads
 from .cpu import CpuBudget, CpuBudgetError, cpu_budget
 from .deferreds import as_deferred, as_future, async_api, deferred_api, maybe_awaitable
 from .errors import (

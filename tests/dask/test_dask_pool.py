@@ -30,6 +30,20 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 @asyncio_test
+async def test_on_start_fires_once_on_the_callers_loop_when_the_call_reaches_the_cluster(dask_pool: SharedPool) -> None:
+    import threading
+
+    loop_thread = threading.get_ident()
+    starts: list[int] = []
+    assert await dask_pool.run(workfns.square, 4, on_start=lambda: starts.append(threading.get_ident())) == 16
+    await until(lambda: len(starts) == 1, "on_start to run on the loop")
+    assert starts == [loop_thread]
+    marked = threading.Event()
+    assert await asyncio.wrap_future(dask_pool.submit(workfns.square, 3, on_start=marked.set)) == 9
+    assert marked.is_set()
+
+
+@asyncio_test
 async def test_run_defer_and_submit_return_results_and_raise_with_the_remote_traceback(dask_pool: SharedPool) -> None:
     assert await dask_pool.run(workfns.add, 2, 3, scale=10) == 50
     assert await as_future(dask_pool.defer(workfns.square, 12)) == 144

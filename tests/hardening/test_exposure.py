@@ -140,14 +140,19 @@ DANGEROUS = {
 }
 #: Where such a call is allowed, and why: file -> {call: reason}.
 ALLOWED = {
-    "bridge/pool.py": {
-        "pickle.loads": "results from the pool's own worker processes, over a private pipe; never request data",
+    "bridge/pool/protocol.py": {
+        "pickle.loads": "results from the pool's own worker processes (local pipe or our own Dask workers); "
+                        "never request data",
     },
-    "bridge/dask_backend.py": {
-        "pickle.loads": "the same IPC as the local pool, over Dask: calls this process pickled, results from our "
-                        "own Dask workers; a Dask cluster runs pickled code by design, so it must be private",
+    "bridge/pool/local.py": {
+        "pickle.loads": "results from the pool's own worker processes over their private pipes (the hot path "
+                        "of protocol.py's decode_result, inlined); never request data",
     },
-    "bridge/_worker.py": {
+    "bridge/pool/dask.py": {
+        "pickle.loads": "the initializer this process pickled, run on our own Dask workers; a Dask cluster runs "
+                        "pickled code by design, so it must be private",
+    },
+    "bridge/pool/worker.py": {
         "pickle.loads": "the call and initializer our own parent process pickled, over a private pipe; and a "
                         "round trip of the worker's own exception to check that it unpickles",
     },

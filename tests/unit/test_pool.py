@@ -159,11 +159,39 @@ async def test_the_backlog_of_waiting_calls_is_bounded_too(gate: Gate) -> None:
         assert await pool.run(workfns.square, 9) == 81  # room again
 
 
-def test_max_waiting_has_a_bounded_default_and_is_validated() -> None:
-    assert SharedPool(processes=1, cpus=2, max_queued=3, backend="local").max_waiting == 1024
-    assert SharedPool(processes=1, cpus=2, max_queued=400, backend="local").max_waiting == 1600
+def test_the_waiting_backlog_is_bounded_in_bytes_by_default_and_validated() -> None:
+    from bridge.pool.memory import memory_budget
+
+    pool = SharedPool(processes=1, cpus=2, max_queued=3, backend="local")
+    assert pool.max_waiting is None  # no count limit: a gather of thousands of calls is fine
+    assert pool.max_waiting_bytes == memory_budget() // 4
+    assert SharedPool(processes=1, cpus=2, max_waiting=7, backend="local").max_waiting == 7
     with pytest.raises(ValueError, match="max_waiting"):
         SharedPool(processes=1, cpus=2, max_waiting=-1, backend="local")
+    with pytest.raises(ValueError, match="max_waiting_bytes"):
+        SharedPool(processes=1, cpus=2, max_waiting_bytes=-1, backend="local")
+
+
+@asyncio_test
+async def test_a_gather_far_past_the_queue_runs_under_the_default_backlog_rule() -> None:
+    async with SharedPool(processes=1, cpus=2, max_queued=4) as pool:
+        results = await asyncio.gather(*(pool.run(workfns.square, i) for i in range(3000)))
+    assert results == [i * i for i in range(3000)]
+
+
+@asyncio_test
+async def test_the_waiting_backlog_refuses_past_its_byte_bound(gate: Gate) -> None:
+    async with SharedPool(processes=1, cpus=2, max_queued=1, max_waiting_bytes=150_000) as pool:
+        blocker = asyncio.ensure_future(pool.run(workfns.wait_at_gate, gate.started, gate.gate, "done"))
+        await gate.wait_started()
+        blob = b"x" * 100_000
+        queued = asyncio.ensure_future(pool.run(len, blob))
+        first = asyncio.ensure_future(pool.run(len, blob))  # waits: the first waiting call always fits
+        await asyncio.sleep(0)
+        with pytest.raises(PoolBusy, match="1 more for room"):
+            await pool.run(len, blob)  # 200 KB would wait: past the 150 KB bound
+        await gate.open()
+        assert (await blocker, await queued, await first) == ("done", 100_000, 100_000)
 
 
 @asyncio_test
@@ -291,9 +319,11 @@ def test_get_pool_is_one_pool_per_process() -> None:
         set_pool(previous)
 
 
-def test_stats_report_run_time_percentiles(pool: SharedPool) -> None:
-    futures = [pool.submit(workfns.square, i) for i in range(20)]
-    assert [f.result(timeout=60) for f in futures] == [i * i for i in range(20)]
+@asyncio_test
+async def test_stats_report_run_time_percentiles(pool: SharedPool) -> None:
+    # submit() from the pool's own loop thread: awaited, never blocked on (that loop answers it)
+    futures = [asyncio.wrap_future(pool.submit(workfns.square, i)) for i in range(20)]
+    assert await asyncio.gather(*futures) == [i * i for i in range(20)]
     stats = pool.stats().as_dict()
     assert stats["completed"] == 20
     assert set(stats["run_time_ms"]) == {"p50", "p90", "p99"}

@@ -9,8 +9,8 @@ dependency (``pip install cutover[dask]``).
 What each promise of the local pool becomes on a cluster:
 
 * **Results and errors.** A call travels as the same pickle the local pool
-  sends; a small wrapper (:func:`_run_payload`) runs it on the worker and
-  pickles back ``(ok, value, traceback)``. The function's own exception is
+  sends; the local worker's own :func:`~bridge.pool.worker.run_payload` runs
+  it on the Dask worker and returns the same encoded outcome. The function's own exception is
   raised as itself, with the worker's traceback as its ``__cause__``
   (:class:`~bridge.errors.RemoteTraceback`), and an unpicklable function or
   argument raises :class:`~bridge.errors.SerializationError` at submission, as
@@ -24,6 +24,7 @@ What each promise of the local pool becomes on a cluster:
   cluster (queueing at the scheduler included), because the client does not
   learn when a worker starts a task without a round trip per call. Locally it
   starts when a worker takes the call, and the worker is killed at the deadline.
+  For the same reason ``on_start`` fires when the call is handed to the cluster.
 * **Cancellation.** Cancelling the caller's task, Deferred or future releases
   the Dask task: a queued call never runs; a running one runs to completion on
   its worker and its result is dropped (locally its worker is killed).
@@ -44,7 +45,7 @@ What each promise of the local pool becomes on a cluster:
 * **Back-pressure.** ``max_queued`` bounds the calls this process has in flight
   on the cluster; past it calls wait here (or raise
   :class:`~bridge.errors.PoolBusy` with ``block=False``, or once ``max_waiting``
-  calls already wait), as locally.
+  calls or ``max_waiting_bytes`` of arguments already wait), as locally.
 * **The initializer** becomes a Dask worker plugin, registered on start:
   every worker runs ``initializer(*initargs)`` once, in a worker thread (so the
   worker's event loop keeps its heartbeats while a model loads), including
@@ -62,10 +63,7 @@ machine): functions travel by reference, as with the local pool.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import functools
 import hashlib
-import itertools
 import logging
 import os
 import pickle
@@ -74,22 +72,17 @@ import time
 import traceback
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from distributed import Client, WorkerPlugin
 from distributed.client import FutureCancelledError
 
-from .errors import (
-    PoolBusy,
-    PoolClosed,
-    PoolUnavailable,
-    RemoteError,
-    RemoteTraceback,
-    SerializationError,
-    WorkerCrashed,
-    WorkerStartupError,
-)
+from ..errors import PoolBusy, PoolClosed, PoolUnavailable, WorkerCrashed, WorkerStartupError
+from . import wire
+from .backend import parse_backend
+from .protocol import Call, RunStats, decode_error, decode_result
+from .worker import WORKER_THREADS_ENV, cap_threads, error_blob, run_payload
 
 if TYPE_CHECKING:
     from distributed import Future as DaskFuture
@@ -99,7 +92,6 @@ __all__ = ["DaskBackend", "InitializerPlugin"]
 
 log = logging.getLogger("cutover.pool.dask")
 _REFRESH_EVERY = 1.0  # seconds between background refreshes of the cluster's worker count
-_DURATION_SAMPLES = 2048
 
 
 # ---------------------------------------------------------------------- worker side
@@ -109,11 +101,7 @@ _init_lock = threading.Lock()
 
 
 def _cap_threads(threads: int) -> None:
-    from ._worker import THREAD_ENV_VARS, WORKER_THREADS_ENV
-
-    os.environ[WORKER_THREADS_ENV] = str(threads)
-    for name in THREAD_ENV_VARS:
-        os.environ[name] = str(threads)
+    cap_threads(threads)
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)
@@ -123,8 +111,6 @@ def _initialize(digest: str, init_blob: bytes, threads: int | None) -> None:
     with _init_lock:
         if digest in _initialized:
             return
-        from ._worker import WORKER_THREADS_ENV
-
         # Without an explicit cap, a worker started with CUTOVER_WORKER_THREADS keeps it; else 1
         # native thread per Dask worker thread, the right share for `--nworkers N --nthreads 1`.
         cap = threads if threads is not None else max(1, int(os.environ.get(WORKER_THREADS_ENV, "1") or 1))
@@ -154,50 +140,28 @@ class InitializerPlugin(WorkerPlugin):
             raise WorkerStartupError(f"the pool initializer failed on worker {worker.address}:\n{text}") from None
 
 
-def _run_payload(payload: bytes, init: tuple[str, bytes, int | None] | None = None) -> bytes:
-    """Run one pickled ``(fn, args, kwargs)`` on a worker; always returns pickled ``(ok, value, tb)``.
+def _run_payload(payload: bytes, init: tuple[str, bytes, int | None] | None = None) -> tuple[int, bytes]:
+    """Run one pickled ``(fn, args, kwargs)`` on a worker; the same encoded outcome as a local worker's.
 
     ``init`` makes sure the pool's initializer ran in this worker first (once: it is keyed by its
     digest). The plugin runs it eagerly; this covers a worker that takes a call before the plugin
     reached it, as after a scheduler restart, when the plugin is registered again a moment later.
     """
-    fn: Any = None
-    try:
-        if init is not None:
+    if init is not None:
+        try:
             _initialize(*init)
-        fn, args, kwargs = pickle.loads(payload)
-        result = fn(*args, **kwargs)
-    except BaseException as exc:  # noqa: BLE001 - every failure belongs to its call
-        return _error_blob(exc)
-    try:
-        return pickle.dumps((True, result, None), protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:
-        name = getattr(fn, "__qualname__", None) or repr(fn)
-        return _error_blob(SerializationError(f"the result of {name} cannot be pickled: {exc}"))
-
-
-def _error_blob(exc: BaseException) -> bytes:
-    tb = "".join(traceback.format_exception(exc))
-    try:
-        blob = pickle.dumps((False, exc, tb), protocol=pickle.HIGHEST_PROTOCOL)
-        pickle.loads(blob)  # an exception that pickles but cannot unpickle would break the caller
-    except Exception:
-        stand_in = RemoteError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
-        blob = pickle.dumps((False, stand_in, tb), protocol=pickle.HIGHEST_PROTOCOL)
-    return blob
+        except BaseException as exc:  # noqa: BLE001 - the call's failure, reported as such
+            return wire.ERROR, error_blob(exc)
+    return run_payload(payload)
 
 
 # ---------------------------------------------------------------------- client side
 
 
 @dataclass(eq=False)
-class _DaskCall:
-    id: int
-    name: str
-    payload: bytes
-    timeout: float | None
-    future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
-    state: str = "waiting"  # waiting -> submitted -> done
+class _Task:
+    """What a call holds while on the cluster (``Call.extra``)."""
+
     task: DaskFuture | None = None
     sent: float = 0.0
     deadline: asyncio.TimerHandle | None = None  # on the client's loop; cancelled once the call is done
@@ -207,30 +171,29 @@ class _DaskCall:
 class DaskBackend:
     """A Dask ``Client`` behind the shared pool's calls; see the module docstring for the semantics."""
 
-    def __init__(self, url: str, *, init_blob: bytes, worker_threads: int | None, max_queued: int,
-                 connect_timeout: float, max_waiting: int | None = None) -> None:
-        from .pool import parse_backend
+    loop_bound = False
 
+    def __init__(self, url: str, *, init_blob: bytes, worker_threads: int | None, max_queued: int,
+                 connect_timeout: float, max_waiting: int | None = None, max_waiting_bytes: int | None = None) -> None:
         address = parse_backend(url)
         if address is None:
             raise ValueError(f"{url!r} is not a Dask backend")
         self.url, self.address = url, address
         self.max_queued = max_queued
-        self.max_waiting = max_waiting if max_waiting is not None else max(1024, 4 * max_queued)
+        self.max_waiting = max_waiting
+        self.max_waiting_bytes = max_waiting_bytes
+        self._waiting_bytes = 0
         self._init_blob = init_blob
         self._worker_threads = worker_threads
         self._connect_timeout = connect_timeout
         self._client: Client | None = None
         self._lock = threading.RLock()
         self._open = False
-        self._ids = itertools.count(1)
-        self._waiting: deque[_DaskCall] = deque()
-        self._in_flight: set[_DaskCall] = set()
+        self._waiting: deque[Call] = deque()
+        self._in_flight: set[Call] = set()
         self._idle = threading.Condition(self._lock)
-        self._durations: deque[float] = deque(maxlen=_DURATION_SAMPLES)
-        self._counts = dict.fromkeys(
-            ("completed", "failed", "crashed", "timeouts", "cancelled", "restarts"), 0
-        )
+        self._run_stats = RunStats()
+        self._counts = self._run_stats.counts
         self._cluster = {"n_workers": 0, "total_threads": 0}
         self._plugin = InitializerPlugin("", init_blob, worker_threads)
         self._stop = threading.Event()
@@ -336,6 +299,7 @@ class DaskBackend:
             self._waiting.clear()
             for call in waiting:
                 call.state = "done"
+            self._waiting_bytes = 0
             deadline = time.monotonic() + max(0.0, timeout)
             while self._in_flight and (left := deadline - time.monotonic()) > 0:
                 self._idle.wait(left)
@@ -344,10 +308,10 @@ class DaskBackend:
             for call in leftover:
                 call.state = "done"
         for call in waiting:
-            _settle(call, PoolClosed("the pool closed before this call could be sent to the cluster"))
+            call.reject(PoolClosed("the pool closed before this call could be sent to the cluster"))
         for call in leftover:
             _release(call)
-            _settle(call, PoolClosed(
+            call.reject(PoolClosed(
                 "the pool closed before this call finished; a task already running on a Dask worker "
                 "runs to completion there and its result is dropped"
             ))
@@ -360,86 +324,99 @@ class DaskBackend:
 
     # ------------------------------------------------------------------ calling
 
-    def submit(self, name: str, payload: bytes, timeout: float | None, block: bool) -> concurrent.futures.Future[Any]:
-        """Hand one pickled call to the cluster, or queue it here while ``max_queued`` are in flight."""
-        call = _DaskCall(next(self._ids), name, payload, timeout)
+    def submit(self, call: Call, block: bool) -> None:
+        """Hand one call to the cluster, or queue it here while ``max_queued`` are in flight (any thread)."""
+        call.extra = _Task()
         with self._lock:
             if not self._open:
                 raise PoolClosed("the pool is closing")
             health = self._health()
             if health == "scheduler unreachable":
                 raise PoolUnavailable(self._unreachable_message())
+            sent = False
             if len(self._in_flight) < self.max_queued and not self._waiting:
-                self._send(call)
-            elif block and len(self._waiting) < self.max_waiting:
+                sent = self._send(call)
+            elif block and self._has_room_to_wait(len(call.payload)):
+                call.state = "waiting"
                 self._waiting.append(call)
+                self._waiting_bytes += len(call.payload)
             else:
                 raise PoolBusy(
                     f"{self.max_queued} calls from this process are already in flight on the Dask "
                     f"cluster at {self.address}" + (f", {len(self._waiting)} more waiting" if block else "")
                     + "; retry later"
                 )
-        call.future.add_done_callback(functools.partial(self._on_caller_done, call))
-        return call.future
+        if sent:
+            call.notify_start()
 
-    def _send(self, call: _DaskCall) -> None:
-        """Under the lock: submit to the cluster (non-blocking) and arm the timeout."""
+    def _has_room_to_wait(self, size: int) -> bool:
+        if self.max_waiting is not None and len(self._waiting) >= self.max_waiting:
+            return False
+        limit = self.max_waiting_bytes
+        return limit is None or not self._waiting or self._waiting_bytes + size <= limit
+
+    def _send(self, call: Call) -> bool:
+        """Under the lock: submit to the cluster (non-blocking) and arm the timeout; False if the client is gone."""
         client = self._client
         assert client is not None
-        call.state, call.sent = "submitted", time.monotonic()
+        extra: _Task = call.extra
+        call.state, extra.sent = "submitted", time.monotonic()
         self._in_flight.add(call)
         try:
             init = None if self._plugin is None else (self._plugin.digest, self._plugin.init_blob, self._plugin.threads)
-            call.task = client.submit(_run_payload, call.payload, init, key=f"{call.name}-{uuid.uuid4().hex}", pure=False)
+            extra.task = client.submit(_run_payload, call.payload, init, key=f"{call.name}-{uuid.uuid4().hex}", pure=False)
         except Exception as exc:  # the client closed under us
             self._in_flight.discard(call)
             call.state = "done"
             self._settled_later(call, PoolUnavailable(f"{self._unreachable_message()}: {exc}"))
-            return
+            return False
         call.payload = b""  # the cluster holds it now
         loop = client.loop.asyncio_loop
         # Each call's outcome is awaited on the client's own loop: results come back concurrently,
         # not one round trip at a time through Dask's single done-callback thread.
-        asyncio.run_coroutine_threadsafe(self._watch(client, call, call.task), loop)
+        asyncio.run_coroutine_threadsafe(self._watch(client, call, extra.task), loop)
         if call.timeout is not None:
-            call.loop = loop
+            extra.loop = loop
             loop.call_soon_threadsafe(self._arm_deadline, call)
+        return True
 
-    def _arm_deadline(self, call: _DaskCall) -> None:
+    def _arm_deadline(self, call: Call) -> None:
         """On the client's loop. A call done before this ran needs no timer."""
-        if call.state != "done" and call.loop is not None and call.timeout is not None:
-            call.deadline = call.loop.call_later(call.timeout, self._on_deadline, call)
+        extra: _Task = call.extra
+        if call.state != "done" and extra.loop is not None and call.timeout is not None:
+            extra.deadline = extra.loop.call_later(call.timeout, self._on_deadline, call)
 
-    def _settled_later(self, call: _DaskCall, error: BaseException) -> None:
+    def _settled_later(self, call: Call, error: BaseException) -> None:
         # Never settle under the lock: a done-callback may call back into the pool.
-        threading.Thread(target=_settle, args=(call, error), daemon=True).start()
+        threading.Thread(target=call.reject, args=(error,), daemon=True).start()
 
-    def _finish(self, call: _DaskCall) -> list[_DaskCall]:
+    def _finish(self, call: Call) -> list[Call]:
         """Under the lock: take ``call`` out of flight and admit waiting calls into the room it left."""
         call.state = "done"
+        extra: _Task = call.extra
         self._in_flight.discard(call)
-        if call.deadline is not None and call.loop is not None:
+        if extra.deadline is not None and extra.loop is not None:
             # the timer would otherwise hold the call, and its result, until the full timeout passed
-            call.loop.call_soon_threadsafe(call.deadline.cancel)
-        self._durations.append(time.monotonic() - call.sent)
+            extra.loop.call_soon_threadsafe(extra.deadline.cancel)
+        self._run_stats.durations.append(time.monotonic() - extra.sent)
         admitted = []
         while self._waiting and len(self._in_flight) < self.max_queued and self._open:
             waiting = self._waiting.popleft()
-            self._send(waiting)
-            admitted.append(waiting)
+            self._waiting_bytes -= len(waiting.payload)
+            if self._send(waiting):
+                admitted.append(waiting)
         if not self._in_flight:
             self._idle.notify_all()
         return admitted
 
-    async def _watch(self, client: Client, call: _DaskCall, task: DaskFuture) -> None:
+    async def _watch(self, client: Client, call: Call, task: DaskFuture) -> None:
         """On the client's loop: turn the task's outcome into the caller's result or a pool error."""
         from distributed.scheduler import KilledWorker
 
         error: BaseException | None = None
         result: Any = None
         try:
-            blob = await client.gather(task, asynchronous=True)
-            ok, result, tb = pickle.loads(blob)
+            status, blob = await client.gather(task, asynchronous=True)
         except FutureCancelledError as exc:  # released by us (the caller has its answer), or the connection went
             error = PoolUnavailable(f"{call.name} was dropped by the Dask cluster ({exc.reason}): "
                                     f"{self._unreachable_message()}")
@@ -455,14 +432,14 @@ class DaskBackend:
             error = WorkerCrashed(f"the Dask cluster failed {call.name}: {exc!r}")
             error.__cause__ = exc
         else:
-            if not ok:
-                if tb:
-                    result.__cause__ = RemoteTraceback(tb)
-                error, result = result, None
+            if status == wire.OK:
+                error, result = decode_result(blob)
+            else:
+                error = decode_error(blob)
         with self._lock:
             if call.state != "submitted":
                 return  # timed out, cancelled or closed: the caller already has its answer
-            self._finish(call)
+            admitted = self._finish(call)
             if error is None:
                 self._counts["completed"] += 1
             elif isinstance(error, WorkerCrashed):
@@ -470,35 +447,41 @@ class DaskBackend:
             elif not isinstance(error, PoolUnavailable):
                 self._counts["failed"] += 1
         _release(call)
-        _settle(call, error, result)
+        _notify(admitted)
+        if error is None:
+            call.resolve(result)
+        else:
+            call.reject(error)
 
-    def _on_deadline(self, call: _DaskCall) -> None:
+    def _on_deadline(self, call: Call) -> None:
         """On the client's loop: the call overran its timeout; release its task (it cannot be killed)."""
         with self._lock:
             if call.state != "submitted":
                 return
-            self._finish(call)
+            admitted = self._finish(call)
             self._counts["timeouts"] += 1
         _release(call)
-        _settle(call, TimeoutError(
+        _notify(admitted)
+        call.reject(TimeoutError(
             f"{call.name} did not finish within {call.timeout}s; on the Dask cluster a running task cannot be "
             "killed: it runs to completion on its worker and its result is dropped"
         ))
 
-    def _on_caller_done(self, call: _DaskCall, future: concurrent.futures.Future[Any]) -> None:
+    def cancel(self, call: Call) -> None:
         """The caller cancelled: drop a waiting call, or release its Dask task (queued: never runs)."""
-        if not future.cancelled():
-            return
+        admitted: list[Call] = []
         with self._lock:
             if call.state == "waiting":
                 self._waiting.remove(call)
+                self._waiting_bytes -= len(call.payload)
                 call.state = "done"
             elif call.state == "submitted":
-                self._finish(call)
+                admitted = self._finish(call)
             else:
                 return
             self._counts["cancelled"] += 1
         _release(call)
+        _notify(admitted)
 
     # ------------------------------------------------------------------ health
 
@@ -526,15 +509,18 @@ class DaskBackend:
                 "busy": busy,
                 "queued": in_flight - busy,
                 "waiting": len(self._waiting),
-                "durations": sorted(self._durations),
+                "run_time_ms": self._run_stats.run_time_ms(),
                 "health": self._health(),
                 **self._counts,
             }
 
 
-def _release(call: _DaskCall) -> None:
+def _release(call: Call) -> None:
     """Drop our reference to the Dask task (non-blocking): a queued task is forgotten, a running one's result dropped."""
-    task, call.task = call.task, None
+    extra: _Task | None = call.extra
+    task = None
+    if extra is not None:
+        task, extra.task = extra.task, None
     if task is not None:
         try:
             task.release()
@@ -542,11 +528,7 @@ def _release(call: _DaskCall) -> None:
             log.debug("could not release %s", task.key, exc_info=True)
 
 
-def _settle(call: _DaskCall, error: BaseException | None, result: Any = None) -> None:
-    try:
-        if error is None:
-            call.future.set_result(result)
-        else:
-            call.future.set_exception(error)
-    except concurrent.futures.InvalidStateError:
-        pass  # the caller cancelled first
+def _notify(admitted: list[Call]) -> None:
+    """Outside the lock: tell the callers whose waiting calls were just handed to the cluster."""
+    for call in admitted:
+        call.notify_start()
