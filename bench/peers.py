@@ -15,7 +15,7 @@ a time and pipelined (all in flight via ``asyncio.gather``), 1 and 2 workers;
 then CPU-bound efficiency (ideal time / actual for pure-Python tasks of 50 ms)
 and the event loop's lag p99 while a pipelined burst saturates the pool. Each
 repeat runs every contender once, the order rotated; the figure is the median.
-The peers come from the ``bench`` extra (``pip install -e '.[bench]'``); a
+The peers come from the ``bench`` dependency group (``pip install -e . --group bench``, which ``make bench`` runs); a
 peer that is not installed is skipped and said so.
 """
 
@@ -297,7 +297,7 @@ def main() -> list[dict[str, Any]]:
         *_goals(rows),
     ]
     if missing:
-        notes.append(f"not installed, skipped: {', '.join(missing)} (pip install -e '.[bench]')")
+        notes.append(f"not installed, skipped: {', '.join(missing)} (pip install -e . --group bench)")
     report(NAME, rows, notes=notes, title="peers: SharedPool against stdlib, loky, pebble, anyio, aiomultiprocess "
            "and the raw pipe")
     return rows
