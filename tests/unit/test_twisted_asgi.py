@@ -499,6 +499,28 @@ async def test_a_scope_without_raw_path_is_percent_encoded_again(edges: Edges) -
 
 
 @asyncio_test
+async def test_a_head_twisted_would_hang_up_on_gets_431_in_the_error_shape_not_a_500(edges: Edges) -> None:
+    limit = http.HTTPChannel.MAX_LENGTH  # twisted.web closes on a longer line, unanswered
+    for headers in ([(b"x-big", b"a" * limit)], [(b"x-%d" % i, b"v") for i in range(600)]):
+        driver = await call(edges.app, scope("GET", "/echo", headers), Driver())
+        assert driver.status == 431, driver.messages
+        assert json.loads(driver.body)["error"]["code"] == "header_too_large"
+    long_target = "/echo?q=" + "a" * limit
+    driver = await call(edges.app, scope("GET", long_target), Driver())
+    assert driver.status == 431 and json.loads(driver.body)["error"]["code"] == "header_too_large"
+
+
+@asyncio_test
+async def test_the_lines_the_adapter_adds_do_not_push_a_head_past_twisteds_limit(edges: Edges) -> None:
+    total = http.HTTPChannel.totalHeadersSize
+    line = len(b"POST /echo HTTP/1.1") + len(b"host: testserver")
+    headers = [(b"x-fill", b"v" * (total - line - len(b"x-fill: ")))]  # the client's head is at Twisted's limit exactly
+    driver = await call(edges.app, scope("POST", "/echo", headers), Driver([b"abc"]))  # + Content-Length, Connection
+    assert driver.status == 200, driver.messages
+    assert json.loads(driver.body)["hop_by_hop"]["content-length"] == "3"
+
+
+@asyncio_test
 async def test_repeated_headers_reach_twisted_as_on_the_socket(edges: Edges) -> None:
     headers = [("x-multi", "1"), ("X-Multi", "two, three"), ("x-multi", "4")]
     mine, theirs = await both_edges(edges, "GET", "/echo", headers=headers)
