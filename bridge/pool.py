@@ -44,6 +44,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -100,6 +101,27 @@ def parse_backend(url: str) -> str | None:
     raise ValueError(f"unknown pool backend {url!r}: use 'local', 'dask://host:port' or 'dask+tls://host:port'")
 
 
+def _on_loop(callback: Callable[[], None] | None) -> Callable[[], None] | None:
+    """``callback``, to be called from the dispatcher thread but run on the caller's loop."""
+    if callback is None:
+        return None
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # a Twisted caller without a running asyncio loop: its reactor, if one is installed
+        reactor = sys.modules.get("twisted.internet.reactor")
+        if reactor is None:
+            return callback
+        return lambda: reactor.callFromThread(callback)
+
+    def hand_over() -> None:
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop has closed: nobody is left to tell
+            pass
+
+    return hand_over
+
+
 def _name(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
@@ -126,6 +148,7 @@ class _Call:
     worker: _Worker | None = None
     started: float = 0.0
     deadline: float | None = None
+    on_start: Callable[[], None] | None = None  # called (from the dispatcher) once a worker takes the call
 
 
 @dataclass(eq=False)
@@ -436,7 +459,7 @@ class SharedPool:
     # ------------------------------------------------------------------ calling
 
     async def run(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
-                  block: bool = True, **kwargs: Any) -> T:
+                  block: bool = True, on_start: Callable[[], None] | None = None, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in a worker process and return its result.
 
         ``timeout`` bounds the call's time in a worker; past it the worker is
@@ -444,20 +467,28 @@ class SharedPool:
         Cancelling the awaiting task cancels the call: a queued call never runs,
         a running one has its worker killed. The function's own exception is
         raised as itself, with the worker's traceback as its ``__cause__``.
+        ``on_start()`` is called once on this loop when a worker begins the
+        call, before its result arrives; never for a call that never started
+        (nor on a Dask backend, which does not report it).
         """
-        return await asyncio.wrap_future(self._submit_future(fn, args, kwargs, timeout, block))
+        return await asyncio.wrap_future(self._submit_future(fn, args, kwargs, timeout, block, _on_loop(on_start)))
 
     def defer(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
-              block: bool = True, **kwargs: Any) -> Deferred[T]:
-        """Twisted form of :meth:`run`: a Deferred; ``Deferred.cancel()`` cancels the call."""
+              block: bool = True, on_start: Callable[[], None] | None = None, **kwargs: Any) -> Deferred[T]:
+        """Twisted form of :meth:`run`: a Deferred; ``Deferred.cancel()`` cancels the call.
+
+        ``on_start`` is called on the caller's loop (the asyncio reactor's), as for :meth:`run`."""
         from .deferreds import deferred_from_future
 
-        return deferred_from_future(self._submit_future(fn, args, kwargs, timeout, block))
+        return deferred_from_future(self._submit_future(fn, args, kwargs, timeout, block, _on_loop(on_start)))
 
     def submit(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None,
-               block: bool = True, **kwargs: Any) -> concurrent.futures.Future[T]:
-        """Thread-safe form for code that holds neither a loop nor a reactor."""
-        return self._submit_future(fn, args, kwargs, timeout, block)
+               block: bool = True, on_start: Callable[[], None] | None = None,
+               **kwargs: Any) -> concurrent.futures.Future[T]:
+        """Thread-safe form for code that holds neither a loop nor a reactor.
+
+        ``on_start`` is called on the pool's dispatcher thread: keep it short, hand work elsewhere."""
+        return self._submit_future(fn, args, kwargs, timeout, block, on_start)
 
     async def run_in_thread(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking IO in the pool's threads, with the caller's contextvars."""
@@ -483,10 +514,11 @@ class SharedPool:
         return f"the pool is {self._state}"
 
     def _submit_future(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                       timeout: float | None, block: bool) -> concurrent.futures.Future[Any]:
+                       timeout: float | None, block: bool,
+                       on_start: Callable[[], None] | None = None) -> concurrent.futures.Future[Any]:
         """One call to whichever backend runs process work; its future settles thread-safely."""
         if self._dask_address is None:
-            return self._submit(fn, args, kwargs, timeout, block).future
+            return self._submit(fn, args, kwargs, timeout, block, on_start).future
         payload = _payload(fn, args, kwargs, timeout)
         with self._lock:
             if self._state != "running" or self._dask is None:
@@ -495,9 +527,9 @@ class SharedPool:
         return backend.submit(_name(fn), payload, timeout, block)
 
     def _submit(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                timeout: float | None, block: bool) -> _Call:
+                timeout: float | None, block: bool, on_start: Callable[[], None] | None = None) -> _Call:
         payload = _payload(fn, args, kwargs, timeout)
-        call = _Call(next(self._ids), _name(fn), payload, timeout)
+        call = _Call(next(self._ids), _name(fn), payload, timeout, on_start=on_start)
         with self._lock:
             if self._state != "running":
                 raise PoolClosed(self._not_running_message())
@@ -649,6 +681,12 @@ class SharedPool:
                 self._running.add(call)
                 sends.append((worker, call))
             self._admit_waiting()
+        for _, call in sends:  # outside the lock: a callback may call into the pool
+            if call.on_start is not None:
+                try:
+                    call.on_start()
+                except Exception:
+                    log.exception("the on_start callback of %s failed", call.name)
         return sends
 
     def _admit_waiting(self) -> None:
