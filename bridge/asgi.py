@@ -74,8 +74,12 @@ def json_error(status: int, code: str, message: str, headers: dict[str, str] | N
 
 
 def head_refusal(scope: Scope) -> tuple[int, str, str] | None:
-    """``(status, code, message)`` if the request head passes one of the limits, else None."""
+    """``(status, code, message)`` if the request head passes one of the limits, or its target is not a path."""
     raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    if not raw_path.startswith(b"/"):
+        # "*" or an absolute URL: twisted.web resolves "http://host/status" to /status while Starlette
+        # finds no such path, and answers "POST *" with a bare 405; neither stack serves these forms.
+        return 400, "malformed_request", "the request target must be a path starting with /"
     query = scope.get("query_string") or b""
     target = len(raw_path) + (len(query) + 1 if query else 0)
     if target > MAX_TARGET_BYTES:
@@ -235,7 +239,9 @@ def h11_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[asyncio
     ``request_timeout`` if it sent part of a head, and closed either way. A
     head still incomplete past :data:`MAX_HEAD_BYTES` is answered 431
     ``header_too_large`` in the contract's shape (h11 alone would answer a
-    plain-text 400, and only if the head came in pieces). A client that shuts
+    plain-text 400, and only if the head came in pieces); bytes that are not
+    HTTP/1.1 get 400 ``malformed_request`` in that shape too, not uvicorn's
+    plain text. A client that shuts
     down its sending side after a complete request still gets its answer
     (uvicorn alone closes at once); the connection closes after it.
     """
@@ -275,6 +281,19 @@ def h11_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[asyncio
                     and not self.transport.is_closing():
                 self._refuse(431, "header_too_large",
                              f"the request head is over {MAX_HEAD_BYTES} bytes, the limit", "Request Header Fields Too Large")
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn's answer to bytes h11 cannot parse, in plain text; here in the contract's shape.
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                if cycle.response_started:
+                    self.transport.close()  # mid-response: no room for another answer
+                    return
+                # A body that broke its framing (a bad chunk size): the app's answer, if any, is
+                # dropped as for a client gone, and its receive() wakes to http.disconnect.
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self._refuse(400, "malformed_request", "the request is not valid HTTP/1.1", "Bad Request")
 
         def handle_events(self) -> None:
             cycle = self.cycle
