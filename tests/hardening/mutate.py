@@ -155,33 +155,56 @@ class Tally:
         return ", ".join(f"{self.classes[k]} {k}" for k in order if self.classes[k])
 
 
+class _Collect(asyncio.Protocol):
+    """Keeps every byte the server sent, also when it then resets the connection (it hung up on unread bytes):
+    a ``StreamReader`` would raise the reset before handing over what had arrived."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.changed = asyncio.Event()
+        self.gone = False
+
+    def data_received(self, data: bytes) -> None:
+        self.data += data
+        self.changed.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.gone = True
+        self.changed.set()
+
+
+def _complete(got: bytearray) -> bool:
+    """The whole first final answer is in (interim 1xx answers are dropped from ``got``), or its head if unframed."""
+    head_end = got.find(b"\r\n\r\n")
+    while head_end >= 0 and got.startswith(b"HTTP/1.1 1"):  # an interim answer (100 Continue)
+        del got[: head_end + 4]
+        head_end = got.find(b"\r\n\r\n")
+    if head_end < 0:
+        return False
+    length = next((int(line.split(b":", 1)[1]) for line in got[:head_end].split(b"\r\n")[1:]
+                   if line.lower().startswith(b"content-length:")), None)
+    return length is None or len(got) >= head_end + 4 + length
+
+
 async def answer_of(port: int, raw: bytes, hang_after: float) -> tuple[str, bytes]:
     """Send ``raw``; ``("answer", bytes)`` once the server answers, ``("closed", b"")`` or ``("hang", b"")``."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    loop = asyncio.get_running_loop()
+    transport, client = await loop.create_connection(_Collect, "127.0.0.1", port)
     try:
-        writer.write(raw)
-        got = bytearray()
+        transport.write(raw)
         try:
             async with asyncio.timeout(hang_after):
-                while True:
-                    chunk = await reader.read(65536)
-                    if not chunk:
-                        break
-                    got += chunk
-                    head_end = got.find(b"\r\n\r\n")
-                    while head_end >= 0 and got.startswith(b"HTTP/1.1 1"):  # an interim answer (100 Continue)
-                        del got[: head_end + 4]
-                        head_end = got.find(b"\r\n\r\n")
-                    if head_end >= 0:
-                        length = next((int(line.split(b":", 1)[1]) for line in got[:head_end].split(b"\r\n")[1:]
-                                       if line.lower().startswith(b"content-length:")), None)
-                        if length is None or len(got) >= head_end + 4 + length:
-                            break  # the whole answer (or its head, if unframed): enough to judge it
+                while not client.gone and not _complete(client.data):
+                    await client.changed.wait()
+                    client.changed.clear()
         except TimeoutError:
-            return ("answer", bytes(got)) if got else ("hang", b"")
-        return ("answer", bytes(got)) if got else ("closed", b"")
+            pass
+        got = bytes(client.data)
+        if got:
+            return "answer", got
+        return ("closed", b"") if client.gone else ("hang", b"")
     finally:
-        writer.transport.abort()
+        transport.abort()
 
 
 async def send_all(port: int, requests: list[bytes], *, concurrency: int, hang_after: float) -> Tally:
