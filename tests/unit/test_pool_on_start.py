@@ -41,7 +41,10 @@ async def test_a_call_cancelled_in_the_queue_never_reports_a_start(pool: SharedP
     reported: list[str] = []
     queued = asyncio.ensure_future(pool.run(workfns.square, 2, on_start=lambda: reported.append("queued")))
     await until(lambda: pool.stats().queued == 1, "the call to wait in the pool's queue")
+    cancelled = pool.stats().cancelled
     queued.cancel()
+    # The cancellation reaches the pool a few loop turns later: open the gates only once it has dropped the call.
+    await until(lambda: pool.stats().cancelled > cancelled and pool.stats().queued == 0, "the pool to drop the call")
     for g in gates:
         await g.open()
     assert await asyncio.wait_for(asyncio.gather(*busy), WAIT) == list(range(pool.processes))
