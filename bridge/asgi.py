@@ -4,12 +4,21 @@
 read whole: from the ``Content-Length`` header when there is one, else as soon
 as the streamed body passes the limit. Starlette and FastAPI read bodies into
 memory on ``await request.body()`` with no limit of their own.
+
+:func:`head_refusal` holds every request head to one set of limits
+(:data:`MAX_TARGET_BYTES`, :data:`MAX_HEADERS`, :data:`MAX_HEAD_BYTES`). The
+servers behind cutover disagree without it: uvicorn (h11) refuses a head over
+16 KiB only when it arrives in pieces, and then in plain text; twisted.web
+hangs up on a line over 16 KiB without an answer, answers a plain 400 past
+16 KiB of head or 500 fields, and takes everything else. The limits sit under
+Twisted's, so a head the front door admits is one legacy admits too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -19,15 +28,22 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+log = logging.getLogger("cutover.asgi")
+
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
     "DEFAULT_HEADER_TIMEOUT",
     "DEFAULT_MAX_BODY_TIMEOUT",
     "DEFAULT_MIN_BODY_RATE",
+    "MAX_HEADERS",
+    "MAX_HEAD_BYTES",
+    "MAX_TARGET_BYTES",
     "BodyGuard",
     "BodyLimitMiddleware",
     "h11_protocol",
+    "head_refusal",
     "json_error",
+    "send_error",
 ]
 
 #: Seconds a request body may take, and the longest wait for its next piece.
@@ -40,6 +56,13 @@ DEFAULT_MIN_BODY_RATE = 500.0
 DEFAULT_MAX_BODY_TIMEOUT = 300.0
 #: Seconds a client may take to send a request's line and headers.
 DEFAULT_HEADER_TIMEOUT = 20.0
+#: Bytes of a request head (request line and header lines, each with its CRLF, and the blank line).
+#: Past it: 431 ``header_too_large``. twisted.web's own limit is 16 KiB without the CRLFs.
+MAX_HEAD_BYTES = 16 * 1024
+#: Header fields in one request (Apache's LimitRequestFields). Past it: 431 ``header_too_large``.
+MAX_HEADERS = 100
+#: Bytes of the request target, path and query. Past it: 414 ``uri_too_long``.
+MAX_TARGET_BYTES = 8 * 1024
 
 
 def json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> tuple[list[tuple[bytes, bytes]], bytes]:
@@ -48,6 +71,27 @@ def json_error(status: int, code: str, message: str, headers: dict[str, str] | N
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     return raw, body
+
+
+def head_refusal(scope: Scope) -> tuple[int, str, str] | None:
+    """``(status, code, message)`` if the request head passes one of the limits, or its target is not a path."""
+    raw_path = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+    if not raw_path.startswith(b"/"):
+        # "*" or an absolute URL: twisted.web resolves "http://host/status" to /status while Starlette
+        # finds no such path, and answers "POST *" with a bare 405; neither stack serves these forms.
+        return 400, "malformed_request", "the request target must be a path starting with /"
+    query = scope.get("query_string") or b""
+    target = len(raw_path) + (len(query) + 1 if query else 0)
+    if target > MAX_TARGET_BYTES:
+        return 414, "uri_too_long", f"the request target is {target} bytes; the limit is {MAX_TARGET_BYTES}"
+    headers = scope.get("headers") or ()
+    if len(headers) > MAX_HEADERS:
+        return 431, "header_too_large", f"the request has {len(headers)} header fields; the limit is {MAX_HEADERS}"
+    request_line = len(scope.get("method", "")) + 1 + target + len(" HTTP/1.1\r\n")
+    size = request_line + sum(len(name) + 2 + len(value) + 2 for name, value in headers) + 2
+    if size > MAX_HEAD_BYTES:
+        return 431, "header_too_large", f"the request head is {size} bytes; the limit is {MAX_HEAD_BYTES}"
+    return None
 
 
 class BodyGuard:
@@ -79,6 +123,7 @@ class BodyGuard:
         self.body_done = False
         self.response_started = False
         self.rejected = False
+        self.client_left = False  # the server said http.disconnect: nobody is there to answer
         self._loop = asyncio.get_running_loop()
         start = self._loop.time()
         self._deadline = start + timeout if timeout is not None else 0.0
@@ -97,7 +142,9 @@ class BodyGuard:
             except TimeoutError:
                 await self._reject(408, "request_timeout", f"the request body did not arrive in time ({self.received} bytes read)")
                 return {"type": "http.disconnect"}
-        if message["type"] == "http.request":
+        if message["type"] == "http.disconnect":
+            self.client_left = True
+        elif message["type"] == "http.request":
             size = len(message.get("body", b""))
             self.received += size
             self._deadline = min(self._deadline + size / self.min_rate, self._cap)
@@ -117,22 +164,30 @@ class BodyGuard:
 
     async def run(self, app: ASGIApp, scope: Scope) -> None:
         """Call ``app`` through the guard. An app failing on a body the guard refused (Starlette raises
-        ``ClientDisconnect``) is not an error: the client already has its answer."""
+        ``ClientDisconnect``) is not an error: the client already has its answer. Nor is one failing
+        after the client left (a half-closed or dropped connection): that is one line in the log, not a
+        traceback."""
         try:
             await app(scope, self.receive, self.send)
-        except Exception:
-            if not self.rejected:
-                raise
+        except Exception as exc:
+            if self.rejected:
+                return
+            if self.client_left:
+                log.info("%s %s: the client left before the answer (%s)", scope.get("method"), scope.get("path"),
+                         type(exc).__name__)
+                return
+            raise
 
     async def _reject(self, status: int, code: str, message: str) -> None:
         self.rejected = True
         if not self.response_started:
             self.response_started = True
-            await _send_error(self._send, status, code, message)
+            await send_error(self._send, status, code, message)
 
 
 class BodyLimitMiddleware:
-    """Answer 413 ``body_too_large`` for HTTP request bodies over ``max_body_bytes``, 408 for slow bodies.
+    """Answer 413 ``body_too_large`` for HTTP request bodies over ``max_body_bytes``, 408 for slow bodies,
+    and 414/431 for heads past :func:`head_refusal`'s limits.
 
     With a ``Content-Length`` over the limit the app is never called and the
     body never read. A body without one (chunked) is counted as it streams,
@@ -161,10 +216,14 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        refused = head_refusal(scope)
+        if refused is not None:
+            await send_error(send, *refused)
+            return
         limit = self.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _send_error(send, 413, "body_too_large", f"the request body is {declared} bytes; the limit is {limit}")
+            await send_error(send, 413, "body_too_large", f"the request body is {declared} bytes; the limit is {limit}")
             return
         guard = BodyGuard(receive, send, limit=limit, timeout=self.body_timeout, min_rate=self.min_body_rate,
                           max_timeout=self.max_body_timeout)
@@ -172,18 +231,32 @@ class BodyLimitMiddleware:
 
 
 def h11_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol, plus a deadline on each request head (uvicorn has none).
+    """uvicorn's h11 protocol, plus a deadline on each request head (uvicorn has none), plus the head limit.
 
     Pass it as ``uvicorn.Config(http=...)``. A connection that has not sent a
     complete request line and headers within ``header_timeout`` seconds, from
     its opening or from the end of its previous response, is answered 408
-    ``request_timeout`` if it sent part of a head, and closed either way.
+    ``request_timeout`` if it sent part of a head, and closed either way. A
+    head still incomplete past :data:`MAX_HEAD_BYTES` is answered 431
+    ``header_too_large`` in the contract's shape (h11 alone would answer a
+    plain-text 400, and only if the head came in pieces); bytes that are not
+    HTTP/1.1 get 400 ``malformed_request`` in that shape too, not uvicorn's
+    plain text. A client that shuts
+    down its sending side after a complete request still gets its answer
+    (uvicorn alone closes at once); the connection closes after it.
     """
+    import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class HeaderTimeoutH11Protocol(H11Protocol):
         _head_timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
+        _half_closed = False
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # h11's own buffer limit (16 KiB by default) must not answer before MAX_HEAD_BYTES does.
+            self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=4 * MAX_HEAD_BYTES)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -193,10 +266,34 @@ def h11_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[asyncio
             self._disarm()
             super().connection_lost(exc)
 
+        def eof_received(self) -> bool | None:
+            cycle = self.cycle
+            if cycle is not None and not cycle.more_body and not cycle.response_complete:
+                self._half_closed = True  # the request is whole: keep the sending side open for its answer
+                return True
+            return None
+
         def data_received(self, data: bytes) -> None:
             if self._head_timer is not None:
                 self._head_bytes += len(data)
             super().data_received(data)
+            if self._head_timer is not None and len(self.conn.trailing_data[0]) > MAX_HEAD_BYTES \
+                    and not self.transport.is_closing():
+                self._refuse(431, "header_too_large",
+                             f"the request head is over {MAX_HEAD_BYTES} bytes, the limit", "Request Header Fields Too Large")
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn's answer to bytes h11 cannot parse, in plain text; here in the contract's shape.
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                if cycle.response_started:
+                    self.transport.close()  # mid-response: no room for another answer
+                    return
+                # A body that broke its framing (a bad chunk size): the app's answer, if any, is
+                # dropped as for a client gone, and its receive() wakes to http.disconnect.
+                cycle.disconnected = True
+                cycle.message_event.set()
+            self._refuse(400, "malformed_request", "the request is not valid HTTP/1.1", "Bad Request")
 
         def handle_events(self) -> None:
             cycle = self.cycle
@@ -205,6 +302,9 @@ def h11_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[asyncio
                 self._disarm()
 
         def on_response_complete(self) -> None:
+            if self._half_closed:
+                self.transport.close()  # the client sends no more requests; what was written is flushed first
+                return
             self._arm()  # before the base class handles a pipelined request, which disarms it again
             super().on_response_complete()
 
@@ -224,12 +324,16 @@ def h11_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[asyncio
             if self.transport.is_closing():
                 return
             if self._head_bytes:
-                headers, body = json_error(
-                    408, "request_timeout", f"the request head did not arrive within {header_timeout:g} s",
-                    {"Connection": "close"},
-                )
-                head = b"HTTP/1.1 408 Request Timeout\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
-                self.transport.write(head + b"\r\n" + body)
+                self._refuse(408, "request_timeout", f"the request head did not arrive within {header_timeout:g} s",
+                             "Request Timeout")
+            self.transport.close()
+
+        def _refuse(self, status: int, code: str, message: str, reason: str) -> None:
+            """Answer a head that never became a request, outside h11 (it has no request to answer), and close."""
+            self._disarm()
+            headers, body = json_error(status, code, message, {"Connection": "close"})
+            head = b"HTTP/1.1 %d %s\r\n" % (status, reason.encode()) + b"".join(k + b": " + v + b"\r\n" for k, v in headers)
+            self.transport.write(head + b"\r\n" + body)
             self.transport.close()
 
     return HeaderTimeoutH11Protocol
@@ -245,7 +349,8 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_error(send: Send, status: int, code: str, message: str) -> None:
-    headers, body = json_error(status, code, message, {"Connection": "close"})
+async def send_error(send: Send, status: int, code: str, message: str, extra: dict[str, str] | None = None) -> None:
+    """Answer with the contract's error and ``Connection: close`` (the rest of the request is not read)."""
+    headers, body = json_error(status, code, message, {"Connection": "close", **(extra or {})})
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -17,6 +17,16 @@ The lease needs the processes on one host, like the database's WAL.
 Execution is at least once, completion exactly once: a job whose runner died
 after the pool returned but before the commit runs again, so ``execute``
 should tolerate a re-run; its "succeeded" is recorded once whatever happens.
+
+Which attempts a dead runner costs: ``execute`` gets an ``on_start`` callback
+to hand to the pool (``pool.run(..., on_start=on_start)``), and the runner
+records the attempt as started when it fires. The lease's next holder charges
+the dead attempt only to jobs recorded as started; a job that was claimed but
+still waited in the pool's queue is queued again with its attempt refunded.
+So a crash loop caused by one job fails that job after its ``max_attempts``,
+and never the bystanders queued behind it. The record is written when the
+worker takes the call; a runner that dies within those few milliseconds
+refunds that attempt too.
 """
 
 from __future__ import annotations
@@ -94,8 +104,11 @@ class KindPolicy:
 class JobRunner:
     """Runs queued jobs, ``concurrency`` at a time, while it holds the database's runner lease.
 
-    ``execute(record, payload)`` does the work, typically
-    ``pool.run(fn, payload, **record.params)``; it runs under
+    ``execute(record, payload, on_start)`` does the work, typically
+    ``pool.run(fn, payload, on_start=on_start, **record.params)``: passing
+    ``on_start`` on is what lets a runner death spare the jobs that never
+    reached a worker (an execute that never calls it is never charged for
+    one). It runs under
     ``asyncio.wait_for(..., policies[record.kind].timeout)``, so a timeout
     cancels the pool call and the pool kills its worker. It returns an asyncio
     awaitable (wrap a Deferred with :func:`bridge.as_future`), whose value
@@ -136,7 +149,7 @@ class JobRunner:
     def __init__(
         self,
         store: JobStore,
-        execute: Callable[[JobRecord, bytes], Awaitable[Any]],
+        execute: Callable[[JobRecord, bytes, Callable[[], None]], Awaitable[Any]],
         *,
         policies: Mapping[str, KindPolicy],
         concurrency: int,
@@ -341,7 +354,17 @@ class JobRunner:
         if policy is None:
             raise LookupError(f"no policy for job kind {record.kind!r}; known kinds: {sorted(self.policies)}")
         payload = await self.store.payload(record.id)
-        return await asyncio.wait_for(self._execute(record, payload), policy.timeout)
+        marked: list[asyncio.Task[bool]] = []
+
+        def on_start() -> None:
+            if not marked:  # once per attempt, however many pool calls it makes
+                marked.append(asyncio.ensure_future(self.store._mark_started(record, self.id)))
+
+        try:
+            return await asyncio.wait_for(self._execute(record, payload, on_start), policy.timeout)
+        finally:
+            if marked:  # the outcome's commit must come after the mark's (the store serialises them)
+                await asyncio.gather(asyncio.shield(marked[0]), return_exceptions=True)
 
     async def _record_outcome(self, record: JobRecord, attempt: asyncio.Future[Any]) -> None:
         if attempt.cancelled():

@@ -27,6 +27,15 @@ A job's states, each change one transaction that also appends its row to
                 +------ reclaimed ---+    its runner died: found by the next lease holder
     queued, running --cancel--> cancelled
 
+``started`` is the claim; the attempt's call then starts on a pool worker, or
+not yet (it may wait in the pool's queue). The ``attempt_started`` column says
+which, for the current attempt (0 from the claim, 1 once the runner hears the
+call began, NULL for a row from before the column existed), and every event
+that ends an attempt (``succeeded``, ``failed``, ``retry``, ``interrupted``,
+``reclaimed``) copies it into its detail as ``"started"``. A dead runner's
+job whose call had not started is queued again with its attempt refunded:
+only a job that was executing when its process died can have killed it.
+
 ``succeeded``, ``failed`` and ``cancelled`` are final. Every runner-side
 transition is guarded by the claim (``status = 'running'``, the same runner,
 the same attempt), so whichever final word reaches the database first wins and
@@ -82,7 +91,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     payload         BLOB NOT NULL,
     result          TEXT,            -- JSON value, once succeeded
     error           TEXT,            -- JSON {"code", "message"}, once failed or cancelled
-    idempotency_key TEXT UNIQUE
+    idempotency_key TEXT UNIQUE,
+    attempt_started INTEGER          -- 1 once the current attempt's call began on a worker, 0 before; NULL: unknown
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at, id);
 CREATE INDEX IF NOT EXISTS jobs_by_age ON jobs (created_at, id);
@@ -95,7 +105,10 @@ CREATE TABLE IF NOT EXISTS job_events (
 );
 CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, seq);
 """
-_COLUMNS = "id, kind, status, attempts, created_at, started_at, finished_at, params, result, error, idempotency_key"
+#: Columns added since the first schema, with their definitions: added to older files on open.
+_MIGRATIONS = {"attempt_started": "INTEGER"}
+_COLUMNS = ("id, kind, status, attempts, created_at, started_at, finished_at, params, result, error, idempotency_key,"
+            " attempt_started")
 
 
 def _iso(ts: float) -> str:
@@ -127,9 +140,13 @@ class JobFinished(Exception):
 class JobRecord:
     """One job as stored, without its payload (load that with :meth:`JobStore.payload`).
 
-    ``started_at`` is the start of the latest attempt; ``attempts`` counts the
-    attempts charged against the kind's ``max_attempts`` (one interrupted by
-    :meth:`JobRunner.stop <bridge.jobs.JobRunner.stop>` is refunded).
+    ``started_at`` is the start of the latest attempt (its claim); ``attempts``
+    counts the attempts charged against the kind's ``max_attempts`` (one
+    interrupted by :meth:`JobRunner.stop <bridge.jobs.JobRunner.stop>`, or
+    whose runner died before its call reached a worker, is refunded).
+    ``attempt_started`` says whether the latest attempt's call began on a
+    worker (None: unknown, a row older than that record); it is not part of
+    the job's JSON.
     """
 
     id: str
@@ -143,6 +160,7 @@ class JobRecord:
     result: Any
     error: dict[str, str] | None
     idempotency_key: str | None
+    attempt_started: bool | None = None
 
     @property
     def finished(self) -> bool:
@@ -179,6 +197,7 @@ class JobRecord:
             result=None if row["result"] is None else json.loads(row["result"]),
             error=None if row["error"] is None else json.loads(row["error"]),
             idempotency_key=row["idempotency_key"],
+            attempt_started=_started(row),
         )
 
 
@@ -236,6 +255,7 @@ class JobStore:
         try:
             await writer.execute_fetchall("PRAGMA journal_mode = WAL")
             await writer.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
+            await _migrate(writer)
             reader = await self._connect()
         except BaseException:
             await writer.close()
@@ -411,7 +431,8 @@ class JobStore:
 
         async def claim(db: aiosqlite.Connection) -> tuple[sqlite3.Row | None, int, float | None]:
             rows = await db.execute_fetchall(
-                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, runner = ?"
+                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = ?, runner = ?,"
+                f" attempt_started = 0"
                 f" WHERE rowid = (SELECT rowid FROM jobs WHERE status = 'queued' AND run_after <= ?"
                 f"                ORDER BY created_at, rowid LIMIT 1)"
                 f" RETURNING {_COLUMNS}",
@@ -446,15 +467,28 @@ class JobStore:
         async def settle(db: aiosqlite.Connection) -> bool:
             rows = await db.execute_fetchall(
                 "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?, run_after = COALESCE(?, run_after)"
-                " WHERE id = ? AND status = 'running' AND runner = ? AND attempts = ? RETURNING id",
+                " WHERE id = ? AND status = 'running' AND runner = ? AND attempts = ? RETURNING attempt_started",
                 (status, finished, result, None if error is None else _dumps(error), run_after,
                  claimed.id, runner, claimed.attempts),
             )
             if rows:
-                await _event(db, claimed.id, now, event, detail)
+                await _event(db, claimed.id, now, event, {**detail, "started": _started(rows[0])})
             return bool(rows)
 
         return await self._transaction(settle)
+
+    async def _mark_started(self, claimed: JobRecord, runner: str) -> bool:
+        """The claimed attempt's call began on a worker; False if the claim was lost meanwhile."""
+
+        async def mark(db: aiosqlite.Connection) -> bool:
+            rows = await db.execute_fetchall(
+                "UPDATE jobs SET attempt_started = 1"
+                " WHERE id = ? AND status = 'running' AND runner = ? AND attempts = ? RETURNING id",
+                (claimed.id, runner, claimed.attempts),
+            )
+            return bool(rows)
+
+        return await self._transaction(mark)
 
     async def _interrupt(self, runner: str) -> list[str]:
         """Put back every job this runner still has running, refunding the attempt; returns their ids."""
@@ -463,11 +497,12 @@ class JobStore:
         async def interrupt(db: aiosqlite.Connection) -> list[str]:
             rows = await db.execute_fetchall(
                 "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_after = ?"
-                " WHERE status = 'running' AND runner = ? RETURNING id, attempts",
+                " WHERE status = 'running' AND runner = ? RETURNING id, attempts, attempt_started",
                 (now, runner),
             )
             for row in rows:
-                await _event(db, row["id"], now, "interrupted", {"attempt": row["attempts"] + 1, "runner": runner})
+                detail = {"attempt": row["attempts"] + 1, "runner": runner, "started": _started(row)}
+                await _event(db, row["id"], now, "interrupted", detail)
             return [row["id"] for row in rows]
 
         return await self._transaction(interrupt)
@@ -475,19 +510,33 @@ class JobStore:
     async def _reclaim(self, runner: str, max_attempts: Mapping[str, int]) -> tuple[list[str], list[str]]:
         """After taking the lease: every running job is a dead runner's. Returns (requeued ids, failed ids).
 
-        The dead attempt counts: a job that kills its whole runner (out of
-        memory, say) must not be retried forever.
+        A job whose call had started on a worker is charged the dead attempt:
+        one that kills its whole runner (out of memory, say) must not be
+        retried forever, so at its kind's ``max_attempts`` it fails with
+        ``worker_crashed``. A job whose call had not started (it waited in the
+        pool's queue, behind the one that was running) could not have killed
+        anything: it is queued again with the attempt refunded, however often
+        its runner dies. A row from before ``attempt_started`` existed is charged.
         """
         now = time.time()
 
         async def reclaim(db: aiosqlite.Connection) -> tuple[list[str], list[str]]:
             requeued, failed = [], []
             for row in await db.execute_fetchall(
-                "SELECT id, kind, attempts, runner FROM jobs WHERE status = 'running'"
+                "SELECT id, kind, attempts, runner, attempt_started FROM jobs WHERE status = 'running'"
             ):
+                started = _started(row)
                 limit = max_attempts.get(row["kind"])
-                detail = {"attempt": row["attempts"], "previous_runner": row["runner"], "runner": runner}
-                if limit is not None and row["attempts"] >= limit:
+                detail = {"attempt": row["attempts"], "previous_runner": row["runner"], "runner": runner,
+                          "started": started}
+                if started is False:
+                    await db.execute_fetchall(
+                        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_after = ? WHERE id = ?",
+                        (now, row["id"]),
+                    )
+                    await _event(db, row["id"], now, "reclaimed", {**detail, "charged": False})
+                    requeued.append(row["id"])
+                elif limit is not None and row["attempts"] >= limit:
                     error = {
                         "code": "worker_crashed",
                         "message": f"the runner died while running this job, after {_attempts(row['attempts'])}",
@@ -502,7 +551,7 @@ class JobStore:
                     await db.execute_fetchall(
                         "UPDATE jobs SET status = 'queued', run_after = ? WHERE id = ?", (now, row["id"])
                     )
-                    await _event(db, row["id"], now, "reclaimed", detail)
+                    await _event(db, row["id"], now, "reclaimed", {**detail, "charged": True})
                     requeued.append(row["id"])
             return requeued, failed
 
@@ -550,6 +599,27 @@ class JobStore:
         task = asyncio.ensure_future(run())
         task.add_done_callback(_retrieve)  # a caller that went away leaves no "exception never retrieved"
         return await asyncio.shield(task)
+
+
+def _started(row: sqlite3.Row) -> bool | None:
+    """The row's ``attempt_started`` as a bool, None when unknown (a row older than the column)."""
+    value = row["attempt_started"]
+    return None if value is None else bool(value)
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """Add the columns a file from an older version lacks, in one transaction (racing openers add them once)."""
+    await db.execute_fetchall("BEGIN IMMEDIATE")
+    try:
+        have = {row["name"] for row in await db.execute_fetchall("PRAGMA table_info(jobs)")}
+        for column, definition in _MIGRATIONS.items():
+            if column not in have:
+                await db.execute_fetchall(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
+                log.info("job store: added column jobs.%s", column)
+        await db.execute_fetchall("COMMIT")
+    except BaseException:
+        await db.execute_fetchall("ROLLBACK")
+        raise
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -96,6 +96,8 @@ class JobStore:
             job.error = {"code": "timeout", "message": str(failure.value)}
         elif failure.check(WorkerCrashed):
             job.error = {"code": "worker_crashed", "message": str(failure.value)}
+        elif failure.check(MemoryError):
+            job.error = {"code": "out_of_memory", "message": workloads.out_of_memory_message(failure.value)}
         elif failure.check(PoolUnavailable):
             job.error = {"code": "pool_unavailable", "message": str(failure.value)}
         elif failure.check(PoolBusy):

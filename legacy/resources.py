@@ -41,6 +41,8 @@ def _error_for(failure: Failure) -> ApiError | None:
         return ApiError(503, "pool_unavailable", str(failure.value), {"Retry-After": "5"})
     if failure.check(WorkerCrashed):
         return ApiError(500, "worker_crashed", str(failure.value))
+    if failure.check(MemoryError):  # the worker hit its memory ceiling, and Python noticed first
+        return ApiError(500, "out_of_memory", workloads.out_of_memory_message(failure.value))
     log.err(failure, "request failed")
     return ApiError(500, "internal_error", "the request failed; see the service log")
 
@@ -70,6 +72,15 @@ class ApiResource(resource.Resource):
 
     def getChild(self, path: bytes, request: Request) -> resource.Resource:
         return NotFound()
+
+    def render_HEAD(self, request: Request) -> Any:
+        """GET without the body where there is a GET, else 405 as on modern: twisted.web's own
+        ``render_HEAD`` calls ``render_GET`` regardless, and on a POST-only resource that is a 500."""
+        render_get = getattr(self, "render_GET", None)
+        if render_get is None:
+            methods = (b"GET", b"POST", b"PUT", b"PATCH", b"DELETE")
+            raise UnsupportedMethod([m for m in methods if hasattr(self, "render_" + m.decode())])
+        return render_get(request)
 
     def render(self, request: Request) -> Any:
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -40,9 +40,9 @@ def create_app(settings: ModernSettings | None = None, *, pool: SharedPool | Non
         state.pool, state.settings, state.started = shared, settings, time.monotonic()
         state.data_sync = sync.register(registry, shared, settings)
 
-        async def execute(record: JobRecord, payload: bytes) -> Any:
+        async def execute(record: JobRecord, payload: bytes, on_start: Callable[[], None]) -> Any:
             data: Any = payload.decode("utf-8", "surrogatepass") if record.kind == "domains" else payload
-            return await run_kind(shared, record.kind, data, record.params, settings)
+            return await run_kind(shared, record.kind, data, record.params, settings, on_start=on_start)
 
         state.jobs = JobStore(settings.db_path)
         await state.jobs.open()

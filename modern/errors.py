@@ -98,4 +98,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def crashed(_: Request, exc: WorkerCrashed) -> JSONResponse:
         return error_response(500, "worker_crashed", str(exc))
 
+    @app.exception_handler(MemoryError)
+    async def out_of_memory(_: Request, exc: MemoryError) -> JSONResponse:
+        return error_response(500, "out_of_memory", workloads.out_of_memory_message(exc))
+
 

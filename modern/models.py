@@ -100,7 +100,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         413: "body over the limit (body_too_large), answered before the body is read",
         415: "unsupported Content-Type",
         422: "valid shape, invalid content (missing_field, invalid_parameter, or the kernel's code)",
-        500: "a worker died on this call (worker_crashed)",
+        500: "a worker died on this call (worker_crashed), or hit its memory ceiling (out_of_memory)",
         503: "the pool queue is full (busy), or its Dask scheduler is unreachable (pool_unavailable); see Retry-After",
         504: "the call passed its timeout (timeout)",
     }.items()

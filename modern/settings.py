@@ -16,7 +16,7 @@ class ModernSettings:
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 20 * MB
-    max_pixels: int = 40_000_000
+    max_pixels: int = 16_000_000  # workloads.DEFAULT_MAX_PIXELS: a worker stays under 1 GB on faces
     var_dir: Path = field(default_factory=lambda: Path(os.environ.get("CUTOVER_VAR", "var")))
     sync_interval: float = 5.0
     sync_enabled: bool = True

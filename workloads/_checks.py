@@ -1,8 +1,15 @@
-"""Parameter checks shared by the kernels: a bad value is the caller's error, not ours."""
+"""Parameter checks shared by the kernels: a bad value is the caller's error, not ours.
+
+Also the bound on an answer's size: what a request costs must be bounded by
+its input, and a small input with extreme parameters could ask for an answer
+(and a job result row) of any size.
+"""
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 from .errors import InvalidInput
 
@@ -34,3 +41,18 @@ def integer(name: str, value: object, low: int, high: int) -> int:
     if not low <= value <= high:
         raise InvalidInput("invalid_parameter", f"{name} must be in [{low}, {high}], got {value!r}")
     return value
+
+
+#: The most compact JSON one answer may take, in bytes. Past it: 422 ``output_too_large``.
+MAX_OUTPUT_BYTES = 1024 * 1024
+
+
+def bounded_output(result: dict[str, Any], what: str, size: int | None = None) -> dict[str, Any]:
+    """``result``, unless its compact JSON (or the given ``size`` estimate of it) is over :data:`MAX_OUTPUT_BYTES`."""
+    if size is None:
+        size = len(json.dumps(result, separators=(",", ":")))
+    if size > MAX_OUTPUT_BYTES:
+        raise InvalidInput(
+            "output_too_large", f"the answer would hold {what}: {size} bytes of JSON, over the limit of {MAX_OUTPUT_BYTES}"
+        )
+    return result

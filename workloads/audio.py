@@ -16,12 +16,15 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ._checks import as_bytes, number
+from ._checks import as_bytes, bounded_output, integer, number
 from .errors import InvalidInput
 
 NOISE_PERCENTILE = 10.0
 #: The highest sample rate any real recording uses (768 kHz DACs); a header claiming more is lying.
 MAX_SAMPLE_RATE = 768_000
+#: Analysis frames one request may ask for (100,000: 1000 s at the default 10 ms hop). Past it, 422
+#: ``too_many_frames``: a tiny hop on a long file made millions of frames and a worker peak of 1.4 GB.
+MAX_FRAMES = 100_000
 _SILENCE = 1e-12  # power floor (-120 dBFS) so digital silence has a finite level
 _EXTENSIBLE = 0xFFFE
 #: The SubFormat GUID of WAVE_FORMAT_EXTENSIBLE PCM, after its 2-byte format code.
@@ -34,6 +37,7 @@ def analyze_audio(
     hop_ms: float = 10.0,
     threshold_db: float = 6.0,
     max_seconds: float = 600.0,
+    max_frames: int = MAX_FRAMES,
 ) -> dict[str, Any]:
     """Measure speech activity in a PCM WAV (8/16/24/32-bit integer, any channels).
 
@@ -41,14 +45,19 @@ def analyze_audio(
     "speech_ratio", "snr_db", "segments": [[start_s, end_s], ...]}``; ``frames``
     are analysis frames of ``hop_ms``, ``snr_db`` is None without both speech
     and noise frames, and segments are maximal runs of speech frames.
+
+    The cost is bounded before any sample is decoded: ``too_many_frames``
+    past ``max_frames`` analysis frames, and ``output_too_large`` for an
+    answer over :data:`~workloads._checks.MAX_OUTPUT_BYTES` (its segments).
     """
     raw = as_bytes(data)
     hop_ms = number("hop_ms", hop_ms, 0.0, 1000.0, low_open=True)
     threshold_db = number("threshold_db", threshold_db, 0.0, 60.0)
     max_seconds = number("max_seconds", max_seconds, 0.0, math.inf, low_open=True)
-    samples, rate, channels = _read_wav(raw, max_seconds)
+    max_frames = integer("max_frames", max_frames, 1, 2**62)
+    samples, rate, channels = _read_wav(raw, max_seconds, hop_ms, max_frames)
 
-    hop = max(1, round(rate * hop_ms / 1000.0))
+    hop = _hop(rate, hop_ms)
     starts = np.arange(0, samples.size, hop)
     sizes = np.diff(np.append(starts, samples.size))
     energy = np.add.reduceat(samples * samples, starts)  # a trailing short frame counts too
@@ -57,7 +66,7 @@ def analyze_audio(
     floor_db = float(np.percentile(level_db, NOISE_PERCENTILE))
     speech = level_db > floor_db + threshold_db
 
-    return {
+    result = {
         "duration_s": samples.size / rate,
         "sample_rate": rate,
         "channels": channels,
@@ -67,6 +76,12 @@ def analyze_audio(
         "snr_db": _snr_db(energy, sizes, speech),
         "segments": _segments(speech, starts, sizes, rate),
     }
+    return bounded_output(result, f"{len(result['segments'])} speech segments")
+
+
+def _hop(rate: int, hop_ms: float) -> int:
+    """Samples per analysis frame."""
+    return max(1, round(rate * hop_ms / 1000.0))
 
 
 def _snr_db(energy: NDArray[np.float64], sizes: NDArray[np.int64], speech: NDArray[np.bool_]) -> float | None:
@@ -89,8 +104,8 @@ def _segments(
     return [[round(begin[a] / rate, 4), round(end[b] / rate, 4)] for a, b in zip(first.tolist(), last.tolist(), strict=True)]
 
 
-def _read_wav(raw: bytes, max_seconds: float) -> tuple[NDArray[np.float64], int, int]:
-    """Mono samples in [-1, 1), sample rate, channel count; every header claim checked."""
+def _read_wav(raw: bytes, max_seconds: float, hop_ms: float, max_frames: int) -> tuple[NDArray[np.float64], int, int]:
+    """Mono samples in [-1, 1), sample rate, channel count; every header claim checked, and the frame count."""
     if len(raw) < 12 or raw[:4] != b"RIFF" or raw[8:12] != b"WAVE":
         raise InvalidInput("not_pcm_wav", "not a WAV file: no RIFF/WAVE header")
     try:
@@ -111,6 +126,14 @@ def _read_wav(raw: bytes, max_seconds: float) -> tuple[NDArray[np.float64], int,
                 )
             if declared / rate > max_seconds:
                 raise InvalidInput("audio_too_long", f"audio is {declared / rate:.1f}s, over the limit of {max_seconds:g}s")
+            frames = -(-declared // _hop(rate, hop_ms))
+            if frames > max_frames:
+                least = math.ceil(declared / max_frames) * 1000.0 / rate  # the hop (ms) that fits the limit
+                raise InvalidInput(
+                    "too_many_frames",
+                    f"hop_ms={hop_ms:g} on {declared / rate:.1f}s of audio makes {frames} analysis frames, "
+                    f"over the limit of {max_frames}: use hop_ms of at least {least:.4g}",
+                )
             pcm = reader.readframes(declared)
     except wave.Error as exc:
         if str(exc).startswith("unknown format"):

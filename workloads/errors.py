@@ -9,13 +9,19 @@ from __future__ import annotations
 from typing import Any
 
 
+def out_of_memory_message(exc: BaseException) -> str:
+    """What both services say when a kernel's worker ran out of memory (``out_of_memory``)."""
+    return "the worker ran out of memory on this request" + (f": {exc}" if str(exc) else "")
+
+
 class InvalidInput(ValueError):
     """The caller's input (or a parameter) cannot be processed.
 
     ``code`` is a stable machine-readable reason, one of e.g. ``empty_input``,
     ``undecodable_image``, ``image_too_large``, ``not_pcm_wav``, ``corrupt_wav``,
-    ``audio_too_long``, ``text_too_large``, ``invalid_parameter``; the message
-    says what is wrong for a human.
+    ``audio_too_long``, ``too_many_frames``, ``text_too_large``,
+    ``output_too_large``, ``invalid_parameter``; the message says what is
+    wrong for a human.
     """
 
     def __init__(self, code: str, message: str) -> None:

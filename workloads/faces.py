@@ -6,7 +6,7 @@ from typing import Any
 
 import cv2
 
-from ._checks import integer, number
+from ._checks import bounded_output, integer, number
 from .images import DEFAULT_MAX_PIXELS, decode_image
 from .threads import native_threads
 
@@ -53,4 +53,4 @@ def detect_faces(
     gray = cv2.equalizeHist(gray)
     found = classifier.detectMultiScale(gray, scaleFactor=scale, minNeighbors=neighbors, minSize=(side, side))
     boxes = sorted(([int(v) for v in box] for box in found), key=lambda b: (b[1], b[0], b[2], b[3]))
-    return {"width": int(width), "height": int(height), "faces": boxes}
+    return bounded_output({"width": int(width), "height": int(height), "faces": boxes}, f"{len(boxes)} faces")

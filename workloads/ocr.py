@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import cv2
 
+from ._checks import bounded_output
 from .images import DEFAULT_MAX_PIXELS, decode_image
 from .threads import native_threads
 
@@ -68,7 +69,8 @@ def read_text(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str,
         for box, text, score in (found or ())
         if str(text).strip()
     ]
-    return {"width": int(width), "height": int(height), "lines": reading_order(lines)}
+    return bounded_output({"width": int(width), "height": int(height), "lines": reading_order(lines)},
+                          f"{len(lines)} lines of text")
 
 
 def reading_order(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:

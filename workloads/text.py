@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from ._checks import integer
+from ._checks import bounded_output, integer
 from .errors import InvalidInput
 
 DEFAULT_CHUNK_CHARS = 1_000_000
@@ -61,14 +61,18 @@ def extract_domains_chunk(chunk: str) -> list[str]:
 def merge_domains(chunks_results: Iterable[list[str]]) -> dict[str, Any]:
     """Combine per-chunk occurrences, given in chunk order.
 
-    Returns ``{"domains": [each distinct domain, in order of first appearance], "count": occurrences}``.
+    Returns ``{"domains": [each distinct domain, in order of first appearance], "count": occurrences}``;
+    ``output_too_large`` if that is over :data:`~workloads._checks.MAX_OUTPUT_BYTES` of JSON (domains
+    are ASCII, so the size is counted without serialising: the services merge on their event loop).
     """
     seen: dict[str, None] = {}
     count = 0
     for found in chunks_results:
         count += len(found)
         seen.update(dict.fromkeys(found))
-    return {"domains": list(seen), "count": count}
+    domains = list(seen)
+    size = sum(map(len, domains)) + 3 * len(domains) + len(f'{{"domains":[],"count":{count}}}')
+    return bounded_output({"domains": domains, "count": count}, f"{len(domains)} distinct domains", size)
 
 
 def check_text(text: str, max_chars: int = DEFAULT_MAX_CHARS) -> None:

@@ -16,6 +16,11 @@ Every response carries ``X-Served-By: legacy|modern``.
 Slow request bodies are cut off here, for both stacks, with 408
 ``request_timeout`` (:class:`bridge.asgi.BodyGuard`): uvicorn has no body
 timeout, and twisted.web's is hours long.
+
+Request heads are held here to one set of limits (:func:`bridge.asgi.head_refusal`),
+whichever stack would answer: 414 ``uri_too_long`` and 431 ``header_too_large``,
+from the front door itself (``X-Served-By: cutover``). Left to the stacks, a
+long header line got legacy's hang-up (a 500) and modern's 200.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from ..asgi import (
     Receive,
     Scope,
     Send,
+    head_refusal,
+    send_error,
 )
 from ..parity.diff import Exchange
 from .plan import Plan, Route
@@ -98,6 +105,10 @@ class FrontDoor:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.apps["legacy"](scope, receive, send)
+            return
+        refused = head_refusal(scope)
+        if refused is not None:
+            await send_error(send, *refused, extra={"X-Served-By": "cutover"})
             return
         guard = BodyGuard(receive, send, timeout=self.body_timeout, min_rate=self.min_body_rate,
                           max_timeout=self.max_body_timeout)

@@ -45,6 +45,14 @@ Semantics, per request:
 * Twisted closing or aborting without a complete response raises
   :class:`IncompleteResponse`: the server answers 500 or drops the connection,
   which is what a socket client would have seen.
+* Head limits: a head that the channel would refuse over TCP (a line over its
+  ``MAX_LENGTH``, where it hangs up without a word; more than
+  ``totalHeadersSize`` bytes or ``maxHeaders`` fields, where it writes a bare
+  400) is answered 431 ``header_too_large`` in the contract's error shape
+  instead, without building a channel; anything else would surface as an
+  :class:`IncompleteResponse`, a 500. The limits are judged on the head as
+  the client sent it: the lines this adapter adds (``Host``,
+  ``Connection: close``, framing) are added to the channel's allowance.
 
 Threading: everything runs on the one loop that Twisted's asyncio reactor
 uses (shared-loop mode, :func:`bridge.install_reactor`); each request checks
@@ -73,6 +81,8 @@ from twisted.internet.error import ConnectionAborted, ConnectionDone, Connection
 from twisted.internet.interfaces import IConsumer, IPushProducer, ISSLTransport, ITransport
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
+
+from ..asgi import send_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -293,6 +303,7 @@ class _Exchange:
         self.body_complete = False  # Twisted has been fed the whole request body
         self.response_done = False  # the last body message is (being) sent
         self.client_gone = False
+        self.added: list[bytes] = []  # header lines this adapter adds, on top of the client's
 
     async def run(self) -> None:
         reactor = _shared_reactor()
@@ -305,9 +316,11 @@ class _Exchange:
                 return  # gone before Twisted saw anything
             if first.get("more_body", False):
                 self.chunked = True
-                headers.append(b"Transfer-Encoding: chunked")
+                self.added.append(b"Transfer-Encoding: chunked")
+                headers.append(self.added[-1])
             elif first.get("body", b""):
-                headers.append(b"Content-Length: %d" % len(first["body"]))
+                self.added.append(b"Content-Length: %d" % len(first["body"]))
+                headers.append(self.added[-1])
         head = self._request_line() + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
         if self.declared == 0 or (first is not None and not self.chunked):
             # Twisted gets the whole body with the head. Set before it can answer: its answer is a normal one.
@@ -325,6 +338,14 @@ class _Exchange:
             raise RuntimeError(f"{self.site!r} refused to build a protocol")
         transport.protocol = protocol
         protocol.makeConnection(transport)
+        # An HTTPChannel registers itself with its transport as the producer of the response: that is the
+        # object whose head limits apply (buildProtocol may return a wrapper around it).
+        too_big = self._over_channel_limits(transport.producer)
+        if too_big is not None:
+            transport.connection_lost(Failure(ConnectionDone("the request head is over the channel's limits")))
+            await send_error(self.send, 431, "header_too_large", too_big)
+            return
+        self._allow_added_lines(transport.producer)
         feeder: asyncio.Task[None] | None = None
         try:
             protocol.dataReceived(head)
@@ -374,9 +395,34 @@ class _Exchange:
             has_host = has_host or lower == b"host"
             lines.append(name + b": " + value)
         if not has_host:
-            lines.append(b"Host: " + self._host_header())
-        lines.append(b"Connection: close")
-        return lines
+            self.added.append(b"Host: " + self._host_header())
+        self.added.append(b"Connection: close")
+        return lines + self.added
+
+    def _over_channel_limits(self, channel: Any) -> str | None:
+        """Why the channel would refuse this head as the client sent it, or None."""
+        protocol = channel
+        line_limit = getattr(protocol, "MAX_LENGTH", None)
+        size_limit = getattr(protocol, "totalHeadersSize", None)
+        count_limit = getattr(protocol, "maxHeaders", None)
+        raw = self.scope.get("headers") or ()
+        lines = [self._request_line()[:-2], *(bytes(name) + b": " + bytes(value) for name, value in raw)]
+        longest = max(len(line) for line in lines)
+        if isinstance(line_limit, int) and longest > line_limit:
+            return f"a request line or header line is {longest} bytes; the limit is {line_limit}"
+        size = sum(len(line) for line in lines)
+        if isinstance(size_limit, int) and size > size_limit:
+            return f"the request head is {size} bytes; the limit is {size_limit}"
+        if isinstance(count_limit, int) and len(raw) > count_limit:
+            return f"the request has {len(raw)} header fields; the limit is {count_limit}"
+        return None
+
+    def _allow_added_lines(self, protocol: Any) -> None:
+        """Raise this channel's head limits by the lines we add, so they are judged on the client's head."""
+        if isinstance(getattr(protocol, "totalHeadersSize", None), int):
+            protocol.totalHeadersSize += sum(len(line) for line in self.added)
+        if isinstance(getattr(protocol, "maxHeaders", None), int):
+            protocol.maxHeaders += len(self.added)
 
     def _host_header(self) -> bytes:
         """``Host`` for a scope without one (HTTP/2 servers may omit it), from ``scope["server"]``."""

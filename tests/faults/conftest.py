@@ -66,9 +66,9 @@ class Jobs:
 async def jobs(tmp_path: Path) -> AsyncIterator[Jobs]:
     async with SharedPool(processes=2, cpus=2, max_queued=8) as pool, JobStore(tmp_path / "jobs.db") as store:
 
-        async def execute(record: JobRecord, payload: bytes) -> Any:
+        async def execute(record: JobRecord, payload: bytes, on_start: Callable[[], None]) -> Any:
             fn, _ = KINDS[record.kind]
-            return await pool.run(fn, payload, **record.params)
+            return await pool.run(fn, payload, on_start=on_start, **record.params)
 
         runner = JobRunner(store, execute, policies={k: p for k, (_, p) in KINDS.items()}, concurrency=2,
                            poll_interval=0.2)

@@ -53,6 +53,16 @@ def exhaust_memory(payload: bytes, headroom_mb: int, want_mb: int) -> int:
     return len(held) * 16  # only reached if the cap did not bite
 
 
+def cap_address_space(headroom_mb: int) -> None:
+    """A pool initializer: this worker's address space stops ``headroom_mb`` above its size after start-up."""
+    import numpy  # noqa: F401 - the audio kernel's import, inside the cap's baseline
+
+    import workloads  # noqa: F401
+
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (_vm_size() + headroom_mb * MB, hard))
+
+
 def hang(payload: bytes) -> None:
     """Never finishes on its own: only the kind's timeout (which kills the worker) ends it."""
     time.sleep(600)

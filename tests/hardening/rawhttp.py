@@ -83,9 +83,10 @@ async def _first(awaitable: Any, stop: asyncio.Future[None]) -> tuple[bool, Any]
     return False, None
 
 
-async def exchange(port: int, head: bytes, body: AsyncIterator[bytes] | None = None) -> Answer:
+async def exchange(port: int, head: bytes, body: AsyncIterator[bytes] | None = None, *, eof: bool = False) -> Answer:
     """Send ``head``, then ``body`` piece by piece until the server answers or hangs up; read until it closes.
 
+    ``eof``: then shut down our sending side (a half-close), as ``nc -N`` does.
     Everything is bounded by WAIT: a server that neither answers nor closes fails the test.
     """
     loop = asyncio.get_running_loop()
@@ -109,6 +110,8 @@ async def exchange(port: int, head: bytes, body: AsyncIterator[bytes] | None = N
                 pass
             finally:
                 await pieces_left.aclose()  # type: ignore[attr-defined]
+        if eof and not client.closed.done():
+            transport.write_eof()
         await asyncio.wait_for(asyncio.shield(client.closed), WAIT)
         return Answer(bytes(client.data), sent)
     finally:

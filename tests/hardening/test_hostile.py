@@ -21,7 +21,7 @@ import pytest
 
 from bridge.testing import asyncio_test
 from tests.conftest import WAIT
-from tests.hardening.conftest import BODY_LIMIT, HEADER_TIMEOUT, Door
+from tests.hardening.conftest import BODY_LIMIT, HEADER_TIMEOUT, Door, patient
 from tests.hardening.rawhttp import Answer, chunked, exchange, peak_rss_growth, pieces
 from tests.reliability import record
 from tests.synth import bursts, png_header_only, riff, wav
@@ -74,7 +74,7 @@ async def endless_chunked_json(door: Door) -> Answer:
                          ids=lambda f: f.__name__)
 @asyncio_test
 async def test_bodies_over_the_limit_are_refused_before_they_are_read_and_memory_stays_flat(door: Door, attack: Any) -> None:
-    with peak_rss_growth() as growth:
+    with patient(door), peak_rss_growth() as growth:
         answer = await attack(door)
     bound = FLAT_KIB if attack in (just_over, gib_announced) else BODY_LIMIT // 1024 + FLAT_KIB
     ok = answer.status == 413 and answer.error["code"] == "body_too_large" and growth.kib < bound

@@ -25,9 +25,11 @@ from typing import Any
 import pytest
 
 from bridge import SharedPool
+from bridge import jobstore as bridge_jobstore
 from bridge.jobs import JobFinished, JobNotFound, JobRecord, JobRunner, JobStore, KindPolicy
 from bridge.testing import asyncio_fixture, asyncio_test
 from tests.conftest import WAIT, Gate, in_daemon_thread, process_gone, until
+from tests.reliability import record as record_row
 from tests.unit import jobfns
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,8 +54,9 @@ def policies(**overrides: KindPolicy) -> dict[str, KindPolicy]:
     return {**{kind: KindPolicy(timeout=WAIT) for kind in FUNCTIONS}, **overrides}
 
 
-def on_pool(pool: SharedPool) -> Callable[[JobRecord, bytes], Awaitable[Any]]:
-    return lambda record, payload: pool.run(FUNCTIONS[record.kind], payload, **record.params)
+def on_pool(pool: SharedPool) -> Callable[[JobRecord, bytes, Callable[[], None]], Awaitable[Any]]:
+    return lambda record, payload, on_start: pool.run(FUNCTIONS[record.kind], payload, on_start=on_start,
+                                                      **record.params)
 
 
 def gate_params(gate: Gate) -> dict[str, str]:
@@ -147,6 +150,8 @@ async def test_a_job_goes_queued_running_succeeded_with_an_event_for_each(
         assert runner.state()["running"] == 1 and runner.state()["lease"] == "held"
         await gate.open()
         done = await settled(store, record.id)
+        # The store shows the commit before the runner, resumed after it, counts the completion.
+        await until(lambda: runner.state()["completed"] == 1, "the runner to count the completion")
         state = runner.state()
 
     assert done.as_json() == {
@@ -230,8 +235,8 @@ async def test_a_full_pool_is_retried_like_a_crash_not_failed(store: JobStore, g
         filler = asyncio.ensure_future(small.run(jobfns.echo, b"filler"))  # takes the one queue slot
         patient = KindPolicy(timeout=WAIT, max_attempts=1000, backoff_initial=0.01, backoff_max=0.05)
 
-        def refuse_when_full(record: JobRecord, payload: bytes) -> Awaitable[Any]:
-            return small.run(FUNCTIONS[record.kind], payload, block=False, **record.params)
+        def refuse_when_full(record: JobRecord, payload: bytes, on_start: Callable[[], None]) -> Awaitable[Any]:
+            return small.run(FUNCTIONS[record.kind], payload, block=False, on_start=on_start, **record.params)
 
         runner = JobRunner(store, refuse_when_full, concurrency=1, policies=policies(echo=patient), poll_interval=HOUR)
         await runner.start()
@@ -681,6 +686,7 @@ async def test_a_job_whose_runner_died_on_its_last_attempt_fails_instead_of_loop
                 ready = json.loads((await read_until(child, "ready", log)).removeprefix("ready"))
                 if run == "killed":
                     worker = await gate.wait_started()  # say it is the job that takes its runner down
+                    await eventually(lambda: _executing(store, record.id), "the runner to record the call's start")
             finally:
                 await finish(child, log)
         await process_gone(worker)
@@ -695,5 +701,111 @@ async def test_a_job_whose_runner_died_on_its_last_attempt_fails_instead_of_loop
     assert (ready["failed"], ready["reclaimed"]) == (1, 0)
 
 
+async def _executing(store: JobStore, job_id: str) -> bool:
+    record = await store.get(job_id)
+    return record is not None and record.attempt_started is True
+
+
 async def _at_least(count: Callable[[], Awaitable[int]], n: int) -> bool:
     return await count() >= n
+
+
+@pytest.mark.subprocess
+@asyncio_test
+async def test_a_crash_loop_charges_the_job_that_was_executing_and_never_the_ones_queued_behind_it(
+    tmp_path: Path,
+) -> None:
+    """One pool worker, three jobs claimed: the gate job executes, two bystanders wait in the pool's queue.
+
+    The runner is SIGKILLed three times. The gate job was executing each time: it is charged, and fails
+    after its three attempts. The bystanders never reached a worker: each death refunds their attempt,
+    and they succeed after the last restart, on their first charged attempt.
+    """
+    db, gate, log = tmp_path / "cutover.db", Gate(tmp_path), []
+    kills = 3
+    async with JobStore(db) as store:
+        poison, _ = await store.submit("gate", b"poison", gate_params(gate))
+        bystanders = [(await store.submit("crunch", f"bystander {i}".encode(), {}))[0] for i in range(2)]
+
+        async def all_claimed() -> bool:
+            records = [await store.get(job.id) for job in (poison, *bystanders)]
+            return all(r is not None and r.status == "running" for r in records)
+
+        async def executing() -> bool:
+            record = await store.get(poison.id)
+            return record is not None and record.attempt_started is True
+
+        for _ in range(kills):
+            child = start_child(db, "3", "1", "3")  # gate: 3 attempts; 1 pool worker; 3 jobs claimed at once
+            try:
+                await read_until(child, "ready", log)
+                worker = await gate.wait_started()  # the poison job executes on the only worker
+                await eventually(all_claimed, "the runner to claim the bystanders too")
+                await eventually(executing, "the runner to record that the poison job's call started")
+            finally:
+                child.send_signal(signal.SIGKILL)
+                await finish(child, log)
+            await process_gone(worker)
+
+        last = start_child(db, "3", "1", "3")
+        try:
+            ready = json.loads((await read_until(last, "ready", log)).removeprefix("ready"))
+            try:
+                for job in bystanders:
+                    await settled(store, job.id)
+            except AssertionError as exc:
+                raise AssertionError([(e["event"], e["detail"]) for job in (poison, *bystanders)
+                                      for e in await store.events(job.id)]) from exc
+        finally:
+            await finish(last, log)
+
+        failed = await store.get(poison.id)
+        assert failed is not None and failed.status == "failed", "".join(log)
+        assert failed.error == {"code": "worker_crashed",
+                                "message": f"the runner died while running this job, after {kills} attempts"}
+        poison_events = await store.events(poison.id)
+        assert [e["detail"]["charged"] for e in poison_events if e["event"] == "reclaimed"] == [True] * (kills - 1)
+        charged_bystanders = 0
+        for job in bystanders:
+            record = await store.get(job.id)
+            assert record is not None and record.status == "succeeded", (record, "".join(log))
+            assert record.attempts == 1
+            events = await store.events(job.id)
+            reclaimed = [e["detail"] for e in events if e["event"] == "reclaimed"]
+            assert [(d["started"], d["charged"]) for d in reclaimed] == [(False, False)] * kills
+            assert [e["event"] for e in events].count("started") == kills + 1
+            assert events[-1]["event"] == "succeeded" and events[-1]["detail"]["started"] is True
+            charged_bystanders += any(d["charged"] for d in reclaimed)
+    assert (ready["failed"], ready["reclaimed"]) == (1, len(bystanders))
+    record_row("faults", f"crash loop: the runner SIGKILLed {kills} times while one job executes and "
+               f"{len(bystanders)} wait in the pool queue", tried=len(bystanders),
+               survived=len(bystanders) - charged_bystanders,
+               detail=f"bystander jobs never charged (attempts 1, succeeded once); the executing job failed "
+                      f"`worker_crashed` after {kills} attempts")
+
+
+@asyncio_test
+async def test_a_database_from_before_attempt_started_is_migrated_and_its_running_jobs_charged(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    old_schema = bridge_jobstore._SCHEMA.replace(
+        ",\n    attempt_started INTEGER          -- 1 once the current attempt's call began on a worker, 0 before; NULL: unknown", ""
+    )
+    assert "attempt_started" not in old_schema
+    with sqlite3.connect(db) as conn:
+        conn.executescript(old_schema)
+        conn.execute(
+            "INSERT INTO jobs (id, kind, status, attempts, created_at, run_after, runner, params, payload)"
+            " VALUES ('old', 'echo', 'running', 1, '2026-01-01T00:00:00.000+00:00', 0, 'dead:1', '{}', x'6869')"
+        )
+        conn.execute("INSERT INTO job_events (job_id, at, event) VALUES ('old', '2026-01-01T00:00:00.000+00:00', 'submitted')")
+    async with JobStore(db) as store, JobStore(db) as again:  # two openers: the column is added once
+        pool = SharedPool(processes=1, cpus=1)
+        async with pool, running(store, pool, concurrency=1) as runner:
+            done = await settled(store, "old")
+            assert done.status == "succeeded" and done.attempts == 2  # the dead attempt of unknown start was charged
+            assert runner.state()["reclaimed"] == 1
+        reclaimed = [e for e in await again.events("old") if e["event"] == "reclaimed"]
+        assert [(e["detail"]["started"], e["detail"]["charged"]) for e in reclaimed] == [(None, True)]
+    with sqlite3.connect(db) as conn:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+    assert columns.count("attempt_started") == 1

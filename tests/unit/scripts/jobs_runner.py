@@ -1,4 +1,5 @@
-"""A job runner in a process of its own, for tests/unit/test_jobs.py: ``jobs_runner.py DB [GATE_MAX_ATTEMPTS]``.
+"""A job runner in a process of its own, for tests/unit/test_jobs.py:
+``jobs_runner.py DB [GATE_MAX_ATTEMPTS [PROCESSES [CONCURRENCY]]]`` (defaults 3, 2, 2).
 
 Kinds: ``crunch`` (jobfns.crunch) and ``gate`` (jobfns.wait_at_gate). Prints
 ``ready <runner state as JSON>`` once started, ``done <job id>`` after each
@@ -13,6 +14,7 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from bridge import SharedPool
@@ -22,18 +24,18 @@ from tests.unit import jobfns
 FUNCTIONS = {"crunch": jobfns.crunch, "gate": jobfns.wait_at_gate}
 
 
-async def main(db: str, gate_max_attempts: int) -> None:
+async def main(db: str, gate_max_attempts: int, processes: int, concurrency: int) -> None:
     stopping = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-    async with SharedPool(processes=2, cpus=2) as pool, JobStore(db) as store:
+    async with SharedPool(processes=processes, cpus=2) as pool, JobStore(db) as store:
 
-        async def execute(record: JobRecord, payload: bytes) -> Any:
-            result = await pool.run(FUNCTIONS[record.kind], payload, **record.params)
+        async def execute(record: JobRecord, payload: bytes, on_start: Callable[[], None]) -> Any:
+            result = await pool.run(FUNCTIONS[record.kind], payload, on_start=on_start, **record.params)
             print(f"done {record.id}", flush=True)
             return result
 
         policies = {"crunch": KindPolicy(timeout=60), "gate": KindPolicy(timeout=120, max_attempts=gate_max_attempts)}
-        runner = JobRunner(store, execute, policies=policies, concurrency=2, poll_interval=0.2)
+        runner = JobRunner(store, execute, policies=policies, concurrency=concurrency, poll_interval=0.2)
         await runner.start()
         print("ready", json.dumps(runner.state()), flush=True)
         await stopping.wait()
@@ -42,4 +44,6 @@ async def main(db: str, gate_max_attempts: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 3))
+    given = [int(arg) for arg in sys.argv[2:5]]
+    gate_max_attempts, processes, concurrency = [*given, *(3, 2, 2)[len(given):]]
+    asyncio.run(main(sys.argv[1], gate_max_attempts, processes, concurrency))
