@@ -18,7 +18,6 @@ Public surface:
 Importing :mod:`bridge` never installs a reactor.
 """
 
-from .pool import worker_threads
 from .cpu import CpuBudget, CpuBudgetError, cpu_budget
 from .deferreds import as_deferred, as_future, async_api, deferred_api, maybe_awaitable
 from .errors import (
@@ -34,7 +33,7 @@ from .errors import (
     WorkerStartupError,
 )
 from .jobs import JobFinished, JobNotFound, JobRecord, JobRunner, JobStore, KindPolicy
-from .pool import PoolStats, SharedPool, get_pool, set_pool
+from .pool import PoolStats, SharedPool, get_pool, set_pool, worker_threads
 from .reactor import install_reactor, run_reactor_in_thread, stop_reactor
 from .tasks import LeaseBusy, TaskLease, TaskManager, TaskRegistry, TaskSpec
 
