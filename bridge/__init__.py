@@ -9,7 +9,7 @@ Public surface:
   :func:`maybe_awaitable`
 * background work: :class:`TaskRegistry`, :class:`TaskManager`, :class:`TaskLease`
   (``from bridge.tasks import task`` for the default registry); Twisted's side:
-  ``bridge.looping.LoopingTasks``; who runs what: ``bridge.ownership.get_task_board()``
+  ``bridge.looping.LoopingTasks``; who runs what: the host's ``bridge.ownership.get_task_board()``
 * hosting both stacks: ``cutover serve`` (``bridge.cutover.host``), apps named in the plan's
   ``[apps]`` (``bridge.cutover.apps`` says what each may be)
 * durable jobs: :class:`JobStore`, :class:`JobRunner`, :class:`KindPolicy`, :class:`JobRecord`

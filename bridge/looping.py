@@ -55,6 +55,7 @@ class LoopingTasks:
         self.stack = stack
         self._tasks: dict[str, _Looping] = {}
         self._owners = dict(owners or {})
+        self._given_board = board
         self._board = board if board is not None else get_task_board()
         self._started = False
 
@@ -77,6 +78,7 @@ class LoopingTasks:
 
     def start(self) -> None:
         """Start the owned tasks and attach to the board (whose owners, set by a host, win)."""
+        self._board = self._given_board if self._given_board is not None else get_task_board()
         self._owners.update({k: v for k, v in self._board.owners().items() if k in self._tasks})
         self._started = True
         self._board.attach(self)

@@ -3,8 +3,9 @@
 During a cutover both stacks declare the same periodic task (``data_sync``
 as a ``LoopingCall`` in legacy, an ``@task`` in modern), and exactly one of
 them may run it. The host knows who, from the plan's ``[tasks]``; the apps
-know how. They meet here, on one process-wide :class:`TaskBoard`, the way
-both stacks meet on one :func:`bridge.get_pool`:
+know how. They meet here, on the host's :class:`TaskBoard` (one per host, found through
+a context variable, so every app the host loads finds it), much as both
+stacks meet on one :func:`bridge.get_pool`:
 
 * an app's :class:`bridge.tasks.TaskManager` attaches itself when it starts
   (Twisted code starts one with ``bridge.as_deferred(manager.start())``), and
@@ -21,11 +22,12 @@ part too.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 from collections.abc import Iterable, Mapping
 from typing import Protocol, runtime_checkable
 
-__all__ = ["TaskBoard", "TaskOwnerManager", "get_task_board"]
+__all__ = ["TaskBoard", "TaskOwnerManager", "get_task_board", "use_task_board"]
 
 log = logging.getLogger(__name__)
 
@@ -102,9 +104,21 @@ class TaskBoard:
         return late
 
 
-_board = TaskBoard()
+_default = TaskBoard()
+_current: contextvars.ContextVar[TaskBoard | None] = contextvars.ContextVar("cutover_task_board", default=None)
 
 
 def get_task_board() -> TaskBoard:
-    """The process's one board, shared by the host and every app it hosts."""
-    return _board
+    """The board of the host this code runs under, else the process's default one.
+
+    A host installs its own board (:func:`use_task_board`) before it loads the apps, so
+    managers started while it loads them, in its lifespans and in the tasks those create,
+    join that host's board; code outside any host (a test, a script) gets the default,
+    whose owners are empty, and two hosts in one process never see each other's plan.
+    """
+    return _current.get() or _default
+
+
+def use_task_board(board: TaskBoard) -> contextvars.Token[TaskBoard | None]:
+    """Make ``board`` the current one in this context (and the tasks it creates from now on)."""
+    return _current.set(board)

@@ -305,7 +305,8 @@ class TaskManager:
         self._sleep = sleep or asyncio.sleep
         self._runners: dict[str, _Runner] = {}
         self._started = False
-        self._board = board if board is not None else get_task_board()
+        self._given_board = board
+        self._board: TaskBoard = board if board is not None else get_task_board()
 
     # ------------------------------------------------------------------ ownership
 
@@ -374,7 +375,9 @@ class TaskManager:
         """
         if self._started:
             raise RuntimeError(f"the {self.stack} TaskManager is already started")
-        # A host's plan outranks the app's own defaults for the tasks this registry declares.
+        # The board of the host starting this manager (resolved now, not when it was built), whose plan
+        # outranks the app's own defaults for the tasks this registry declares.
+        self._board = self._given_board if self._given_board is not None else get_task_board()
         self._owners.update({k: v for k, v in self._board.owners().items() if k in self.registry})
         loop = asyncio.get_running_loop()
         if self._clock is None:

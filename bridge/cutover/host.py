@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, BodyGuard, Receive, Scope, Send, h11_protocol
-from ..ownership import get_task_board
+from ..ownership import TaskBoard, use_task_board
 from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
 from ..reactor import install_reactor, stop_reactor
@@ -128,7 +128,7 @@ class Host:
             settings.var_dir / "cutover.db", max_inflight=settings.shadow_max_inflight, rules=self.rules_for
         )
         self.metrics_ = Metrics(self._pool_stats, self.recorder.stats, self.lag, admission=self._admission)
-        self.board = get_task_board()
+        self.board = TaskBoard()  # this host's: two hosts in one process (tests) never share owners
         #: The legacy app as loaded (:class:`~bridge.cutover.apps.LegacyApp`; ``.obj`` is the team's own object).
         self.legacy_app: LegacyApp | None = None
         self.modern_app: ModernApp | None = None
@@ -183,6 +183,7 @@ class Host:
         install_reactor()
         if self._owns_reactor:
             self._opened.append(stop_reactor)
+        use_task_board(self.board)  # the apps' task managers, started from here on, find this host's board
         self.board.set_owners(plan.tasks)
         self._opened.append(self._clear_board)
         if self.pool is None:
