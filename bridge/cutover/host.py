@@ -45,7 +45,7 @@ from ..ownership import TaskBoard, use_task_board
 from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
 from ..reactor import install_reactor, stop_reactor
-from .admin import admin_app
+from .admin import FailureLimiter, admin_app
 from .apps import AppLoadError, LegacyApp, ModernApp, add_app_dir, import_from_string, load_legacy, load_modern
 from .control import GateRefused, Steering
 from .evidence import EvidenceBook
@@ -78,6 +78,8 @@ class HostSettings:
     admin_token: str | None = field(default_factory=lambda: os.environ.get("CUTOVER_ADMIN_TOKEN") or None)
     #: More admin tokens, each with the label the history records its moves under ("alice:TOKEN,bob:TOKEN").
     admin_tokens: dict[str, str] = field(default_factory=lambda: _labelled_tokens(os.environ.get("CUTOVER_ADMIN_TOKENS")))
+    #: Wrong admin tokens a client address may send at once; then one a second, and 429 past that.
+    admin_failure_burst: int = field(default_factory=lambda: int(os.environ.get("CUTOVER_ADMIN_FAILURE_BURST", "100")))
     graceful_timeout: float = 10.0
     shadow_max_inflight: int = 8
     processes: int | None = None
@@ -243,7 +245,8 @@ class Host:
             plan=lambda: self.plan,
             recorder=self.recorder,
             observer=_Observers(self.metrics_, self.evidence),
-            admin=admin_app(self, self.settings.admin_token, labels=self.settings.admin_tokens),
+            admin=admin_app(self, self.settings.admin_token, labels=self.settings.admin_tokens,
+                            limiter=FailureLimiter(self.settings.admin_failure_burst)),
             body_timeout=self.settings.body_timeout,
         )
         self._opened.append(self.frontdoor.drain)

@@ -159,7 +159,8 @@ async def test_the_dashboard_plots_reads_mismatches_and_moves_routes_through_the
         for i in range(3):
             response = await cohost.http.post("/v1/domains", json={"text": f"r{round_}-{i}.example.com"})
             assert response.status_code == 200
-        await until(lambda: cohost.host.recorder.stats()["POST /v1/domains"]["compared"] >= 3 * (round_ + 1),
+        want = 3 * (round_ + 1)
+        await until(lambda want=want: cohost.host.recorder.stats()["POST /v1/domains"]["compared"] >= want,  # type: ignore[misc]
                     "the comparisons")
         await cohost.host.steering.checkpoint()
     async with browser_page() as page:
