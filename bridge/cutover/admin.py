@@ -16,6 +16,7 @@ to 2^63-1, limits have bounds, routes are "METHOD /path"; a bad one is a 422.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import math
 import time
@@ -265,7 +266,8 @@ def admin_app(host: HostControl, token: str | None, *, labels: Mapping[str, str]
         return JSONResponse({"route": route, "points": await host.steering.store.samples(route, limit)})
 
     async def export(_: Request) -> Response:
-        return Response(export_toml(host.plan_text(), host.plan), media_type="application/toml; charset=utf-8")
+        text = await asyncio.to_thread(host.plan_text)  # a file read: off the loop
+        return Response(export_toml(text, host.plan), media_type="application/toml; charset=utf-8")
 
     async def metrics(_: Request) -> Response:
         return Response(host.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
