@@ -167,6 +167,7 @@ def _run_status(args: argparse.Namespace) -> int:
         plan = Plan.load(args.plan)
     except PlanError as exc:
         return _error(str(exc))
+    plan = _effective(plan, args.db)  # the modes the host runs: the file and the changes made at run time
     report = _read_report(args.report) if args.report.is_file() else None
     mismatches = _shadow_mismatches(args.db)
     inventory = _store_rows(args.db, "SELECT route, in_plan, mode, in_legacy, in_modern FROM route_inventory")
@@ -417,7 +418,6 @@ def _add_plan(subparsers: Subparsers) -> None:
 
 def _run_plan_export(args: argparse.Namespace) -> int:
     from .cutover.export import export_toml
-    from .cutover.history import PlanStore, apply_overrides
     from .cutover.plan import Plan, PlanError
 
     if not args.plan.is_file():
@@ -428,6 +428,18 @@ def _run_plan_export(args: argparse.Namespace) -> int:
         base = Plan.parse(text, args.plan)
     except (OSError, UnicodeDecodeError, PlanError) as exc:
         return _error(str(exc))
+
+    exported = export_toml(text, _effective(base, db))
+    if args.output is None:
+        sys.stdout.write(exported)
+    else:
+        args.output.write_text(exported, encoding="utf-8")
+    return 0
+
+
+def _effective(base: Any, db: Path) -> Any:
+    """The plan file ``base`` with the run-time changes stored in ``db`` laid on top (as the host does)."""
+    from .cutover.history import PlanStore, apply_overrides
 
     async def overrides() -> list[dict[str, Any]]:
         store = PlanStore(db)
@@ -441,12 +453,7 @@ def _run_plan_export(args: argparse.Namespace) -> int:
     effective, dropped = apply_overrides(base, stored)
     for override, reason in dropped:
         print(f"{PROG}: warning: the change to {override['key']} no longer applies: {reason}", file=sys.stderr)
-    exported = export_toml(text, effective)
-    if args.output is None:
-        sys.stdout.write(exported)
-    else:
-        args.output.write_text(exported, encoding="utf-8")
-    return 0
+    return effective
 
 
 SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus, _add_serve, _add_parity, _add_status, _add_rewrite,

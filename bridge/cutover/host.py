@@ -79,7 +79,7 @@ class HostSettings:
     #: More admin tokens, each with the label the history records its moves under ("alice:TOKEN,bob:TOKEN").
     admin_tokens: dict[str, str] = field(default_factory=lambda: _labelled_tokens(os.environ.get("CUTOVER_ADMIN_TOKENS")))
     #: Wrong admin tokens a client address may send at once; then one a second, and 429 past that.
-    admin_failure_burst: int = field(default_factory=lambda: int(os.environ.get("CUTOVER_ADMIN_FAILURE_BURST", "100")))
+    admin_failure_burst: int = field(default_factory=lambda: _env_count("CUTOVER_ADMIN_FAILURE_BURST", 100))
     graceful_timeout: float = 10.0
     shadow_max_inflight: int = 8
     processes: int | None = None
@@ -108,6 +108,15 @@ def _labelled_tokens(raw: str | None) -> dict[str, str]:
             raise ValueError(f'CUTOVER_ADMIN_TOKENS: each entry is "label:token", got {item.strip()[:20]!r}...')
         tokens[label] = token
     return tokens
+
+
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} must be a whole number of at least 1")
+    return int(raw)
 
 
 def _env_seconds(name: str, default: float) -> float:

@@ -208,8 +208,11 @@ def test_a_move_without_evidence_is_refused_a_forced_one_is_recorded_and_both_su
         assert change["why"] == "load test next week"
         assert not change["evidence"]["gates"]["passed"]  # the figures it was forced past
         assert change["evidence"]["evidence"]["parity"]["comparisons"] == 0
-        moved_task = admin.post("/_cutover/api/reload")
-        assert moved_task.status_code == 200 and mode_of(admin, MANUAL) == ("canary", 10.0)  # a reload keeps it
+        reloaded = admin.post("/_cutover/api/reload")
+        assert reloaded.status_code == 200 and mode_of(admin, MANUAL) == ("canary", 10.0)  # a reload keeps it
+        status = cli(served, "status", "--plan", str(served.plan), "--db", str(served.log.parent / "var" / "cutover.db"))
+        assert status.returncode == 0, status.stderr
+        assert re.search(r"GET /manual/\{n\}.*\| canary 10%", status.stdout), status.stdout  # the mode the host runs
         before = (admin.get("/_cutover/api").json()["routes"], history(admin))
     served.stop()
 
