@@ -243,6 +243,7 @@ class Host:
         await self.store.open()
         self._opened.append(self.store.close)
         await self.steering.restore()
+        self._opened.append(self.steering.checkpoint)  # at shutdown, after the last shadow comparisons drained
         flusher = asyncio.ensure_future(self._flush_unrouted())
         self._opened.append(lambda: _cancel(flusher))
         self.lag.start()
@@ -266,7 +267,6 @@ class Host:
         for task in self.known_tasks():  # an owner moved at run time before a restart moves again
             if self.plan.owner_of(task) != self.file_plan.owner_of(task):
                 await self.board.move(task, self.plan.owner_of(task))
-        self._opened.append(self.steering.checkpoint)  # the evidence so far, kept for the next run
         evaluator = asyncio.ensure_future(self.steering.run())
         self._opened.append(lambda: _cancel(evaluator))
         await self.recorder.save_inventory(self.inventory())
