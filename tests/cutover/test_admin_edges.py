@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -113,3 +114,21 @@ def test_the_limiter_refills_at_its_rate_and_forgets_the_oldest_clients() -> Non
     for client in "wxyz":
         small.failed(client, now=0)
     assert small.retry_after("w", now=0) == 0 and small.retry_after("z", now=0) == 1
+
+
+@asyncio_test
+async def test_the_evidence_shows_the_noise_floor_only_where_the_recorder_measures_one(cohost: Running) -> None:
+    def evidence() -> Any:
+        return cohost.admin.get("/_cutover/api/evidence", params={"route": "POST /v1/domains"})
+
+    first = (await evidence()).json()["routes"]["POST /v1/domains"]
+    assert first["gate"]["step"] is None  # legacy -> shadow: free
+    if not hasattr(cohost.host.recorder, "noise_floor"):
+        assert first["evidence"]["parity"]["noise_floor"] is None  # not measured: nothing shown
+    # the recorder's measurement (an instance attribute stands in for it, with or without one of its own)
+    measured = {"samples": 40, "differing": 2, "fields": ["body.served_at"]}
+    cohost.host.recorder.noise_floor = lambda route: measured if route == "POST /v1/domains" else None  # type: ignore[attr-defined]
+    shown = (await evidence()).json()["routes"]["POST /v1/domains"]["evidence"]["parity"]["noise_floor"]
+    assert shown == measured
+    other = (await cohost.admin.get("/_cutover/api/evidence", params={"route": "GET /status"})).json()
+    assert other["routes"]["GET /status"]["evidence"]["parity"]["noise_floor"] is None
