@@ -9,7 +9,8 @@
   not cost the client, so the copy is made only for the route's sampled share
   of requests (``sample`` in the plan), and only after legacy's answer has gone
   out; it then waits while other client requests are in flight (up to
-  ``shadow_max_delay`` seconds), so client work goes first. Requests with
+  ``shadow_max_delay`` seconds), so client work goes first; copies run one
+  at a time, and the recorder's slots bound how many wait. Requests with
   side effects are mirrored only on ``shadow_safe`` routes. Modern failing in
   shadow, by raising or by answering wrong, never reaches the client.
 
@@ -111,6 +112,7 @@ class FrontDoor:
         self.unsampled: dict[str, int] = {}  # per route: shadowed requests left out by the sample rate
         self._quiet = asyncio.Event()  # set when no client request is in flight
         self._quiet.set()
+        self._lane = asyncio.Lock()  # one shadow copy at a time
         self._background: set[asyncio.Task[Any]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -211,14 +213,19 @@ class FrontDoor:
             task.add_done_callback(self._background.discard)
 
     async def _mirror(self, label: str, scope: Scope, body: bytes, legacy: _Capture) -> None:
-        """Modern's copy of one request, at a lower priority than clients, then the comparison."""
+        """Modern's copy of one request, at a lower priority than clients, then the comparison.
+
+        Copies run one at a time (the shadow lane), each once no client is in flight or after
+        ``shadow_max_delay``: a burst of copies never lands on the loop and the pool at once.
+        """
         try:
-            await self._after_clients()
-            try:
-                modern: Exchange | BaseException = await _capture(self.apps["modern"], scope, body)
-            except Exception as exc:  # modern raising in shadow is a finding, not an outage
-                modern = exc
-            await self._compare(label, scope, body, legacy, modern)
+            async with self._lane:
+                await self._after_clients()
+                try:
+                    modern: Exchange | BaseException = await _capture(self.apps["modern"], scope, body)
+                except Exception as exc:  # modern raising in shadow is a finding, not an outage
+                    modern = exc
+                await self._compare(label, scope, body, legacy, modern)
         except Exception:
             log.exception("shadow comparison failed for %s", label)
         finally:
