@@ -123,7 +123,9 @@ class FrontDoor:
         if refused is not None:
             await send_error(send, *refused, extra={"X-Served-By": "cutover"})
             return
-        guard = BodyGuard(receive, send, timeout=self.body_timeout, min_rate=self.min_body_rate,
+        # A request that announces no body has none (RFC 9112 6.3): nothing to time, and no timer to set.
+        timeout = self.body_timeout if _announces_body(scope) else None
+        guard = BodyGuard(receive, send, timeout=timeout, min_rate=self.min_body_rate,
                           max_timeout=self.max_body_timeout)
         await guard.run(self._route, scope)
 
@@ -258,6 +260,14 @@ class FrontDoor:
         """Wait for shadow comparisons still running (at shutdown)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _announces_body(scope: Scope) -> bool:
+    """Whether the request head says a body follows (a Content-Length or a Transfer-Encoding)."""
+    return any(name in _BODY_HEADERS for name, _ in scope.get("headers", ()))
+
+
+_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class _Capture:

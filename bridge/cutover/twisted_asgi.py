@@ -319,6 +319,7 @@ class _Exchange:
     async def run(self) -> None:
         reactor = _shared_reactor()
         scope = self.scope
+        self.line = self._request_line()
         headers = self._headers()
         first: Message | None = None
         if self.declared is None:
@@ -332,7 +333,7 @@ class _Exchange:
             elif first.get("body", b""):
                 self.added.append(b"Content-Length: %d" % len(first["body"]))
                 headers.append(self.added[-1])
-        head = self._request_line() + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+        head = self.line + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
         if self.declared == 0 or (first is not None and not self.chunked):
             # Twisted gets the whole body with the head. Set before it can answer: its answer is a normal one.
             self.body_complete = True
@@ -424,7 +425,7 @@ class _Exchange:
         size_limit = getattr(protocol, "totalHeadersSize", None)
         count_limit = getattr(protocol, "maxHeaders", None)
         raw = self.scope.get("headers") or ()
-        lines = [self._request_line()[:-2], *(bytes(name) + b": " + bytes(value) for name, value in raw)]
+        lines = [self.line[:-2], *(bytes(name) + b": " + bytes(value) for name, value in raw)]
         longest = max(len(line) for line in lines)
         if isinstance(line_limit, int) and longest > line_limit:
             return f"a request line or header line is {longest} bytes; the limit is {line_limit}"
