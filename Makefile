@@ -31,6 +31,7 @@ lint: install
 	$(BIN)/ruff check bridge legacy modern workloads tests bench
 
 bench: install
+	-command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)   # bench frontdoor's load generator
 	$(BIN)/python -m pip install --quiet -e . --group bench
 	$(BIN)/python -m bench
 

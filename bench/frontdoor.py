@@ -1,249 +1,306 @@
-"""Front-door overhead: each stack served directly vs through the co-hosted front door.
+"""Front-door cost, measured with a real load generator: each stack alone vs through ``cutover serve``.
 
-Everything runs in one process on one asyncio loop (Twisted's asyncio reactor
-installed first), sharing one ``SharedPool(processes=1, cpus=2)``:
+Three servers of this checkout run side by side, each in its own process with
+its own pool (one worker on two cores, models loaded):
 
-* modern alone under its own uvicorn, legacy alone on its own twisted.web port,
-* the co-hosted front door (``Host`` under uvicorn), whose plan is flipped at
-  run time between "modern", "legacy" and "shadow" for the route under test.
+* ``twisted.web alone``: ``python -m legacy`` (the legacy Site on its own port);
+* ``uvicorn alone``: ``python -m modern`` (FastAPI under its own uvicorn);
+* ``cutover serve``: both apps behind the front door. Its plan is rewritten
+  and reloaded (``POST /_cutover/api/reload``) between runs, to put the route
+  under test in mode ``legacy``, ``modern`` or ``shadow`` (at two sample rates).
 
-The load comes from a separate process (``python -m bench.frontdoor --client``,
-a sync httpx client with keep-alive; a thread per connection for the
-concurrent variant), so the client does not compete with the servers for the
-loop. The parent awaits it with ``asyncio.create_subprocess_exec``, so its loop
-keeps serving meanwhile.
+The load comes from ``wrk`` (C, one thread, keep-alive; ``make bench`` installs
+it from Debian's packages), not a Python client sharing the server's GIL or
+cores more than it must. Each variant runs for ``SECONDS`` at 1 and at 8
+connections, on a pure-overhead route (``GET /status``) and a pool route
+(``POST /v1/domains``), ``REPEATS`` times in alternating order; the table has
+medians, and the ratios are the front door's over the stack alone (or, for
+shadow, over legacy mode through the same front door).
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
-import textwrap
-import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 NAME = "frontdoor"
-N_SEQ = 400
-N_CONC = 800
-CONCURRENCY = 8
-WARMUP = 50
-REPEATS = 3
+SECONDS = float(os.environ.get("BENCH_FRONTDOOR_SECONDS", "4"))
+REPEATS = int(os.environ.get("BENCH_FRONTDOOR_REPEATS", "3"))
+CONNECTIONS = (1, 8)
+WARMUP_SECONDS = 1.0
+TOKEN = "bench-token"
+#: The sample rate of the sampled shadow variant: low enough that the mirrored copies leave the CPUs headroom.
+SHADOW_SAMPLE = 0.1
 
 DOMAINS_TEXT = "Docs at https://Docs.Example.com/x, mail ops@corp.example.org; mirror files.cdn.net. Again docs.example.com"
 ROOT = Path(__file__).resolve().parent.parent
+ROUTES = {"GET /status": ("GET", "/status"), "POST /v1/domains": ("POST", "/v1/domains")}
 
 PLAN = """
 [apps]
 legacy = "legacy.service:cohost"
 modern = "modern.app:cohost"
+pool_initializer = "workloads:warm_up"
 
 [routes]
-"GET /status" = "modern"
-"POST /v1/faces" = "legacy"
-"POST /v1/ocr" = "legacy"
-"POST /v1/audio/analyze" = "legacy"
-"POST /v1/domains" = { mode = "legacy", shadow_safe = true }
-"POST /v1/jobs" = "legacy"
-"GET /v1/jobs" = "legacy"
-"GET /v1/jobs/{job_id}" = "legacy"
-"DELETE /v1/jobs/{job_id}" = "legacy"
+"GET /status" = {{ {status} }}
+"POST /v1/domains" = {{ {domains} }}
 
 [tasks]
 data_sync = "legacy"
 """
 
-ROUTES = {
-    "POST /v1/domains": ("POST", "/v1/domains"),
-    "GET /status": ("GET", "/status"),
+# (label, server, mode, sample): mode None means the stack alone.
+VARIANTS: list[tuple[str, str, str | None, float | None]] = [
+    ("twisted.web alone", "legacy", None, None),
+    ("front, legacy", "cutover", "legacy", None),
+    ("uvicorn alone", "modern", None, None),
+    ("front, modern", "cutover", "modern", None),
+    ("front, shadow 100%", "cutover", "shadow", 1.0),
+    (f"front, shadow {SHADOW_SAMPLE:.0%}", "cutover", "shadow", SHADOW_SAMPLE),
+]
+COMPARISONS = [
+    # (what, base, new, goal on req/s ratio, goal on p50 ratio, goal on p99 ratio)
+    ("legacy: front / twisted.web alone", "twisted.web alone", "front, legacy", 0.8, 1.2, None),
+    ("modern: front / uvicorn alone", "uvicorn alone", "front, modern", 0.9, None, None),
+    ("shadow 100% / legacy, both through the front", "front, legacy", "front, shadow 100%", None, None, None),
+    (f"shadow {SHADOW_SAMPLE:.0%} / legacy, both through the front", "front, legacy",
+     f"front, shadow {SHADOW_SAMPLE:.0%}", None, None, 1.05),
+]
+
+
+# ---------------------------------------------------------------- wrk
+
+
+def _wrk() -> str:
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("bench frontdoor needs wrk: `make bench` installs it (apt-get install wrk)")
+    return found
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
+
+
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)([a-z]+)", text.strip()).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    """Requests per second, p50 and p99 in ms, and the error count, from ``wrk --latency`` output."""
+    percentiles = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)\s*$", out, re.M))
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rps is None or set(percentiles) != {"50", "99"}:
+        raise RuntimeError(f"could not read wrk's output:\n{out}")
+    errors = 0
+    for match in re.finditer(r"Non-2xx or 3xx responses:\s+(\d+)", out):
+        errors += int(match.group(1))
+    socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if socket_errors:
+        errors += sum(int(n) for n in socket_errors.groups())
+    return {"rps": float(rps.group(1)), "p50_ms": _ms(percentiles["50"]), "p99_ms": _ms(percentiles["99"]),
+            "errors": float(errors)}
+
+
+def _script(folder: Path, method: str) -> Path | None:
+    if method != "POST":
+        return None
+    script = folder / "post.lua"
+    body = json.dumps({"text": DOMAINS_TEXT}).replace("\\", "\\\\").replace('"', '\\"')
+    script.write_text(f'wrk.method = "POST"\nwrk.body = "{body}"\nwrk.headers["Content-Type"] = "application/json"\n')
+    return script
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time used so far by the server process and its children (pool workers, the forkserver)."""
+    import psutil
+
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in (root, *root.children(recursive=True)):
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
+
+
+def run_wrk(url: str, connections: int, seconds: float, script: Path | None, pid: int | None = None) -> dict[str, float]:
+    """One wrk run; with ``pid``, also the server's CPU time per request (steadier than req/s on a busy machine)."""
+    cpu_before = _cpu_seconds(pid) if pid is not None else 0.0
+    command = [_wrk(), "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "--timeout", "10s"]
+    if script is not None:
+        command += ["-s", str(script)]
+    done = subprocess.run([*command, url], capture_output=True, text=True, timeout=seconds + 60, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    result = parse_wrk(done.stdout)
+    if pid is not None and result["rps"]:
+        result["cpu_us"] = (_cpu_seconds(pid) - cpu_before) / (result["rps"] * seconds) * 1e6
+    return result
+
+
+# ---------------------------------------------------------------- servers
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, timeout: float = 2.0) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status)
+    except OSError:
+        return 0
+
+
+def _post(url: str, body: bytes = b"") -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, method="POST", headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+@contextlib.contextmanager
+def _server(command: list[str], url: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180  # the pool worker loads every model first
+        while _get(url + "/status") != 200:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{command} exited ({proc.returncode}): {log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{command} did not answer /status within 180 s")
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+#: Per route, the diff rules of the shipped cutover.toml: what differs by nature between the two stacks.
+RULES = {
+    "GET /status": 'ignore_values = ["service", "version", "uptime_s"], ignore = ["pool", "tasks", "jobs"]',
+    "POST /v1/domains": "",
 }
 
 
-# ---------------------------------------------------------------- the load client (subprocess)
+def _route_entry(route: str, mode: str | None, sample: float | None) -> str:
+    parts = [f'mode = "{mode or "legacy"}"', "shadow_safe = true", *filter(None, [RULES[route]])]
+    if sample is not None:
+        parts.append(f"sample = {sample}")
+    return ", ".join(parts)
 
 
-def _client(url: str, method: str, path: str, n: int, concurrency: int, warmup: int) -> dict[str, Any]:
-    import httpx
-
-    body = json.dumps({"text": DOMAINS_TEXT}).encode() if method == "POST" else None
-    headers = {"content-type": "application/json"} if body is not None else {}
-    errors: list[int] = []
-
-    def one(client: httpx.Client) -> float:
-        t0 = time.perf_counter()
-        response = client.request(method, path, content=body, headers=headers)
-        response.read()
-        elapsed = time.perf_counter() - t0
-        if response.status_code >= 400:
-            errors.append(response.status_code)
-        return elapsed
-
-    clients = [httpx.Client(base_url=url, timeout=60.0) for _ in range(concurrency)]
-    try:
-        for i in range(warmup):
-            one(clients[i % concurrency])
-        latencies: list[float] = []
-        if concurrency == 1:
-            t0 = time.perf_counter()
-            latencies = [one(clients[0]) for _ in range(n)]
-            wall = time.perf_counter() - t0
-        else:
-            lock = threading.Lock()
-            remaining = [n]
-
-            def worker(client: httpx.Client) -> None:
-                while True:
-                    with lock:
-                        if remaining[0] <= 0:
-                            return
-                        remaining[0] -= 1
-                    dt = one(client)
-                    with lock:
-                        latencies.append(dt)
-
-            threads = [threading.Thread(target=worker, args=(c,)) for c in clients]
-            t0 = time.perf_counter()
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            wall = time.perf_counter() - t0
-    finally:
-        for c in clients:
-            c.close()
-    return {"latencies_s": latencies, "wall_s": wall, "errors": errors}
+def _set_plan(plan: Path, front: str, route: str, mode: str | None, sample: float | None) -> None:
+    entries = {key: _route_entry(key, "legacy", None) for key in ROUTES}
+    entries[route] = _route_entry(route, mode, sample)
+    plan.write_text(PLAN.format(status=entries["GET /status"], domains=entries["POST /v1/domains"]))
+    status, body = _post(front + "/_cutover/api/reload")
+    if status != 200:
+        raise RuntimeError(f"plan reload failed: {status} {body[:300]!r}")
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo = int(k)
-    hi = min(lo + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+# ---------------------------------------------------------------- the run
 
 
-async def _load(url: str, method: str, path: str, n: int, concurrency: int) -> dict[str, float]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.frontdoor", "--client", url, method, path, str(n), str(concurrency),
-        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"load client failed (exit {proc.returncode}) for {method} {url}{path}")
-    result = json.loads(out)
-    if result["errors"]:
-        raise RuntimeError(f"{method} {url}{path}: {len(result['errors'])} error responses, e.g. {result['errors'][:5]}")
-    lat = result["latencies_s"]
-    return {"p50_ms": _percentile(lat, 0.5) * 1e3, "p99_ms": _percentile(lat, 0.99) * 1e3,
-            "rps": len(lat) / result["wall_s"]}
-
-
-# ---------------------------------------------------------------- servers (parent)
-
-
-async def _until(predicate: Any, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def _serve(app: Any) -> tuple[Any, asyncio.Future[None], str]:
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_level="warning"))
-    serving = asyncio.ensure_future(server.serve())
-    await _until(lambda: server.started or serving.done(), "uvicorn to start")
-    if serving.done():
-        serving.result()
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return server, serving, f"http://127.0.0.1:{port}"
-
-
-async def _main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    import bridge
-
-    bridge.install_reactor()  # before anything imports twisted.internet.reactor
-
-    from bridge import SharedPool, as_future
-    from bridge.cutover.host import Host, HostSettings
-    from legacy import LegacyService, LegacySettings
-    from modern import ModernSettings, create_app
-
+def _run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    _wrk()
     raw: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="bench-frontdoor-") as tmp:
-        tmp_path = Path(tmp)
-        os.environ["CUTOVER_VAR"] = str(tmp_path / "host-var")  # the co-hosted stacks' var dir
-        async with SharedPool(processes=1, cpus=2) as pool:
-            legacy = LegacyService(pool, LegacySettings(host="127.0.0.1", port=0, var_dir=tmp_path / "legacy-var",
-                                                        sync_enabled=False))
-            legacy_url = f"http://127.0.0.1:{legacy.listen()}"
-            legacy.startService()
-            modern_app = create_app(ModernSettings(host="127.0.0.1", port=0, var_dir=tmp_path / "modern-var",
-                                                   sync_enabled=False), pool=pool)
-            modern_server, modern_serving, modern_url = await _serve(modern_app)
-            plan_path = tmp_path / "cutover.toml"
-            plan_path.write_text(textwrap.dedent(PLAN))
-            host = Host(HostSettings(plan_path=plan_path, port=0, var_dir=tmp_path / "host-var",
-                                     admin_token="bench-token"), pool=pool)
-            host_server, host_serving, front_url = await _serve(host.asgi())
-            try:
-                for concurrency, n in ((1, N_SEQ), (CONCURRENCY, N_CONC)):
-                    for route_key, (method, path) in ROUTES.items():
-                        variants: list[tuple[str, str, str | None]] = [
-                            ("modern direct", modern_url, None),
-                            ("front modern", front_url, "modern"),
-                            ("legacy direct", legacy_url, None),
-                            ("front legacy", front_url, "legacy"),
-                        ]
-                        if route_key == "POST /v1/domains":
-                            variants.append(("front shadow", front_url, "shadow"))
-                        samples: dict[str, list[dict[str, float]]] = {v[0]: [] for v in variants}
-                        for rep in range(REPEATS):
-                            order = variants if rep % 2 == 0 else list(reversed(variants))
-                            for label, url, mode in order:
-                                if mode is not None:
-                                    host.plan = host.plan.with_mode(method, path, mode, None)
-                                samples[label].append(await _load(url, method, path, n, concurrency))
-                        med = {label: {k: _median([s[k] for s in ss]) for k in ("p50_ms", "p99_ms", "rps")}
-                               for label, ss in samples.items()}
-                        raw[f"{route_key} c={concurrency}"] = samples
-                        comparisons = [("modern: front/direct", "modern direct", "front modern"),
-                                       ("legacy: front/direct", "legacy direct", "front legacy")]
-                        if route_key == "POST /v1/domains":
-                            comparisons.append(("shadow/legacy (front)", "front legacy", "front shadow"))
-                        for name, base, new in comparisons:
-                            b, f = med[base], med[new]
-                            rows.append({
-                                "route": route_key,
-                                "in flight": concurrency,
-                                "requests": n,
-                                "comparison": name,
-                                "base p50 ms": b["p50_ms"],
-                                "new p50 ms": f["p50_ms"],
-                                "p50 ratio": f["p50_ms"] / b["p50_ms"],
-                                "base p99 ms": b["p99_ms"],
-                                "new p99 ms": f["p99_ms"],
-                                "base req/s": b["rps"],
-                                "new req/s": f["rps"],
-                            })
-                        print(f"  done: {route_key} in flight={concurrency}", flush=True)
-            finally:
-                host_server.should_exit = True
-                await host_serving
-                modern_server.should_exit = True
-                await modern_serving
-                await as_future(legacy.stop())
-        await bridge.stop_reactor()
+    with tempfile.TemporaryDirectory(prefix="bench-frontdoor-") as tmp, contextlib.ExitStack() as stack:
+        folder = Path(tmp)
+        plan = folder / "cutover.toml"
+        plan.write_text(PLAN.format(status=_route_entry("GET /status", "legacy", None),
+                                    domains=_route_entry("POST /v1/domains", "legacy", None)))
+        env = dict(os.environ, CUTOVER_ADMIN_TOKEN=TOKEN, PYTHONPATH=os.pathsep.join(
+            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        urls = {name: f"http://127.0.0.1:{_free_port()}" for name in ("legacy", "modern", "cutover")}
+        bin_dir = Path(sys.executable).parent
+        cutover = str(bin_dir / "cutover") if (bin_dir / "cutover").exists() else "cutover"
+        commands = {
+            "legacy": [sys.executable, "-m", "legacy", "--port", urls["legacy"].rsplit(":", 1)[1], "--var",
+                       str(folder / "legacy-var")],
+            "modern": [sys.executable, "-m", "modern", "--port", urls["modern"].rsplit(":", 1)[1], "--var",
+                       str(folder / "modern-var")],
+            "cutover": [cutover, "serve", "--plan", str(plan), "--port", urls["cutover"].rsplit(":", 1)[1]],
+        }
+        pids: dict[str, int] = {}
+        for name, command in commands.items():
+            server_env = dict(env, CUTOVER_VAR=str(folder / f"{name}-var"))
+            pids[name] = stack.enter_context(_server(command, urls[name], server_env, folder / f"{name}.log")).pid
+        print(f"  servers up: {urls}", flush=True)
+        for route, (method, path) in ROUTES.items():
+            script = _script(folder, method)
+            for connections in CONNECTIONS:
+                samples: dict[str, list[dict[str, float]]] = {label: [] for label, *_ in VARIANTS}
+                for rep in range(REPEATS):
+                    order = VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
+                    for label, server, mode, sample in order:
+                        if server == "cutover":
+                            _set_plan(plan, urls["cutover"], route, mode, sample)
+                        url = urls[server] + path
+                        run_wrk(url, connections, WARMUP_SECONDS, script)
+                        result = run_wrk(url, connections, SECONDS, script, pids[server])
+                        if result["errors"]:
+                            raise RuntimeError(f"{label} {route}: {result['errors']:.0f} error responses")
+                        samples[label].append(result)
+                        print(f"    {route} c={connections} {label}: {result['rps']:.0f} req/s, "
+                              f"p50 {result['p50_ms']:.2f} ms, p99 {result['p99_ms']:.2f} ms, "
+                              f"CPU {result.get('cpu_us', 0):.0f} us/req", flush=True)
+                raw[f"{route} c={connections}"] = samples
+                med = {label: {key: _median([s[key] for s in runs]) for key in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+                       for label, runs in samples.items()}
+                for what, base, new, rps_goal, p50_goal, p99_goal in COMPARISONS:
+                    rows.append(_row(route, connections, what, med[base], med[new], rps_goal, p50_goal, p99_goal))
+                print(f"  done: {route} at {connections} connection(s)", flush=True)
     return rows, raw
+
+
+def _row(route: str, connections: int, what: str, base: dict[str, float], new: dict[str, float],
+         rps_goal: float | None, p50_goal: float | None, p99_goal: float | None) -> dict[str, Any]:
+    rps, p50, p99 = new["rps"] / base["rps"], new["p50_ms"] / base["p50_ms"], new["p99_ms"] / base["p99_ms"]
+    goals = []
+    if rps_goal is not None:
+        goals.append(f"req/s >= {rps_goal}x: {'met' if rps >= rps_goal else 'not met'}")
+    if p50_goal is not None:
+        goals.append(f"p50 <= {p50_goal}x: {'met' if p50 <= p50_goal else 'not met'}")
+    if p99_goal is not None:
+        goals.append(f"p99 <= {p99_goal}x: {'met' if p99 <= p99_goal else 'not met'}")
+    return {
+        "route": route, "connections": connections, "comparison": what,
+        "base req/s": base["rps"], "new req/s": new["rps"], "req/s ratio": rps,
+        "base p50 ms": base["p50_ms"], "new p50 ms": new["p50_ms"], "p50 ratio": p50,
+        "base p99 ms": base["p99_ms"], "new p99 ms": new["p99_ms"], "p99 ratio": p99,
+        "base CPU us/req": base["cpu_us"], "new CPU us/req": new["cpu_us"], "CPU ratio": new["cpu_us"] / base["cpu_us"],
+        "goal": "; ".join(goals),
+    }
 
 
 def _median(values: list[float]) -> float:
@@ -255,24 +312,23 @@ def _median(values: list[float]) -> float:
 def main() -> list[dict[str, Any]]:
     from .report import report
 
-    rows, raw = asyncio.run(_main())
+    rows, raw = _run()
     report(NAME, rows, notes=[
-        f"client in a separate process (httpx, keep-alive); {N_SEQ} sequential requests, and {N_CONC} with "
-        f"{CONCURRENCY} in flight (one connection per thread); {WARMUP} warm-up requests per run; "
+        f"wrk -t1 (C, keep-alive) at 1 and 8 connections; {SECONDS:g} s per run after a {WARMUP_SECONDS:g} s warm-up; "
         f"median of {REPEATS} repeats, alternating order",
-        "all servers on one asyncio loop in one process (Twisted asyncio reactor), one SharedPool(processes=1, cpus=2)",
-        "direct = the stack on its own port (modern: its own uvicorn; legacy: twisted.web listenTCP); "
-        "front = the co-hosted front door (Host under uvicorn), plan mode flipped at run time",
-        "ratio = new/base for p50: > 1 means the new path is slower; shadow compares mode shadow "
-        "(shadow_safe) with mode legacy, both through the front door",
-        f"POST /v1/domains body: {len(DOMAINS_TEXT)}-char text (pool round trip); GET /status is pure overhead",
-    ], raw={"samples": raw}, title="frontdoor: latency through the co-hosted front door vs each stack directly")
+        "each server in its own process with its own SharedPool (1 worker, models loaded): twisted.web alone is "
+        "`python -m legacy`, uvicorn alone `python -m modern`, front is `cutover serve` with the route's mode "
+        "set by a plan reload between runs",
+        "ratio = front / alone (req/s: below 1 is slower; p50 and p99: above 1 is slower); shadow rows compare "
+        "shadow mode with legacy mode, both through the front door",
+        "CPU us/req: CPU time of the server process and its children (pool worker) per request, over the run; "
+        "its ratio is what a machine to itself would show as the throughput ratio (inverted)",
+        f"GET /status is pure overhead; POST /v1/domains sends a {len(DOMAINS_TEXT)}-char text (a pool round trip)",
+        "2 cores shared with wrk and the pool worker, and with other work on the machine: read ratios from one "
+        "run, side by side",
+    ], raw={"samples": raw}, title="frontdoor: throughput and latency through `cutover serve` vs each stack alone (wrk)")
     return rows
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--client":
-        _url, _method, _path, _n, _c = sys.argv[2:7]
-        print(json.dumps(_client(_url, _method, _path, int(_n), int(_c), WARMUP)))
-    else:
-        main()
+    main()

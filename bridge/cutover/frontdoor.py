@@ -4,12 +4,15 @@
 * ``canary``: ``percent`` of requests go to modern. A request carrying the
   plan's sticky header (or, without one, coming from the same client address)
   always lands on the same side, so a user does not flip between stacks.
-* ``shadow``: legacy answers; modern gets the same request at the same time,
-  and its answer is compared and recorded (:mod:`.shadow`), never sent. The
-  client's response is streamed from legacy as it comes and never waits for
-  modern. Requests with side effects are mirrored only on ``shadow_safe``
-  routes. Modern failing in shadow, by raising or by answering wrong, never
-  reaches the client.
+* ``shadow``: legacy answers; modern gets a copy of the request, and its
+  answer is compared and recorded (:mod:`.shadow`), never sent. Shadow must
+  not cost the client, so the copy is made only for the route's sampled share
+  of requests (``sample`` in the plan), and only after legacy's answer has gone
+  out; it then waits while other client requests are in flight (up to
+  ``shadow_max_delay`` seconds), so client work goes first; copies run one
+  at a time, and the recorder's slots bound how many wait. Requests with
+  side effects are mirrored only on ``shadow_safe`` routes. Modern failing in
+  shadow, by raising or by answering wrong, never reaches the client.
 
 Every response carries ``X-Served-By: legacy|modern``.
 
@@ -26,6 +29,7 @@ long header line got legacy's hang-up (a 500) and modern's 200.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import random
@@ -52,6 +56,8 @@ from .shadow import ShadowRecorder
 
 log = logging.getLogger("cutover.frontdoor")
 ADMIN_PREFIX = "/_cutover"
+#: Seconds a shadow copy waits for a moment with no client request in flight before it runs anyway.
+SHADOW_MAX_DELAY = 0.5
 
 
 class Observer(Protocol):
@@ -89,6 +95,7 @@ class FrontDoor:
         body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
         min_body_rate: float = DEFAULT_MIN_BODY_RATE,
         max_body_timeout: float = DEFAULT_MAX_BODY_TIMEOUT,
+        shadow_max_delay: float = SHADOW_MAX_DELAY,
     ) -> None:
         self.apps = {"legacy": legacy, "modern": modern}
         self.plan = plan
@@ -100,6 +107,12 @@ class FrontDoor:
         self.body_timeout = body_timeout  # read on every request: a test or an operator may change it
         self.min_body_rate = min_body_rate
         self.max_body_timeout = max_body_timeout
+        self.shadow_max_delay = shadow_max_delay
+        self.active = 0  # client requests being served now (the admin API excluded)
+        self.unsampled: dict[str, int] = {}  # per route: shadowed requests left out by the sample rate
+        self._quiet = asyncio.Event()  # set when no client request is in flight
+        self._quiet.set()
+        self._lane = asyncio.Lock()  # one shadow copy at a time
         self._background: set[asyncio.Task[Any]] = set()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -110,7 +123,9 @@ class FrontDoor:
         if refused is not None:
             await send_error(send, *refused, extra={"X-Served-By": "cutover"})
             return
-        guard = BodyGuard(receive, send, timeout=self.body_timeout, min_rate=self.min_body_rate,
+        # A request that announces no body has none (RFC 9112 6.3): nothing to time, and no timer to set.
+        timeout = self.body_timeout if _announces_body(scope) else None
+        guard = BodyGuard(receive, send, timeout=timeout, min_rate=self.min_body_rate,
                           max_timeout=self.max_body_timeout)
         await guard.run(self._route, scope)
 
@@ -122,10 +137,17 @@ class FrontDoor:
         plan = self.plan()
         route = plan.route_for(scope["method"], path)
         label = route_label(route)
-        if route is not None and route.mode == "shadow":
-            await self._shadow(route, label, scope, receive, send)
-        else:
-            await self._forward(self.pick(plan, route, scope), label, scope, receive, send)
+        self.active += 1
+        self._quiet.clear()
+        try:
+            if route is not None and route.mode == "shadow":
+                await self._shadow(route, label, plan.sample_for(route), scope, receive, send)
+            else:
+                await self._forward(self.pick(plan, route, scope), label, scope, receive, send)
+        finally:
+            self.active -= 1
+            if not self.active:
+                self._quiet.set()
 
     def pick(self, plan: Plan, route: Route | None, scope: Scope) -> str:
         """The stack that answers this request (shadow answers from legacy)."""
@@ -162,9 +184,15 @@ class FrontDoor:
 
     # ------------------------------------------------------------------ shadow
 
-    async def _shadow(self, route: Route, label: str, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _shadow(
+        self, route: Route, label: str, sample: float, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         if not route.shadow_safe:
             self.recorder.not_mirrored(label)
+            await self._forward("legacy", label, scope, receive, send)
+            return
+        if sample < 1.0 and self.rng.random() >= sample:
+            self.unsampled[label] = self.unsampled.get(label, 0) + 1
             await self._forward("legacy", label, scope, receive, send)
             return
         body, complete = await _read_body(receive, self.max_shadow_body)
@@ -172,52 +200,80 @@ class FrontDoor:
         if not complete or not self.recorder.admit(label):
             await self._forward("legacy", label, scope, replay, send)
             return
-        started = time.perf_counter()
-        shadow = asyncio.ensure_future(_capture(self.apps["modern"], dict(scope), body))
-        took: dict[str, float] = {}  # each side's seconds on this one request: paired latencies
-        shadow.add_done_callback(lambda _: took.setdefault("modern", time.perf_counter() - started))
         legacy_capture = _Capture()
 
         async def tee(message: Message) -> None:
             legacy_capture.take(message)
             await send(message)
 
+        started = time.perf_counter()
         try:
             await self._forward("legacy", label, scope, replay, tee)
         finally:
-            took["legacy"] = time.perf_counter() - started
-            task = asyncio.ensure_future(self._compare(label, scope, body, legacy_capture, shadow, took))
+            legacy_took = time.perf_counter() - started  # legacy's side of the paired latencies
+            # Legacy's answer is out (or legacy failed): only now does modern get its copy.
+            task = asyncio.ensure_future(self._mirror(label, dict(scope), body, legacy_capture, legacy_took))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _compare(
-        self, label: str, scope: Scope, body: bytes, legacy: _Capture, shadow: asyncio.Future[Exchange],
-        took: dict[str, float] | None = None,
-    ) -> None:
+    async def _mirror(self, label: str, scope: Scope, body: bytes, legacy: _Capture, legacy_took: float) -> None:
+        """Modern's copy of one request, at a lower priority than clients, then the comparison.
+
+        Copies run one at a time (the shadow lane), each once no client is in flight or after
+        ``shadow_max_delay``: a burst of copies never lands on the loop and the pool at once.
+        """
         try:
-            try:
-                modern: Exchange | BaseException = await shadow
-            except Exception as exc:  # modern raising in shadow is a finding, not an outage
-                modern = exc
-            request = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "query": scope.get("query_string", b"").decode("latin-1"),
-                "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())},
-                "body_bytes": len(body),
-            }
-            paired = (took["legacy"], took["modern"]) if took and len(took) == 2 else None
-            await self.recorder.record(label, scope["method"], scope["path"], request, legacy.exchange(), modern,
-                                       latencies=paired)
+            async with self._lane:
+                await self._after_clients()
+                began = time.perf_counter()
+                try:
+                    modern: Exchange | BaseException = await _capture(self.apps["modern"], scope, body)
+                except Exception as exc:  # modern raising in shadow is a finding, not an outage
+                    modern = exc
+                # Each side's own seconds on this request (modern's measured from when its copy started).
+                await self._compare(label, scope, body, legacy, modern, (legacy_took, time.perf_counter() - began))
         except Exception:
             log.exception("shadow comparison failed for %s", label)
         finally:
             self.recorder.release()
 
+    async def _after_clients(self) -> None:
+        """Wait while client requests are in flight, up to ``shadow_max_delay`` (then go anyway: the copy holds
+        one of the recorder's few slots, so waiting longer would only skip more copies)."""
+        await asyncio.sleep(0)  # the client's last bytes are flushed first
+        if self._quiet.is_set() or self.shadow_max_delay <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.shadow_max_delay):
+                await self._quiet.wait()
+
+    async def _compare(
+        self, label: str, scope: Scope, body: bytes, legacy: _Capture, modern: Exchange | BaseException,
+        latencies: tuple[float, float] | None = None,
+    ) -> None:
+        """The one comparison call: both answers to the recorder."""
+        request = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": scope.get("query_string", b"").decode("latin-1"),
+            "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())},
+            "body_bytes": len(body),
+        }
+        await self.recorder.record(label, scope["method"], scope["path"], request, legacy.exchange(), modern,
+                                   latencies=latencies)
+
     async def drain(self) -> None:
         """Wait for shadow comparisons still running (at shutdown)."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _announces_body(scope: Scope) -> bool:
+    """Whether the request head says a body follows (a Content-Length or a Transfer-Encoding)."""
+    return any(name in _BODY_HEADERS for name, _ in scope.get("headers", ()))
+
+
+_BODY_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
 
 class _Capture:

@@ -46,6 +46,10 @@ serves, or the plan is refused.
 How shadow compares a route's two answers is in the plan too: ``[diff]`` holds
 the defaults (``ignore``, ``ignore_values``, ``float_tolerance``, ``headers``;
 see :class:`bridge.parity.DiffRules`) and a route's table may add its own.
+How often it compares is ``sample``: the share of a shadowed route's requests
+(0 to 1) whose copy modern gets, so that a hot route's mirrored work stays
+bounded (``sample = 0.1``) while a rare one is mirrored every time. Its default
+is ``[diff] sample`` (1 when unset); a route's own ``sample`` wins.
 
 Plans are immutable. Changes (:meth:`Plan.with_mode`, :meth:`Plan.with_owner`)
 return a new plan; the host swaps its reference, which is atomic on one loop.
@@ -85,6 +89,8 @@ _ROUTE_KEYS = ("mode", "percent", "shadow_safe", *_DIFF_KEYS, "auto", "gates")
 GATE_KEYS = ("min_comparisons", "max_mismatch", "max_p99_ratio", "max_error_increase", "min_time", "rollback_after")
 GATE_STEPS = ("shadow", "canary", "modern")  # the modes whose evidence is judged (modern: for rollback only)
 _GATES_PLAN_KEYS = ("interval",)  # [gates] keys that are not thresholds
+#: The shadow sample rate: a route key, with its default under [diff] (not a diff rule: DiffRules never sees it).
+SAMPLE_KEY = "sample"
 NEEDS_MODERN = frozenset({"shadow", "canary", "modern"})  # modes in which modern sees the request
 _CANARY_KEYS = ("sticky_header",)
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
@@ -154,9 +160,13 @@ class Route:
     auto: bool = False
     #: This route's gate thresholds over ``[gates]`` (keys of :data:`GATE_KEYS`, or a step's table of them).
     gates: Mapping[str, Any] = field(default_factory=dict)
+    #: The share of requests (0 to 1) mirrored in shadow mode; None: the plan's default (:meth:`Plan.sample_for`).
+    sample: float | None = None
 
     def __post_init__(self) -> None:
         _check_method(self.method)
+        if self.sample is not None:
+            object.__setattr__(self, "sample", _check_sample(self.sample))
         object.__setattr__(self, "diff", MappingProxyType(_check_diff(dict(self.diff), f"route {_show(self.key)}")))
         try:
             gates = _check_gates(dict(self.gates), f"route {_show(self.key)}")
@@ -224,6 +234,7 @@ class Route:
             "diff": dict(self.diff),
             "auto": self.auto,
             "gates": _plain(self.gates),
+            **({SAMPLE_KEY: self.sample} if self.sample is not None else {}),
         }
 
 
@@ -259,6 +270,13 @@ def _check_threshold(name: str, value: object, field_name: str) -> None:
         raise _FieldError(field_name, f"gate max_mismatch is a rate from 0 to 1, got {_show(value)}")
     if name == "interval" and not value > 0:
         raise _FieldError(field_name, f"[gates] interval must be more than 0 seconds, got {_show(value)}")
+
+
+def _check_sample(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:  # also refuses nan
+        raise _FieldError(SAMPLE_KEY, f"sample must be a number from 0 to 1 (the share of requests mirrored), "
+                                      f"got {_show(value)}")
+    return float(value)
 
 
 def _check_diff(rules: dict[str, Any], where: str) -> dict[str, Any]:
@@ -372,8 +390,11 @@ class Plan:
     app_lines: Mapping[str, int] = field(default_factory=dict)
     #: ``[gates]``: default gate thresholds, per-step tables, and the evaluation ``interval``.
     gates: Mapping[str, Any] = field(default_factory=dict)
+    #: ``[diff] sample``: the share of requests a shadowed route mirrors when the route does not say.
+    shadow_sample: float = 1.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "shadow_sample", _check_sample(self.shadow_sample))
         object.__setattr__(self, "routes", tuple(self.routes))
         object.__setattr__(self, "tasks", MappingProxyType(dict(self.tasks)))
         object.__setattr__(self, "apps", MappingProxyType(dict(self.apps)))
@@ -493,6 +514,10 @@ class Plan:
                 app_lines[key] = line
 
         diff_rules = dict(_table(data, "diff", at))
+        shadow_sample = 1.0
+        if SAMPLE_KEY in diff_rules:
+            with at("diff", SAMPLE_KEY):
+                shadow_sample = _check_sample(diff_rules.pop(SAMPLE_KEY))
         with at("diff"):
             diff_rules = _check_diff(diff_rules, "[diff]")
 
@@ -501,7 +526,7 @@ class Plan:
             gates = _check_gates(gates, "[gates]", plan_level=True)
 
         return cls(tuple(routes), tasks, sticky_header, src, known_r, known_t, apps, modern_r, diff_rules, tuple(warnings),
-                   app_lines, gates)
+                   app_lines, gates, shadow_sample)
 
     # --- questions ----------------------------------------------------------
 
@@ -532,6 +557,10 @@ class Plan:
         for name, value in (route.diff if route is not None else {}).items():
             merged[name] = (*merged.get(name, ()), *value) if name in ("ignore", "ignore_values") else value
         return DiffRules(**merged)
+
+    def sample_for(self, route: Route) -> float:
+        """The share of ``route``'s requests that shadow mode mirrors: the route's ``sample``, else ``[diff] sample``."""
+        return route.sample if route.sample is not None else self.shadow_sample
 
     def in_modern(self, route: Route) -> bool | None:
         """Whether modern serves ``route``; None when modern's routes cannot be listed."""
@@ -574,6 +603,7 @@ class Plan:
             "modern_routes": None if self.modern_routes is None else [f"{m} {t}" for m, t in _sorted(self.modern_routes)],
             "diff": dict(self.diff),
             "gates": _plain(self.gates),
+            "shadow_sample": self.shadow_sample,
             "warnings": list(self.warnings),
         }
 
@@ -593,7 +623,7 @@ def _route_from_toml(key: str, value: object) -> Route:
             f'a route takes a mode ("legacy") or a table ({{ mode = "canary", percent = 10 }}), got {_show(value)}'
         )
     for name in value:
-        if name not in _ROUTE_KEYS:
+        if name not in _ROUTE_KEYS and name != SAMPLE_KEY:
             raise _FieldError(name, f"unknown key {_show(name)} in route {_show(key)} (one of {', '.join(_ROUTE_KEYS)})")
     if "mode" not in value:
         raise PlanError(f"route {_show(key)} needs a mode (one of {', '.join(MODES)})")
@@ -605,7 +635,7 @@ def _route_from_toml(key: str, value: object) -> Route:
     if not isinstance(gates, dict):
         raise _FieldError("gates", f"gates of route {_show(key)} must be a table of thresholds, got {_show(gates)}")
     return Route(method, template, mode, value.get("percent", 0), value.get("shadow_safe"), rules,
-                 value.get("auto", False), gates)
+                 value.get("auto", False), gates, value.get(SAMPLE_KEY))
 
 
 def _known_routes(routes: Iterable[tuple[str, str]]) -> frozenset[tuple[str, str]]:

@@ -123,8 +123,9 @@ class ShadowRecorder:
 
     def admit(self, route: str) -> bool:
         """Take a shadow slot, or count the request as skipped when all are busy."""
+        counts = self.counts[route]  # the route shows in stats() from its first copy on, before any comparison
         if self.inflight >= self.max_inflight:
-            self.counts[route].skipped += 1
+            counts.skipped += 1
             return False
         self.inflight += 1
         return True

@@ -24,7 +24,7 @@ Semantics, per request:
   413 by length pulls no body at all. Without one, the first body message
   decides: a complete body gets a ``Content-Length`` (none if empty), a
   streamed one is sent ``Transfer-Encoding: chunked``.
-* The response is parsed with h11 (a uvicorn dependency) and streamed: what
+* The response is read back by :mod:`.twisted_response` and streamed: what
   Twisted writes between two sends becomes one ``http.response.body`` with
   ``more_body=True``; the last one carries ``more_body=False``. The response
   ends when its framing says so (Content-Length reached, chunked terminator,
@@ -68,6 +68,7 @@ connections are refused (closed before accept).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import sys
@@ -75,7 +76,6 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import quote
 
-import h11
 from twisted.internet import address
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IConsumer, IPushProducer, ISSLTransport, ITransport
@@ -83,6 +83,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from ..asgi import send_error
+from .twisted_response import ResponseError, ResponseReader
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -166,11 +167,16 @@ def _address(pair: Any, default_port: int) -> address.IPv4Address | address.IPv6
         return address.IPv4Address("TCP", "0.0.0.0", 0)
     host, port = str(pair[0]), pair[1]
     port = default_port if port is None else int(port)
+    return address.IPv6Address("TCP", host, port) if _is_v6(host) else address.IPv4Address("TCP", host, port)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_v6(host: str) -> bool:
+    """Whether ``host`` is an IPv6 literal (cached: a front door sees the same few peers again and again)."""
     try:
-        is_v6 = ipaddress.ip_address(host).version == 6
+        return ipaddress.ip_address(host).version == 6
     except ValueError:
-        is_v6 = False  # a name (ASGI test clients say "testserver"); Twisted does not resolve it
-    return address.IPv6Address("TCP", host, port) if is_v6 else address.IPv4Address("TCP", host, port)
+        return False  # a name (ASGI test clients say "testserver"); Twisted does not resolve it
 
 
 @implementer(ITransport, IConsumer, IPushProducer)
@@ -180,11 +186,14 @@ class _Transport:
     As a producer (of request bytes) it is paused by the channel; as a consumer
     (of response bytes) it pauses the channel past :data:`HIGH_WATER`.
     ``loseConnection`` delivers ``connectionLost(ConnectionDone)`` on the next
-    reactor turn, as a TCP transport does.
+    loop turn, as a TCP transport does.
     """
 
     def __init__(self, reactor: Any, peer: address.IAddress, host: address.IAddress, secure: bool) -> None:
         self.reactor = reactor
+        # The reactor's own loop (checked by _shared_reactor): a close is delivered on its next turn, as over
+        # TCP, with call_soon rather than reactor.callLater, which reschedules Twisted's timer every time.
+        self.loop = asyncio.get_running_loop()
         self.peer, self.host = peer, host
         self.protocol: Any = None
         self.disconnecting = False  # Twisted asked to close (LineReceiver reads this)
@@ -221,7 +230,7 @@ class _Transport:
             return
         self.disconnecting = True
         self.wake.set()
-        self.reactor.callLater(0, self.connection_lost, Failure(ConnectionDone()))
+        self.loop.call_soon(self.connection_lost, Failure(ConnectionDone()))
 
     def abortConnection(self) -> None:
         if self.disconnected:
@@ -230,7 +239,7 @@ class _Transport:
         self.chunks.clear()
         self.buffered = 0
         self.wake.set()
-        self.reactor.callLater(0, self.connection_lost, Failure(ConnectionAborted()))
+        self.loop.call_soon(self.connection_lost, Failure(ConnectionAborted()))
 
     def getPeer(self) -> address.IAddress:
         return self.peer
@@ -304,10 +313,13 @@ class _Exchange:
         self.response_done = False  # the last body message is (being) sent
         self.client_gone = False
         self.added: list[bytes] = []  # header lines this adapter adds, on top of the client's
+        self.fed = 0  # body bytes fed to Twisted
+        self.feeder: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         reactor = _shared_reactor()
         scope = self.scope
+        self.line = self._request_line()
         headers = self._headers()
         first: Message | None = None
         if self.declared is None:
@@ -321,7 +333,7 @@ class _Exchange:
             elif first.get("body", b""):
                 self.added.append(b"Content-Length: %d" % len(first["body"]))
                 headers.append(self.added[-1])
-        head = self._request_line() + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
+        head = self.line + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
         if self.declared == 0 or (first is not None and not self.chunked):
             # Twisted gets the whole body with the head. Set before it can answer: its answer is a normal one.
             self.body_complete = True
@@ -346,14 +358,21 @@ class _Exchange:
             await send_error(self.send, 431, "header_too_large", too_big)
             return
         self._allow_added_lines(transport.producer)
-        feeder: asyncio.Task[None] | None = None
+        self.feeder: asyncio.Task[None] | None = None
         try:
             protocol.dataReceived(head)
-            feeder = asyncio.ensure_future(self._feed(first if self.chunked else None))
-            feeder.add_done_callback(lambda _: transport.wake.set())
-            await self._pump(feeder)
+            if not self.body_complete and not self.chunked and not transport.disconnecting:
+                # A body with a Content-Length: its first piece is fed here, with no task of its own, so a
+                # small POST costs none. Twisted has seen the head: a 413 by length has hung up, pulling nothing.
+                await transport.reading.wait()
+                if not transport.disconnecting:
+                    message = await self.receive()
+                    if not transport.disconnecting:
+                        self._take(message)
+            await self._pump(first if self.chunked else None)
         finally:
             transport.detached = True
+            feeder = self.feeder
             if feeder is not None and not feeder.done():
                 feeder.cancel()
                 try:
@@ -406,7 +425,7 @@ class _Exchange:
         size_limit = getattr(protocol, "totalHeadersSize", None)
         count_limit = getattr(protocol, "maxHeaders", None)
         raw = self.scope.get("headers") or ()
-        lines = [self._request_line()[:-2], *(bytes(name) + b": " + bytes(value) for name, value in raw)]
+        lines = [self.line[:-2], *(bytes(name) + b": " + bytes(value) for name, value in raw)]
         longest = max(len(line) for line in lines)
         if isinstance(line_limit, int) and longest > line_limit:
             return f"a request line or header line is {longest} bytes; the limit is {line_limit}"
@@ -440,9 +459,8 @@ class _Exchange:
         Nothing is pulled once Twisted has hung up (a 413 before the body): the
         rest of the body is left unread, and the response says ``Connection: close``.
         """
-        transport, protocol = self.transport, self.transport.protocol
+        transport = self.transport
         message = pending
-        fed = 0
         while not self.body_complete:
             if message is None:
                 await transport.reading.wait()
@@ -451,35 +469,42 @@ class _Exchange:
                 message = await self.receive()
                 if transport.disconnecting:
                     return
-            if message["type"] == "http.disconnect":
-                self._client_left()
+            if not self._take(message):
                 return
-            if message["type"] == "http.request":
-                body = message.get("body", b"")
-                if body:
-                    if self.chunked:
-                        protocol.dataReceived(b"%x\r\n" % len(body))
-                        protocol.dataReceived(body)
-                        protocol.dataReceived(b"\r\n")
-                    else:
-                        protocol.dataReceived(body)
-                    fed += len(body)
-                # No await between feeding the last bytes and setting the flag: Twisted may answer at once.
-                if not message.get("more_body", False):
-                    if self.chunked:
-                        protocol.dataReceived(b"0\r\n\r\n")
-                    elif self.declared is not None and fed < self.declared:
-                        self._client_left()  # the body ended short of its Content-Length
-                        return
-                    self.body_complete = True
-                elif self.declared is not None and fed >= self.declared:
-                    self.body_complete = True  # Twisted has all it will read; the rest is dropped
             message = None
         while not self.response_done:
             message = await self.receive()
             if message["type"] == "http.disconnect":
                 self._client_left()
                 return
+
+    def _take(self, message: Message) -> bool:
+        """Feed one ASGI request message to Twisted; False once there is nothing more to feed (the client left)."""
+        if message["type"] == "http.disconnect":
+            self._client_left()
+            return False
+        if message["type"] == "http.request":
+            protocol = self.transport.protocol
+            body = message.get("body", b"")
+            if body:
+                if self.chunked:
+                    protocol.dataReceived(b"%x\r\n" % len(body))
+                    protocol.dataReceived(body)
+                    protocol.dataReceived(b"\r\n")
+                else:
+                    protocol.dataReceived(body)
+                self.fed += len(body)
+            # No await between feeding the last bytes and setting the flag: Twisted may answer at once.
+            if not message.get("more_body", False):
+                if self.chunked:
+                    protocol.dataReceived(b"0\r\n\r\n")
+                elif self.declared is not None and self.fed < self.declared:
+                    self._client_left()  # the body ended short of its Content-Length
+                    return False
+                self.body_complete = True
+            elif self.declared is not None and self.fed >= self.declared:
+                self.body_complete = True  # Twisted has all it will read; the rest is dropped
+        return True
 
     def _client_left(self) -> None:
         if self.response_done or self.client_gone:
@@ -489,58 +514,50 @@ class _Exchange:
 
     # ------------------------------------------------------------------ response
 
-    async def _pump(self, feeder: asyncio.Task[None]) -> None:
+    async def _pump(self, pending: Message | None) -> None:
+        """Send what Twisted writes, as it writes it. The feeder task starts only if the pump must wait:
+        a request Twisted answers at once (most GETs, small POSTs) needs none."""
         transport = self.transport
-        parser = h11.Connection(h11.CLIENT, max_incomplete_event_size=256 * 1024)
-        # h11 frames a response by the request method only for HEAD (no body) and CONNECT (a tunnel, which
-        # twisted.web does not do): tell it HEAD or GET. The target is not parsed again.
-        method = "HEAD" if self.scope["method"] == "HEAD" else "GET"
-        parser.send(h11.Request(method=method, target="/", headers=[("Host", "twisted")]))
-        parser.send(h11.EndOfMessage())
-        started = eof_fed = False
+        reader = ResponseReader(head_only=self.scope["method"] == "HEAD")
+        eof_fed = False
         while True:
-            await transport.wake.wait()
+            if not transport.wake.is_set():
+                if self.feeder is None:
+                    self.feeder = feeder = asyncio.ensure_future(self._feed(pending))
+                    feeder.add_done_callback(lambda _: transport.wake.set())
+                await transport.wake.wait()
             transport.wake.clear()
             if self.client_gone:
                 return
-            if feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
+            feeder = self.feeder
+            if feeder is not None and feeder.done() and not feeder.cancelled() and feeder.exception() is not None:
                 raise feeder.exception()  # type: ignore[misc]
             if transport.aborted:
                 raise IncompleteResponse("Twisted aborted the connection")
             data = transport.take()
-            if data:
-                parser.receive_data(data)
-            if transport.disconnecting and not eof_fed:  # Twisted hung up, and all it wrote is in the parser
-                eof_fed = True
-                parser.receive_data(b"")
+            try:
+                events = reader.feed(data) if data else []
+                if transport.disconnecting and not eof_fed:  # Twisted hung up, and all it wrote is in the reader
+                    eof_fed = True
+                    events += reader.close()
+            except ResponseError as exc:
+                if exc.closed:
+                    raise IncompleteResponse(f"Twisted closed the connection {exc}") from exc
+                raise IncompleteResponse(f"Twisted's response is not valid HTTP/1.1: {exc}") from exc
             parts: list[bytes] = []
-            while True:
-                try:
-                    event = parser.next_event()
-                except h11.RemoteProtocolError as exc:
-                    if eof_fed:
-                        what = "in the middle of its response" if started else "without a response"
-                        raise IncompleteResponse(f"Twisted closed the connection {what} ({exc})") from exc
-                    raise IncompleteResponse(f"Twisted's response is not valid HTTP/1.1: {exc}") from exc
-                if event is h11.NEED_DATA:
-                    break
-                if isinstance(event, h11.Response):
-                    started = True
-                    start = {"type": "http.response.start", "status": event.status_code,
-                             "headers": self._response_headers(event.headers)}
+            for event in events:
+                kind = event[0]
+                if kind == "data":
+                    parts.append(event[1])
+                elif kind == "start":
+                    start = {"type": "http.response.start", "status": event[1],
+                             "headers": self._response_headers(event[2])}
                     if not await self._send(start):
                         return
-                elif isinstance(event, h11.Data):
-                    parts.append(bytes(event.data))
-                elif isinstance(event, h11.EndOfMessage):
+                else:  # end
                     self.response_done = True
                     await self._send({"type": "http.response.body", "body": b"".join(parts), "more_body": False})
                     return
-                elif isinstance(event, h11.ConnectionClosed):
-                    what = "in the middle of its response" if started else "without a response"
-                    raise IncompleteResponse(f"Twisted closed the connection {what}")
-                elif not isinstance(event, h11.InformationalResponse):  # a 1xx is not forwarded
-                    raise IncompleteResponse(f"unexpected HTTP event from Twisted: {event!r}")
             if parts and not await self._send({"type": "http.response.body", "body": b"".join(parts), "more_body": True}):
                 return
             transport.drained()
