@@ -16,7 +16,8 @@ per worker), results settle the caller's future directly, deadlines are
 **Prefetch.** A worker holds a call in its pipe behind the one it is running,
 more while calls are short (see :meth:`LocalBackend._depth`), so it never
 waits on a round trip through the parent. The depth starts at two for a worker
-that was idle and doubles with each answer, so a burst of long calls after a
+that was idle (it ran out of calls while none were queued) and doubles with
+each answer, so a burst of long calls after a
 stream of short ones is not stacked on a few workers before its first answer
 says how long they take. A worker runs its calls in
 order, so:
@@ -330,7 +331,7 @@ class LocalBackend:
             self.prefetched -= 1
             worker.unstarted_bytes -= len(call.payload)
             worker.out.append(wire.header(call.id, wire.CANCEL))
-            self._dirty.add(worker)
+            self._flush(worker)  # now, not at the next pump: the worker may be about to start it
         elif state == "running":
             call.state = "killing"
             if call.timer is not None:
@@ -382,10 +383,14 @@ class LocalBackend:
             self._in_pump = False
 
     def _dispatch(self) -> None:
-        ready = [w for w in self.workers if w.state == _READY and not w.killed and not w.retiring]
+        depth = self._depth()
+        # Refill a worker only once it is down to half its depth: one write then carries several calls
+        # (a write that wakes a sleeping worker is the dearest part of a tiny call), never one per answer.
+        low = depth // 2
+        ready = [w for w in self.workers
+                 if w.state == _READY and not w.killed and not w.retiring and len(w.calls) <= low]
         if not ready:
             return
-        depth = self._depth()
         queue = self.queue
         budget = PREFETCH_BYTES
         only = ready[0] if len(ready) == 1 else None
@@ -531,6 +536,8 @@ class LocalBackend:
                     worker.window = min(worker.window * 2, _MAX_WINDOW)
                     if calls[0].state == "sent":  # it started, even on a worker we are killing
                         self._begin(worker, calls[0], now)
+                elif self.n_queued:  # it drained only because the parent was slower: not idle
+                    worker.window = min(worker.window * 2, _MAX_WINDOW)
                 else:
                     worker.window = 2
                 if not self._pump_pending:
@@ -580,7 +587,7 @@ class LocalBackend:
             self._requeue(worker)
         elif calls and calls[0].state == "sent":  # it started, even on a worker we are killing
             self._begin(worker, calls[0], now)
-        if not calls:
+        if not calls and not self.n_queued:  # idle, with nothing queued: the next burst starts slow
             worker.window = 2
         self._schedule_pump()
         if outcome is not None:

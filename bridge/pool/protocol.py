@@ -15,6 +15,7 @@ import concurrent.futures
 import logging
 import pickle
 import signal
+import types
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,12 +34,36 @@ def name_of(fn: Any) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
 
+#: Callables that pickle by name alone (module and qualified name, no state), so their pickle can be kept.
+_BY_NAME = (types.FunctionType, types.BuiltinFunctionType)
+_FN_CACHE_SIZE = 1024
+_fn_refs: dict[Any, bytes] = {}
+
+
+def _fn_ref(fn: Any) -> Any:
+    """What stands for ``fn`` in a call: its pickle, kept per function, for a function pickled by name
+    (finding a function's module and name is most of what pickling a tiny call costs); else ``fn``."""
+    if type(fn) not in _BY_NAME:
+        return fn
+    ref = _fn_refs.get(fn)
+    if ref is None:
+        ref = _dumps(fn, _PROTOCOL)
+        if len(_fn_refs) >= _FN_CACHE_SIZE:
+            _fn_refs.clear()
+        _fn_refs[fn] = ref
+    return ref
+
+
 def encode_call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], timeout: float | None) -> bytes:
-    """The pickled call every backend sends; bad timeouts and unpicklable calls are refused here, in the caller."""
+    """The pickled call every backend sends; bad timeouts and unpicklable calls are refused here, in the caller.
+
+    The body is ``(fn or its kept pickle, args, kwargs)``; :func:`~bridge.pool.worker.run_payload`
+    reads both forms.
+    """
     if timeout is not None and timeout <= 0:
         raise ValueError(f"timeout must be positive, got {timeout}")
     try:
-        return _dumps((fn, args, kwargs), _PROTOCOL)
+        return _dumps((_fn_ref(fn), args, kwargs), _PROTOCOL)
     except Exception as exc:
         raise SerializationError(
             f"cannot send {name_of(fn)} to a worker process: {exc}. Functions must be defined at "

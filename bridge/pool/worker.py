@@ -86,6 +86,8 @@ def run_payload(payload: bytes | bytearray) -> tuple[int, bytes]:
     fn: Any = None
     try:
         fn, args, kwargs = pickle.loads(payload)
+        if type(fn) is bytes:  # a function's kept pickle (bridge.pool.protocol.encode_call)
+            fn = _function(fn)
         result = fn(*args, **kwargs)
     except MemoryError as exc:
         return wire.ERROR_EXIT, error_blob(exc)
@@ -100,6 +102,22 @@ def run_payload(payload: bytes | bytearray) -> tuple[int, bytes]:
 
         name = getattr(fn, "__qualname__", None) or repr(fn)
         return wire.ERROR, error_blob(SerializationError(f"the result of {name} cannot be pickled: {exc}"))
+
+
+_functions: dict[bytes, Any] = {}
+_FUNCTIONS_KEPT = 1024
+
+
+def _function(ref: bytes) -> Any:
+    """The function a kept pickle names, unpickled once per worker (finding it by name costs more
+    than a tiny call)."""
+    fn = _functions.get(ref)
+    if fn is None:
+        fn = pickle.loads(ref)
+        if len(_functions) >= _FUNCTIONS_KEPT:
+            _functions.clear()
+        _functions[ref] = fn
+    return fn
 
 
 def _die_with_parent(lifeline: Connection) -> None:

@@ -52,3 +52,13 @@ class Unloadable:
 
 def echo(value: Any) -> Any:
     return value
+
+
+class Scaled:
+    """A callable object with state: it must travel with the state it has at each call."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, value: int) -> int:
+        return value * self.factor
