@@ -449,7 +449,8 @@ class SharedPool:
               target: Any, kind: int, on_start: Callable[[], None] | None) -> Call:
         if self._state != "running":
             raise PoolClosed(self._not_running_message())
-        return Call(next(self._ids), fn, encode_call(fn, args, kwargs, timeout), timeout, target, kind, on_start)
+        payload, buffers = encode_call(fn, args, kwargs, timeout, out_of_band=self._local is not None)
+        return Call(next(self._ids), fn, payload, timeout, target, kind, on_start, buffers)
 
     def _submit_threadsafe(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                            timeout: float | None, block: bool,

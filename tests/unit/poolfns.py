@@ -62,3 +62,9 @@ class Scaled:
 
     def __call__(self, value: int) -> int:
         return value * self.factor
+
+
+def describe(*args: Any, **kwargs: Any) -> list[tuple[str, int, bytes]]:
+    """Each argument's type name, length and first bytes, in order (positional, then keyword by name)."""
+    values = [*args, *(kwargs[name] for name in sorted(kwargs))]
+    return [(type(v).__name__, len(v), bytes(v[:4])) for v in values]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,20 @@ async def test_a_callable_with_state_travels_with_its_state_at_each_call(pool: S
     assert await pool.run(functools.partial(workfns.square), 4) == 16
     assert await asyncio.gather(*(pool.run(workfns.square, i) for i in range(50))) == [i * i for i in range(50)]
     assert await pool.run(len, b"abc") == 3  # a builtin, kept by name too
+
+
+@asyncio_test
+async def test_large_arguments_travel_apart_and_arrive_as_what_was_sent(pool: SharedPool) -> None:
+    """bytes of 64 KiB and more go as out-of-band buffers; order, types and contents must not change."""
+    first, second = b"A" * 70_000, os.urandom(1_000_000)
+    mutable = bytearray(b"M" * 80_000)
+    described = await pool.run(poolfns.describe, first, b"tiny", second, mutable, blob=b"K" * 90_000)
+    assert described == [
+        ("bytes", 70_000, b"AAAA"), ("bytes", 4, b"tiny"), ("bytes", 1_000_000, second[:4]),
+        ("bytearray", 80_000, b"MMMM"), ("bytes", 90_000, b"KKKK"),
+    ]
+    echoed = await pool.run(poolfns.echo, second)
+    assert type(echoed) is bytes and echoed == second  # a large bytes result comes back unpickled, as bytes
+    assert await pool.run(poolfns.echo, mutable) == mutable
+    stats = pool.stats()
+    assert (stats.queued, stats.prefetched, stats.failed) == (0, 0, 0)
