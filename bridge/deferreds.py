@@ -201,36 +201,37 @@ def _future_here(d: Deferred[T], loop: asyncio.AbstractEventLoop) -> asyncio.Fut
         return result
 
     def on_failure(failure: Failure) -> None:
-        if failure.check(defer.CancelledError):
-            apply: Callable[[], Any] = future.cancel
-        else:
-            exc = _exception_of(failure)
-            apply = functools.partial(_set_exception, future, exc)
         if threading.get_ident() != home:
-            loop.call_soon_threadsafe(apply)
-        else:
-            apply()
+            loop.call_soon_threadsafe(_fail, future, failure)
+        elif not future.done():  # done: cancelled from asyncio, which cancelled this Deferred
+            _fail(future, failure)
         return None
 
     d.addCallbacks(on_result, on_failure)
     if not future.done():  # a fired Deferred settled it already: nothing left to cancel
 
         def on_future_done(fut: asyncio.Future[T]) -> None:
+            # Done-callbacks run in the loop's thread, which is the reactor's here.
             if fut.cancelled() and not d.called:
-                in_reactor(d.cancel)
+                d.cancel()
 
         future.add_done_callback(on_future_done)
     return future
 
 
+def _fail(future: asyncio.Future[Any], failure: Failure) -> None:
+    """Settle ``future`` with a Deferred's failure: Twisted's CancelledError cancels it."""
+    if future.done():
+        return
+    if isinstance(failure.value, defer.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(_exception_of(failure))
+
+
 def _set_result(future: asyncio.Future[T], result: T) -> None:
     if not future.done():
         future.set_result(result)
-
-
-def _set_exception(future: asyncio.Future[Any], exc: BaseException) -> None:
-    if not future.done():
-        future.set_exception(exc)
 
 
 def async_api(fn: Callable[P, Deferred[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
