@@ -84,7 +84,8 @@ def _reactor() -> Any:
 
 def _in_reactor_thread() -> bool:
     """True when Deferreds may be touched here: in the reactor's thread, or with no reactor running."""
-    return threadable.ioThread is None or threadable.isInIOThread()
+    io_thread = threadable.ioThread  # what threadable.isInIOThread compares, read without its helpers
+    return io_thread is None or io_thread == threading.get_ident()
 
 
 def _is_reactor_thread() -> bool:
