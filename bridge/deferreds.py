@@ -191,7 +191,7 @@ def _future_here(d: Deferred[T], loop: asyncio.AbstractEventLoop) -> asyncio.Fut
     forbids but which happens) still reaches the future through
     ``call_soon_threadsafe``.
     """
-    future: asyncio.Future[T] = loop.create_future()
+    future: _DeferredFuture[T] = _DeferredFuture(loop=loop)
     home = threading.get_ident()
 
     def on_result(result: T) -> T:
@@ -210,14 +210,25 @@ def _future_here(d: Deferred[T], loop: asyncio.AbstractEventLoop) -> asyncio.Fut
 
     d.addCallbacks(on_result, on_failure)
     if not future.done():  # a fired Deferred settled it already: nothing left to cancel
-
-        def on_future_done(fut: asyncio.Future[T]) -> None:
-            # Done-callbacks run in the loop's thread, which is the reactor's here.
-            if fut.cancelled() and not d.called:
-                d.cancel()
-
-        future.add_done_callback(on_future_done)
+        future.deferred = d
     return future
+
+
+class _DeferredFuture(asyncio.Future[T]):
+    """The future of :func:`as_future`'s direct path: cancelling it cancels its Deferred at once, in
+    this thread (the loop's and the reactor's), with no done-callback to schedule and run."""
+
+    __slots__ = ("deferred",)
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        d = getattr(self, "deferred", None)
+        if d is not None:
+            self.deferred = None
+            if not d.called:
+                d.cancel()
+        return True
 
 
 def _fail(future: asyncio.Future[Any], failure: Failure) -> None:
