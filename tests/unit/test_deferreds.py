@@ -403,3 +403,15 @@ async def test_as_deferred_runs_the_coroutine_in_a_copy_of_the_callers_context()
     request_id.set("caller")
     assert await as_future(as_deferred(reads_and_writes())) == "caller"
     assert request_id.get() == "caller"  # the coroutine's own set stays in its copy
+
+
+@asyncio_test
+async def test_a_wait_for_timeout_cancels_the_deferred_at_once() -> None:
+    cancelled: list[bool] = []
+    d: defer.Deferred[Any] = defer.Deferred(lambda _: cancelled.append(True))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(as_future(d), 0.01)
+    assert cancelled == [True]
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    assert failures == []  # the cancellation went to the future (already cancelled), not down the chain
