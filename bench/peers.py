@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
 import pickle
 import threading
 import time
@@ -271,9 +272,14 @@ def _goals(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _load() -> str:
+    return ", ".join(f"{value:.1f}" for value in os.getloadavg())
+
+
 def main() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     missing: list[str] = []
+    load_before = _load()
     for workers in (1, 2):
         found, missing = asyncio.run(_measure(workers))
         rows += found
@@ -294,6 +300,8 @@ def main() -> list[dict[str, Any]]:
         f"(how late a {LAG_SLEEP * 1000:g} ms sleep wakes while {LAG_CALLS} tiny calls are in flight)",
         "x peer: the peer's time per call / SharedPool's (above 1: SharedPool is faster); / raw pipe: SharedPool's "
         "time per call / the bare pipe's (the floor: no timeouts, no crash handling, no cancellation)",
+        f"machine load average (1, 5, 15 min) at the start: {load_before}; at the end: {_load()} "
+        "(2 cores: above 2, every contender waits for a CPU, the one doing most per call in one thread most)",
         *_goals(rows),
     ]
     if missing:

@@ -30,6 +30,14 @@ Rules that hold in both, by design:
   and the Deferred's chain continues with ``None``, so the error is reported
   once, by whoever awaits the future, not again as "Unhandled error in Deferred".
 * contextvars set by the caller are visible inside the call.
+
+The common case, a shared loop called from its own thread, takes a direct path
+that pays only for what it uses: :func:`as_future` costs what Twisted's
+``asFuture`` costs (less for a Deferred that has already fired: it has nothing
+left to cancel), and :func:`as_deferred` of a coroutine what
+``Deferred.fromFuture(ensure_future(coro))`` costs; the hand-offs between
+threads are taken only when the caller is on another thread
+(``bench/bridge.py`` measures each promise).
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ import inspect
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine, Generator
+from types import CoroutineType
 from typing import Any, Generic, ParamSpec, TypeVar
 
 from twisted.internet import defer
@@ -75,7 +84,8 @@ def _reactor() -> Any:
 
 def _in_reactor_thread() -> bool:
     """True when Deferreds may be touched here: in the reactor's thread, or with no reactor running."""
-    return threadable.ioThread is None or threadable.isInIOThread()
+    io_thread = threadable.ioThread  # what threadable.isInIOThread compares, read without its helpers
+    return io_thread is None or io_thread == threading.get_ident()
 
 
 def _is_reactor_thread() -> bool:
@@ -157,8 +167,83 @@ def as_future(d: Deferred[T], loop: asyncio.AbstractEventLoop | None = None) -> 
     """
     if not isinstance(d, Deferred):
         raise TypeError(f"as_future() takes a Deferred, got {type(d).__name__}")
-    target = loop or asyncio.get_running_loop()
-    return _future_from(lambda: d, target, contextvars.copy_context())
+    running = _current_loop()
+    target = loop or running
+    if target is None:
+        raise RuntimeError("as_future() needs an asyncio loop: call it from a running loop or pass loop=")
+    if target is running and _in_reactor_thread():
+        return _future_here(d, target)
+    # The Deferred already exists: nothing runs in the caller's context, so none is carried.
+    return _future_from(lambda: d, target, _EMPTY_CONTEXT)
+
+
+_EMPTY_CONTEXT = contextvars.Context()
+
+
+def _future_here(d: Deferred[T], loop: asyncio.AbstractEventLoop) -> asyncio.Future[T]:
+    """:func:`as_future` when the loop and the reactor share this thread: direct calls only.
+
+    It pays for what Twisted's ``asFuture`` pays (a future, two callbacks and,
+    while the Deferred has not fired, a done-callback for cancellation) and no
+    more: the result is passed on down the chain rather than consumed, a
+    failure is raised with its traceback, and a callback that fires from
+    another thread (a Deferred fired outside the reactor, which Twisted
+    forbids but which happens) still reaches the future through
+    ``call_soon_threadsafe``.
+    """
+    future: _DeferredFuture[T] = _DeferredFuture(loop=loop)
+    home = threading.get_ident()
+
+    def on_result(result: T) -> T:
+        if threading.get_ident() != home:
+            loop.call_soon_threadsafe(_set_result, future, result)
+        elif not future.done():
+            future.set_result(result)
+        return result
+
+    def on_failure(failure: Failure) -> None:
+        if threading.get_ident() != home:
+            loop.call_soon_threadsafe(_fail, future, failure)
+        elif not future.done():  # done: cancelled from asyncio, which cancelled this Deferred
+            _fail(future, failure)
+        return None
+
+    d.addCallbacks(on_result, on_failure)
+    if not future.done():  # a fired Deferred settled it already: nothing left to cancel
+        future.deferred = d
+    return future
+
+
+class _DeferredFuture(asyncio.Future[T]):
+    """The future of :func:`as_future`'s direct path: cancelling it cancels its Deferred at once, in
+    this thread (the loop's and the reactor's), with no done-callback to schedule and run."""
+
+    __slots__ = ("deferred",)
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        d = getattr(self, "deferred", None)
+        if d is not None:
+            self.deferred = None
+            if not d.called:
+                d.cancel()
+        return True
+
+
+def _fail(future: asyncio.Future[Any], failure: Failure) -> None:
+    """Settle ``future`` with a Deferred's failure: Twisted's CancelledError cancels it."""
+    if future.done():
+        return
+    if isinstance(failure.value, defer.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(_exception_of(failure))
+
+
+def _set_result(future: asyncio.Future[T], result: T) -> None:
+    if not future.done():
+        future.set_result(result)
 
 
 def async_api(fn: Callable[P, Deferred[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -279,6 +364,12 @@ def as_deferred(awaitable: Awaitable[T] | Deferred[T], loop: asyncio.AbstractEve
     """
     if isinstance(awaitable, Deferred):
         return awaitable
+    if loop is None and type(awaitable) is CoroutineType:
+        running = _current_loop()
+        if running is not None:
+            # The common case: a coroutine, on this loop. The Task copies this context itself.
+            task = running.create_task(_DeferredAwareCoroutine(awaitable, running))
+            return _deferred_for_task(task, running)
     if not inspect.isawaitable(awaitable):
         raise TypeError(f"as_deferred() takes an awaitable, got {type(awaitable).__name__}")
     target = _loop_for_deferred(loop)
@@ -293,33 +384,54 @@ def as_deferred(awaitable: Awaitable[T] | Deferred[T], loop: asyncio.AbstractEve
     else:
         # The task is created in the loop's thread from a callback that carries this context.
         task = ctx.run(asyncio.run_coroutine_threadsafe, awaitable, target)
+    return _deferred_for_task(task, target)
+
+
+def _deferred_for_task(task: asyncio.Future[T] | concurrent.futures.Future[T],
+                       loop: asyncio.AbstractEventLoop) -> Deferred[T]:
+    """A Deferred that follows ``task`` (fired in the reactor thread); cancelling it cancels the task."""
+
     def cancel(_: Deferred[T]) -> None:
         if isinstance(task, concurrent.futures.Future):
             task.cancel()  # thread-safe
         else:
-            settle_in(target, task.cancel)
+            settle_in(loop, task.cancel)
 
     d: Deferred[T] = Deferred(cancel)
 
-    def on_done(fut: Any) -> None:
-        def deliver() -> None:
-            if d.called:  # the Deferred was cancelled first and has already failed
-                if not fut.cancelled():
-                    fut.exception()  # retrieved, so asyncio does not report it as lost
-                return
-            if fut.cancelled():
-                d.errback(Failure(defer.CancelledError()))
-                return
-            exc = fut.exception()
-            if exc is not None:
-                d.errback(_failure_of(exc))
-            else:
-                d.callback(fut.result())
+    def deliver(fut: Any) -> None:
+        if d.called:  # the Deferred was cancelled first and has already failed
+            if not fut.cancelled():
+                fut.exception()  # retrieved, so asyncio does not report it as lost
+            return
+        _fire(d, fut)
 
-        in_reactor(deliver)
+    if isinstance(task, asyncio.Future) and _in_reactor_thread():
+        # Its done-callbacks run in this thread, the loop's, which is the reactor's too: no hop.
+        task.add_done_callback(deliver)
+        return d
+
+    def on_done(fut: Any) -> None:
+        if _in_reactor_thread():
+            deliver(fut)
+        else:
+            _reactor().callFromThread(deliver, fut)
 
     task.add_done_callback(on_done)
     return d
+
+
+def _fire(d: Deferred[T], fut: asyncio.Future[T] | concurrent.futures.Future[T]) -> None:
+    """Fire ``d`` with the outcome of the done future ``fut``: its result, its exception (with the original
+    traceback), or Twisted's CancelledError."""
+    if fut.cancelled():
+        d.errback(Failure(defer.CancelledError()))
+        return
+    exc = fut.exception()
+    if exc is not None:
+        d.errback(_failure_of(exc))
+    else:
+        d.callback(fut.result())
 
 
 def _is_asyncio_future(value: Any) -> bool:
@@ -479,16 +591,8 @@ def deferred_from_future(future: concurrent.futures.Future[T]) -> Deferred[T]:
     d: Deferred[T] = Deferred(lambda _: future.cancel())
 
     def deliver(fut: concurrent.futures.Future[T]) -> None:
-        if d.called:
-            return
-        if fut.cancelled():
-            d.errback(Failure(defer.CancelledError()))
-            return
-        exc = fut.exception()
-        if exc is not None:
-            d.errback(_failure_of(exc))
-        else:
-            d.callback(fut.result())
+        if not d.called:
+            _fire(d, fut)
 
     def on_done(fut: concurrent.futures.Future[T]) -> None:
         # Settled in any thread (the pool's dispatcher, a caller cancelling):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .backend import BACKEND_ENV, parse_backend
 from .protocol import PoolStats
-from .shared import SharedPool, get_pool, set_pool
+from .shared import CallFuture, SharedPool, get_pool, set_pool
 from .worker import worker_threads
 
-__all__ = ["SharedPool", "PoolStats", "get_pool", "set_pool", "parse_backend", "BACKEND_ENV", "worker_threads"]
+__all__ = ["SharedPool", "CallFuture", "PoolStats", "get_pool", "set_pool", "parse_backend", "BACKEND_ENV", "worker_threads"]

@@ -16,7 +16,8 @@ per worker), results settle the caller's future directly, deadlines are
 **Prefetch.** A worker holds a call in its pipe behind the one it is running,
 more while calls are short (see :meth:`LocalBackend._depth`), so it never
 waits on a round trip through the parent. The depth starts at two for a worker
-that was idle and doubles with each answer, so a burst of long calls after a
+that was idle (it ran out of calls while none were queued) and doubles with
+each answer, so a burst of long calls after a
 stream of short ones is not stacked on a few workers before its first answer
 says how long they take. A worker runs its calls in
 order, so:
@@ -63,7 +64,7 @@ log = logging.getLogger("cutover.pool")
 _STARTING, _READY, _DEAD = "starting", "ready", "dead"
 _MAX_STARTUP_DEATHS = 3
 #: Unstarted payload bytes a worker's pipe may hold: large calls are not stacked behind each other.
-PREFETCH_BYTES = 1 << 20
+PREFETCH_BYTES = 1 << 18
 #: Prefetch as many calls as recent run times say fit in this window (at least 1 behind the running one).
 PREFETCH_WINDOW = 0.002
 _EXIT_GRACE = 5.0
@@ -297,7 +298,7 @@ class LocalBackend:
             else:
                 self._schedule_pump()
             return
-        size = len(call.payload)
+        size = call.size
         if block and self._has_room_to_wait(size):
             call.state = "waiting"
             self.waiting.append(call)
@@ -321,16 +322,16 @@ class LocalBackend:
         state = call.state
         if state == "waiting":
             self.n_waiting -= 1
-            self.waiting_bytes -= len(call.payload)
+            self.waiting_bytes -= call.size
         elif state == "queued":
             self.n_queued -= 1
         elif state == "sent":
             worker = call.worker
             call.state = "cancelled"  # stays in its worker's list until the worker skips it
             self.prefetched -= 1
-            worker.unstarted_bytes -= len(call.payload)
+            worker.unstarted_bytes -= call.size
             worker.out.append(wire.header(call.id, wire.CANCEL))
-            self._dirty.add(worker)
+            self._flush(worker)  # now, not at the next pump: the worker may be about to start it
         elif state == "running":
             call.state = "killing"
             if call.timer is not None:
@@ -341,7 +342,7 @@ class LocalBackend:
             return  # done, already cancelled or being killed
         if state in ("waiting", "queued"):
             call.state = "done"
-        call.payload = b""
+        call.payload, call.buffers = b"", ()
         self.run_stats.counts["cancelled"] += 1
         self._schedule_pump()
 
@@ -382,10 +383,14 @@ class LocalBackend:
             self._in_pump = False
 
     def _dispatch(self) -> None:
-        ready = [w for w in self.workers if w.state == _READY and not w.killed and not w.retiring]
+        depth = self._depth()
+        # Refill a worker only once it is down to half its depth: one write then carries several calls
+        # (a write that wakes a sleeping worker is the dearest part of a tiny call), never one per answer.
+        low = depth // 2
+        ready = [w for w in self.workers
+                 if w.state == _READY and not w.killed and not w.retiring and len(w.calls) <= low]
         if not ready:
             return
-        depth = self._depth()
         queue = self.queue
         budget = PREFETCH_BYTES
         only = ready[0] if len(ready) == 1 else None
@@ -402,8 +407,13 @@ class LocalBackend:
 
     def _send(self, worker: _Worker, call: Call) -> None:
         payload = call.payload
-        size = len(payload)
-        if size < SMALL:  # one small buffer beats two iovecs; a large payload is never copied
+        size = call.size
+        if call.buffers:  # large arguments out of band: each written from its own memory
+            head = wire.buffers_head(call.buffers)
+            worker.out.append(_HEADER_PACK(len(head) + size, call.id, wire.CALL_BUFFERS) + head)
+            worker.out.append(payload)
+            worker.out.extend(call.buffers)
+        elif size < SMALL:  # one small buffer beats two iovecs; a large payload is never copied
             worker.out.append(_HEADER_PACK(size, call.id, wire.CALL) + payload)
         else:
             worker.out.append(_HEADER_PACK(size, call.id, wire.CALL))
@@ -422,10 +432,10 @@ class LocalBackend:
         """The worker starts ``call`` now: the clock and the caller's ``on_start`` start here."""
         if call.state == "sent":
             self.prefetched -= 1
-            worker.unstarted_bytes -= len(call.payload)
+            worker.unstarted_bytes -= call.size
         call.state = "running"
         call.started = now
-        call.payload = b""  # a started call is never sent again
+        call.payload, call.buffers = b"", ()  # a started call is never sent again
         self.n_running += 1
         if call.timeout is not None:
             call.timer = self.loop.call_at(now + call.timeout, self._on_deadline, worker, call)
@@ -448,7 +458,7 @@ class LocalBackend:
             if call.state != "waiting":
                 continue
             self.n_waiting -= 1
-            self.waiting_bytes -= len(call.payload)
+            self.waiting_bytes -= call.size
             call.state = "queued"
             self.queue.append(call)
             self.n_queued += 1
@@ -531,6 +541,8 @@ class LocalBackend:
                     worker.window = min(worker.window * 2, _MAX_WINDOW)
                     if calls[0].state == "sent":  # it started, even on a worker we are killing
                         self._begin(worker, calls[0], now)
+                elif self.n_queued:  # it drained only because the parent was slower: not idle
+                    worker.window = min(worker.window * 2, _MAX_WINDOW)
                 else:
                     worker.window = 2
                 if not self._pump_pending:
@@ -567,6 +579,8 @@ class LocalBackend:
             self._ewma = duration if self._ewma is None else 0.8 * self._ewma + 0.2 * duration
             if kind == wire.OK:
                 outcome = decode_result(body)
+            elif kind == wire.OK_BYTES:
+                outcome = (None, body if type(body) is bytes else bytes(body))
             else:
                 outcome = (decode_error(body), None)
             self.run_stats.counts["completed" if outcome[0] is None else "failed"] += 1
@@ -580,7 +594,7 @@ class LocalBackend:
             self._requeue(worker)
         elif calls and calls[0].state == "sent":  # it started, even on a worker we are killing
             self._begin(worker, calls[0], now)
-        if not calls:
+        if not calls and not self.n_queued:  # idle, with nothing queued: the next burst starts slow
             worker.window = 2
         self._schedule_pump()
         if outcome is not None:

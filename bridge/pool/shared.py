@@ -29,7 +29,7 @@ import os
 import pickle
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from ..cpu import cpu_budget
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 
     from .dask import DaskBackend
 
-__all__ = ["SharedPool", "get_pool", "set_pool", "parse_backend", "BACKEND_ENV"]
+__all__ = ["SharedPool", "CallFuture", "get_pool", "set_pool", "parse_backend", "BACKEND_ENV"]
 
 T = TypeVar("T")
 StartMethod = Literal["forkserver", "spawn"]
@@ -372,9 +372,9 @@ class SharedPool:
 
     # ------------------------------------------------------------------ calling
 
-    async def run(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, block: bool = True,
-                  on_start: Callable[[], None] | None = None, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)`` in a worker process and return its result.
+    def run(self, fn: Callable[..., T], /, *args: Any, timeout: float | None = None, block: bool = True,
+            on_start: Callable[[], None] | None = None, **kwargs: Any) -> Awaitable[T]:
+        """Run ``fn(*args, **kwargs)`` in a worker process; await the result.
 
         ``timeout`` bounds the call's time in a worker, from the moment a worker
         starts it; past it the worker is killed and replaced and the call raises
@@ -384,18 +384,32 @@ class SharedPool:
         traceback as its ``__cause__``. ``on_start()`` is called once, on this
         loop, when a worker begins executing the call (never for a call that
         never started).
+
+        On the pool's own loop this returns a :class:`CallFuture` (like
+        ``loop.run_in_executor``: ``gather`` needs no Task per call), elsewhere
+        a coroutine; both are awaited, gathered and given to ``create_task`` alike,
+        and a refusal (:class:`PoolBusy`, :class:`PoolClosed`, an argument that
+        cannot be pickled) is raised where the result is awaited.
         """
-        loop = asyncio.get_running_loop()
         local = self._local
-        if loop is self._home and local is not None:
-            future = loop.create_future()
-            call = self._call(fn, args, kwargs, timeout, future, LOOP, on_start)
-            local.submit(call, block)
-            try:
-                return await future
-            except asyncio.CancelledError:
-                local.cancel(call)
-                raise
+        if local is not None:
+            loop = _running_loop()
+            if loop is self._home:
+                future: CallFuture[T] = CallFuture(loop=loop)
+                try:
+                    call = self._call(fn, args, kwargs, timeout, future, LOOP, on_start)
+                    local.submit(call, block)
+                except Exception as exc:  # noqa: BLE001 - the caller's answer, given where it awaits
+                    future.set_exception(exc)
+                else:
+                    future.on_cancel = functools.partial(local.cancel, call)
+                return future
+        return self._run_elsewhere(fn, args, kwargs, timeout, block, on_start)
+
+    async def _run_elsewhere(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any],
+                             timeout: float | None, block: bool, on_start: Callable[[], None] | None) -> T:
+        """:meth:`run` from another loop or thread, or on Dask: through a ``concurrent.futures`` future."""
+        loop = asyncio.get_running_loop()
         hook = _on_loop(loop, on_start)
         return await asyncio.wrap_future(self._submit_threadsafe(fn, args, kwargs, timeout, block, hook))
 
@@ -435,7 +449,8 @@ class SharedPool:
               target: Any, kind: int, on_start: Callable[[], None] | None) -> Call:
         if self._state != "running":
             raise PoolClosed(self._not_running_message())
-        return Call(next(self._ids), fn, encode_call(fn, args, kwargs, timeout), timeout, target, kind, on_start)
+        payload, buffers = encode_call(fn, args, kwargs, timeout, out_of_band=self._local is not None)
+        return Call(next(self._ids), fn, payload, timeout, target, kind, on_start, buffers)
 
     def _submit_threadsafe(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
                            timeout: float | None, block: bool,
@@ -513,6 +528,52 @@ class SharedPool:
                              health="not running")
         return PoolStats(threads=self.threads, worker_threads=self._explicit_worker_threads or 1,
                          start_method="dask", backend=self.backend, **backend.stats())
+
+
+class CallFuture(asyncio.Future[T]):
+    """The future :meth:`SharedPool.run` returns on the pool's loop; cancelling it cancels the call.
+
+    ``run`` used to be a coroutine function: ``create_task(pool.run(...))`` and
+    ``TaskGroup.create_task`` still take its result, since it also speaks the
+    coroutine protocol (``send``, ``throw``, ``close``: those of the future's own
+    ``__await__``). ``gather`` and ``ensure_future`` take it as the future it is.
+    """
+
+    __slots__ = ("on_cancel", "_waiting")
+    on_cancel: Callable[[], None] | None
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        hook = getattr(self, "on_cancel", None)
+        self.on_cancel = None
+        if hook is not None:
+            hook()
+        return True
+
+    def _steps(self) -> Any:
+        waiting = getattr(self, "_waiting", None)
+        if waiting is None:
+            waiting = self._waiting = self.__await__()
+        return waiting
+
+    def send(self, value: Any) -> Any:
+        return self._steps().send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        if val is None and tb is None:
+            return self._steps().throw(typ)
+        return self._steps().throw(typ, val, tb)
+
+    def close(self) -> None:
+        self._waiting = None
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -6,10 +6,12 @@ buffers, never concatenated) and reads with ``os.read`` in large chunks, so a
 loop turn's calls go in one write and a worker's results come back in one
 read. A body larger than :data:`BIG` is read straight into its own buffer.
 
-Parent -> worker: ``CALL`` (body: the pickled ``(fn, args, kwargs)``),
+Parent -> worker: ``CALL`` (body: the pickled ``(fn, args, kwargs)``), ``CALL_BUFFERS`` (the
+same with pickle protocol 5 out-of-band buffers: see :func:`buffers_head`),
 ``CANCEL`` (a prefetched call the worker must skip), ``EXIT``.
 Worker -> parent: ``READY`` (its pid in the id field), ``INIT_FAILED`` (body: traceback text),
-``OK`` (body: pickled result), ``ERROR`` (body: pickled ``(exception, traceback)``),
+``OK`` (body: pickled result), ``OK_BYTES`` (body: a large ``bytes`` result itself, never pickled),
+``ERROR`` (body: pickled ``(exception, traceback)``),
 ``ERROR_EXIT`` (the same, and the worker exits after it: it ran out of memory),
 ``SKIPPED`` (a cancelled call it did not run).
 """
@@ -22,8 +24,9 @@ import struct
 from collections.abc import Sequence
 
 HEADER = struct.Struct("<QqB")
-CALL, CANCEL, EXIT = 1, 2, 3
-READY, INIT_FAILED, OK, ERROR, ERROR_EXIT, SKIPPED = 10, 11, 12, 13, 14, 15
+CALL, CANCEL, EXIT, CALL_BUFFERS = 1, 2, 3, 4
+READY, INIT_FAILED, OK, ERROR, ERROR_EXIT, SKIPPED, OK_BYTES = 10, 11, 12, 13, 14, 15, 16
+_COUNT = struct.Struct("<I")
 CHUNK = 256 * 1024
 #: The parent reads less at a time: the frames of one read are handled in one loop callback, and
 #: a thousand tiny results at once would hold the loop for milliseconds.
@@ -36,6 +39,27 @@ Frame = tuple[int, int, bytes | bytearray]  # (call id, kind, body)
 
 def header(call_id: int, kind: int, length: int = 0) -> bytes:
     return HEADER.pack(length, call_id, kind)
+
+
+def buffers_head(buffers: Sequence[bytes]) -> bytes:
+    """The start of a ``CALL_BUFFERS`` body: the buffer count and lengths. The pickle follows, then the
+    buffers themselves, each written from its own memory."""
+    return _COUNT.pack(len(buffers)) + struct.pack(f"<{len(buffers)}Q", *map(len, buffers))
+
+
+def split_buffers(body: bytes | bytearray) -> tuple[memoryview, list[bytes]]:
+    """A ``CALL_BUFFERS`` body as (the pickle, its buffers); each buffer is copied once, into the ``bytes``
+    the caller passed."""
+    view = memoryview(body)
+    (count,) = _COUNT.unpack_from(view, 0)
+    lengths = struct.unpack_from(f"<{count}Q", view, _COUNT.size)
+    position = len(view) - sum(lengths)
+    pickled = view[_COUNT.size + 8 * count:position]
+    buffers = []
+    for length in lengths:
+        buffers.append(bytes(view[position:position + length]))
+        position += length
+    return pickled, buffers
 
 
 class FrameReader:

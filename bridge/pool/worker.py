@@ -80,17 +80,23 @@ def error_blob(exc: BaseException) -> bytes:
     return blob
 
 
-def run_payload(payload: bytes | bytearray) -> tuple[int, bytes]:
-    """Run one pickled ``(fn, args, kwargs)``: ``(OK, pickled result)``, ``(ERROR, error_blob)``,
-    or ``(ERROR_EXIT, error_blob)`` when it ran out of memory (the process should not go on)."""
+def run_payload(payload: bytes | bytearray | memoryview, buffers: list[bytes] | None = None,
+                raw_bytes: bool = False) -> tuple[int, bytes]:
+    """Run one pickled ``(fn, args, kwargs)`` (with its out-of-band ``buffers``): ``(OK, pickled result)``,
+    ``(ERROR, error_blob)``, or ``(ERROR_EXIT, error_blob)`` when it ran out of memory (the process
+    should not go on). With ``raw_bytes``, a large ``bytes`` result comes back as ``(OK_BYTES, result)``."""
     fn: Any = None
     try:
-        fn, args, kwargs = pickle.loads(payload)
+        fn, args, kwargs = pickle.loads(payload, buffers=buffers)
+        if type(fn) is bytes:  # a function's kept pickle (bridge.pool.protocol.encode_call)
+            fn = _function(fn)
         result = fn(*args, **kwargs)
     except MemoryError as exc:
         return wire.ERROR_EXIT, error_blob(exc)
     except BaseException as exc:  # noqa: BLE001 - every failure belongs to its call
         return wire.ERROR, error_blob(exc)
+    if raw_bytes and type(result) is bytes and len(result) >= wire.BIG:
+        return wire.OK_BYTES, result  # pickling it would cost twenty times this copy-free hand-back
     try:
         return wire.OK, pickle.dumps(result, protocol=pickle.HIGHEST_PROTOCOL)
     except MemoryError as exc:
@@ -100,6 +106,22 @@ def run_payload(payload: bytes | bytearray) -> tuple[int, bytes]:
 
         name = getattr(fn, "__qualname__", None) or repr(fn)
         return wire.ERROR, error_blob(SerializationError(f"the result of {name} cannot be pickled: {exc}"))
+
+
+_functions: dict[bytes, Any] = {}
+_FUNCTIONS_KEPT = 1024
+
+
+def _function(ref: bytes) -> Any:
+    """The function a kept pickle names, unpickled once per worker (finding it by name costs more
+    than a tiny call)."""
+    fn = _functions.get(ref)
+    if fn is None:
+        fn = pickle.loads(ref)
+        if len(_functions) >= _FUNCTIONS_KEPT:
+            _functions.clear()
+        _functions[ref] = fn
+    return fn
 
 
 def _die_with_parent(lifeline: Connection) -> None:
@@ -204,7 +226,12 @@ def _serve(inbox: _Inbox) -> None:
             inbox.cancelled.discard(call_id)
             _send(fd, call_id, wire.SKIPPED)
             continue
-        status, blob = run_payload(body)
+        if kind == wire.CALL_BUFFERS:
+            pickled, buffers = wire.split_buffers(body)
+            status, blob = run_payload(pickled, buffers, raw_bytes=True)
+            del pickled, buffers
+        else:
+            status, blob = run_payload(body, raw_bytes=True)
         del body
         _send(fd, call_id, status, blob)
         if status == wire.ERROR_EXIT:

@@ -52,3 +52,19 @@ class Unloadable:
 
 def echo(value: Any) -> Any:
     return value
+
+
+class Scaled:
+    """A callable object with state: it must travel with the state it has at each call."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, value: int) -> int:
+        return value * self.factor
+
+
+def describe(*args: Any, **kwargs: Any) -> list[tuple[str, int, bytes]]:
+    """Each argument's type name, length and first bytes, in order (positional, then keyword by name)."""
+    values = [*args, *(kwargs[name] for name in sorted(kwargs))]
+    return [(type(v).__name__, len(v), bytes(v[:4])) for v in values]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import gc
+import threading
 import traceback
 from typing import Any
 
@@ -326,3 +327,91 @@ async def test_an_error_raised_while_cancelling_is_not_reported_as_lost() -> Non
     finally:
         loop.set_exception_handler(previous)
     assert reported == []
+
+
+# ---------------------------------------------------------------- the same-loop fast path's edges
+
+
+@asyncio_test
+async def test_as_future_of_a_deferred_that_already_failed_raises_with_its_traceback() -> None:
+    try:
+        raise_deep()
+    except KeyError:
+        d: defer.Deferred[Any] = defer.fail()
+    future = as_future(d)
+    assert future.done()  # settled at once: nothing is left to cancel
+    with pytest.raises(KeyError) as caught:
+        await future
+    assert "raise_deep" in frames(caught.value)
+    rest: list[Any] = []
+    d.addBoth(rest.append)
+    assert rest == [None]  # reported once, by the awaiter, never as an unhandled error
+
+
+@asyncio_test
+async def test_cancelling_the_future_of_a_fired_deferred_changes_nothing() -> None:
+    d = defer.succeed("kept")
+    future = as_future(d, asyncio.get_running_loop())  # loop= naming the running loop takes the same path
+    assert not future.cancel()
+    assert await future == "kept"
+    seen: list[str] = []
+    d.addCallback(seen.append)
+    assert seen == ["kept"]
+
+
+@asyncio_test
+async def test_as_future_settles_when_the_deferred_is_fired_from_another_thread() -> None:
+    """Twisted forbids firing a Deferred off the reactor thread, yet code does it: the future still settles,
+    on its own loop, not inline in the thread that fired it."""
+    loop = asyncio.get_running_loop()
+    settled_in: list[int] = []
+    d: defer.Deferred[Any] = defer.Deferred()
+    future = as_future(d)
+    future.add_done_callback(lambda _: settled_in.append(threading.get_ident()))
+    firing = threading.Thread(target=d.callback, args=("from a thread",))
+    firing.start()
+    assert await asyncio.wait_for(future, 30) == "from a thread"
+    firing.join()
+    await asyncio.sleep(0)
+    assert settled_in == [threading.get_ident()]
+    assert future.get_loop() is loop
+
+
+def test_as_future_without_a_loop_says_so() -> None:
+    errors: list[BaseException] = []
+
+    def no_loop_here() -> None:  # a plain thread: no running loop, and no loop= given
+        try:
+            as_future(defer.Deferred())
+        except BaseException as exc:  # noqa: BLE001 - inspected below
+            errors.append(exc)
+
+    thread = threading.Thread(target=no_loop_here)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], RuntimeError)
+    assert "needs an asyncio loop" in str(errors[0])
+
+
+@asyncio_test
+async def test_as_deferred_runs_the_coroutine_in_a_copy_of_the_callers_context() -> None:
+    async def reads_and_writes() -> str:
+        seen = request_id.get()
+        request_id.set("inside")
+        return seen
+
+    request_id.set("caller")
+    assert await as_future(as_deferred(reads_and_writes())) == "caller"
+    assert request_id.get() == "caller"  # the coroutine's own set stays in its copy
+
+
+@asyncio_test
+async def test_a_wait_for_timeout_cancels_the_deferred_at_once() -> None:
+    cancelled: list[bool] = []
+    d: defer.Deferred[Any] = defer.Deferred(lambda _: cancelled.append(True))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(as_future(d), 0.01)
+    assert cancelled == [True]
+    failures: list[Failure] = []
+    d.addErrback(failures.append)
+    assert failures == []  # the cancellation went to the future (already cancelled), not down the chain
