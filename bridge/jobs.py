@@ -44,16 +44,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PoolBusy, PoolUnavailable, WorkerCrashed
-from .jobstore import (
-    DEFAULT_DB_PATH,
-    STATUSES,
-    JobFinished,
-    JobNotFound,
-    JobRecord,
-    JobStore,
-    _attempts,
-    _dumps,
-)
+from .jobrecord import STATUSES, JobFinished, JobNotFound, JobRecord, attempts_text, dumps_json
+from .jobstore import DEFAULT_DB_PATH, JobStore
 from .tasks import TaskLease
 
 __all__ = [
@@ -213,7 +205,7 @@ class JobRunner:
 
     async def _activate(self) -> None:
         limits = {kind: policy.max_attempts for kind, policy in self.policies.items()}
-        requeued, failed = await self.store._reclaim(self.id, limits)
+        requeued, failed = await self.store.reclaim(self.id, limits)
         self._counts["reclaimed"] += len(requeued)
         self._counts["failed"] += len(failed)
         if requeued or failed:
@@ -265,7 +257,7 @@ class JobRunner:
                     self._interrupting = True
                     for task in self._jobs.values():
                         task.cancel()
-                    interrupted = await self.store._interrupt(self.id)
+                    interrupted = await self.store.interrupt(self.id)
                     self._counts["interrupted"] += len(interrupted)
                     if interrupted:
                         log.warning("job runner %s stopping: %d job(s) put back to queued: %s",
@@ -318,7 +310,7 @@ class JobRunner:
             # the event again, so no wake-up falls between the claim and the wait.
             self._wake.clear()
             try:
-                record, self._queued, next_at = await self.store._claim(self.id)
+                record, self._queued, next_at = await self.store.claim(self.id)
             except Exception:
                 log.exception("job runner %s could not claim a job; retrying in %ss", self.id, self._poll_interval)
                 record, next_at = None, None
@@ -358,7 +350,7 @@ class JobRunner:
 
         def on_start() -> None:
             if not marked:  # once per attempt, however many pool calls it makes
-                marked.append(asyncio.ensure_future(self.store._mark_started(record, self.id)))
+                marked.append(asyncio.ensure_future(self.store.mark_started(record, self.id)))
 
         try:
             return await asyncio.wait_for(self._execute(record, payload, on_start), policy.timeout)
@@ -377,11 +369,11 @@ class JobRunner:
         n = record.attempts
         if exc is None:
             try:
-                result = _dumps(attempt.result())
+                result = dumps_json(attempt.result())
             except (TypeError, ValueError) as bad:
                 exc = TypeError(f"the result of job kind {record.kind!r} is not JSON: {bad}")
             else:
-                if await self.store._settle(record, self.id, "succeeded", "succeeded", {"attempt": n}, result=result):
+                if await self.store.settle(record, self.id, "succeeded", "succeeded", {"attempt": n}, result=result):
                     self._counts["completed"] += 1
                 return
         policy = self.policies.get(record.kind)
@@ -409,19 +401,19 @@ class JobRunner:
         if retryable and n < policy.max_attempts:
             delay = policy.backoff(n)
             detail = {"attempt": n, "reason": reason, "message": what, "delay": delay}
-            if await self.store._settle(record, self.id, "queued", "retry", detail, run_after=time.time() + delay):
+            if await self.store.settle(record, self.id, "queued", "retry", detail, run_after=time.time() + delay):
                 self._counts["retried"] += 1
                 log.info("job %s (%s) attempt %d: %s; retrying in %ss", record.id, record.kind, n, what, delay)
                 self._wake.set()  # idle workers re-arm their timers for this job's run_after
             return
         if retryable:
-            what = f"{what}; gave up after {_attempts(n)}"
+            what = f"{what}; gave up after {attempts_text(n)}"
         log.warning("job %s (%s) failed: %s", record.id, record.kind, what)
         await self._fail(record, {"code": reason, "message": what})
 
     async def _fail(self, record: JobRecord, error: dict[str, str]) -> None:
         detail = {"attempt": record.attempts, "code": error["code"]}
-        if await self.store._settle(record, self.id, "failed", "failed", detail, error=error):
+        if await self.store.settle(record, self.id, "failed", "failed", detail, error=error):
             self._counts["failed"] += 1
 
     async def _poll(self) -> None:
@@ -431,7 +423,7 @@ class JobRunner:
             if not self._jobs:
                 continue
             try:
-                claims = await self.store._claims(list(self._jobs))
+                claims = await self.store.claims(list(self._jobs))
             except Exception:
                 log.exception("job runner %s could not poll its running jobs", self.id)
                 continue
