@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -23,6 +24,7 @@ __all__ = [
     "JobFinished",
     "JobNotFound",
     "JobRecord",
+    "SubmitListeners",
     "attempts_text",
     "decode_cursor",
     "dumps_json",
@@ -193,3 +195,27 @@ def reclaim_decision(row: Mapping[str, Any], limit: int | None) -> str:
         return "fail"
     return "retry"
 
+
+
+class SubmitListeners:
+    """The callbacks a store calls, on the loop, with each job once its submit has committed."""
+
+    def __init__(self, first: Callable[[JobRecord], object] | None = None) -> None:
+        self._callbacks: list[Callable[[JobRecord], object]] = [first] if first else []
+
+    def subscribe(self, callback: Callable[[JobRecord], object]) -> Callable[[], None]:
+        """Add ``callback``; returns the function that removes it."""
+        self._callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            if callback in self._callbacks:
+                self._callbacks.remove(callback)
+
+        return unsubscribe
+
+    def tell(self, record: JobRecord) -> None:
+        for callback in list(self._callbacks):
+            try:
+                callback(record)
+            except Exception:  # the job is committed: a listener's bug must not fail the submit
+                logging.getLogger("cutover.jobs").exception("an on_submit listener failed for job %s", record.id)

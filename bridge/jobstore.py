@@ -69,6 +69,7 @@ from .jobrecord import (
     JobFinished,
     JobNotFound,
     JobRecord,
+    SubmitListeners,
     attempts_text,
     decode_cursor,
     dumps_json,
@@ -141,7 +142,7 @@ class JobStore:
     ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self._listeners: list[Callable[[JobRecord], object]] = [on_submit] if on_submit else []
+        self._listeners = SubmitListeners(on_submit)
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -192,13 +193,7 @@ class JobStore:
 
     def subscribe(self, callback: Callable[[JobRecord], object]) -> Callable[[], None]:
         """Call ``callback(record)`` after each new job commits; returns the unsubscribe function."""
-        self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-        return unsubscribe
+        return self._listeners.subscribe(callback)
 
     # ------------------------------------------------------------------ the client's side
 
@@ -235,11 +230,7 @@ class JobStore:
         row, created = await self._transaction(insert)
         record = JobRecord.from_row(row)
         if created:
-            for listener in list(self._listeners):
-                try:
-                    listener(record)
-                except Exception:  # the job is committed: a listener's bug must not fail the submit
-                    log.exception("an on_submit listener failed for job %s", record.id)
+            self._listeners.tell(record)
         return record, created
 
     async def get(self, job_id: str) -> JobRecord | None:
