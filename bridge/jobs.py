@@ -343,6 +343,8 @@ class JobRunner:
             "runner": self.id,
             "state": self._state,
             **lease,
+            "store": {"engine": getattr(self.store, "engine", "sqlite"),
+                      "state": "ok" if getattr(self.store, "reachable", True) else "unreachable"},
             "concurrency": self.concurrency,
             "running": len(self._jobs),
             "idle": self._idle,

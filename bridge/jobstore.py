@@ -133,6 +133,10 @@ class JobStore:
     once. Runners in other processes see it at their next poll.
     """
 
+    engine = "sqlite"
+    #: A local file is always there; the PostgreSQL store says False while its database is away.
+    reachable = True
+
     def __init__(
         self,
         path: str | Path,

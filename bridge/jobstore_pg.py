@@ -130,6 +130,7 @@ class PostgresJobStore:
 
     #: Every runner works at once; each keeps a heartbeat lease (see the module's docstring).
     shared_runners = True
+    engine = "postgresql"
 
     def __init__(
         self,
@@ -151,6 +152,8 @@ class PostgresJobStore:
         self._pool: Any = None
         self._listen_task: asyncio.Task[None] | None = None
         self._token = uuid.uuid4().hex[:12]  # our own NOTIFYs come back to us: skip them
+        #: False from a call that found the database away until one that reaches it: what ``/status`` shows.
+        self.reachable = True
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -510,9 +513,12 @@ class PostgresJobStore:
             try:
                 async with pool.connection() as conn:
                     async with conn.transaction():
-                        return await body(conn)
+                        result = await body(conn)
             except (psycopg.OperationalError, PoolTimeout) as exc:
+                self.reachable = False
                 raise StoreUnavailable(f"PostgreSQL at {_where(self.dsn)} is unreachable: {_first_line(exc)}") from exc
+            self.reachable = True
+            return result
 
         task = asyncio.ensure_future(run())
         task.add_done_callback(_retrieve)
