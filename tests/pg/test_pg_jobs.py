@@ -230,3 +230,39 @@ async def test_a_database_restart_loses_no_acknowledged_job_and_calls_fail_fast_
         assert names["succeeded"] == len(acknowledged)
         payloads = json.dumps([r.id for r in (await store.list(limit=50))[0]])
         assert all(job.id in payloads for job in acknowledged)
+
+
+@asyncio_test
+async def test_a_fleet_lease_has_one_holder_stays_with_it_and_moves_when_it_goes_silent(pg_url: str) -> None:
+    from bridge.fleet import FleetLease
+
+    leases = [FleetLease(pg_url, "data_sync", ttl=1.0, holder=f"replica{i}") for i in range(3)]
+    for lease in leases:
+        await lease.open()
+    try:
+        taken = await asyncio.gather(*(lease.hold() for lease in leases))
+        assert sum(taken) == 1
+        first = leases[taken.index(True)]
+        others = [lease for lease in leases if lease is not first]
+        for _ in range(3):  # sticky: its holder renews it, the others keep being refused
+            assert await first.hold()
+            assert not any(await asyncio.gather(*(lease.hold() for lease in others)))
+        assert await others[0].holder_now() == first.holder
+        # the holder goes silent (dies): after the ttl, exactly one other takes over
+        async def taken_over() -> list[bool] | None:
+            result = await asyncio.gather(*(lease.hold() for lease in others))
+            return result if any(result) else None
+
+        after = await until(taken_over, "another replica to take the silent holder's lease")
+        assert sum(after) == 1
+        second = others[after.index(True)]
+        second.ttl = 60.0  # renewed for long: what follows cannot race its expiry, however slow the machine
+        assert await second.hold()
+        assert not await first.hold()  # the old holder, back, does not get it back while the new one holds it
+        await second.release()  # a clean stop hands over at once
+        assert await first.hold()
+        with pytest.raises(ValueError, match="ttl"):
+            FleetLease(pg_url, "x", ttl=0)
+    finally:
+        for lease in leases:
+            await lease.close()
