@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-__all__ = ["DATABASE_ENV", "DatabaseURL", "database_url", "open_job_store", "parse_database_url"]
+__all__ = ["DATABASE_ENV", "DatabaseURL", "database_url", "fleet_lease", "open_job_store", "parse_database_url"]
 
 DATABASE_ENV = "CUTOVER_DATABASE"
 
@@ -94,6 +94,24 @@ def open_job_store(url: DatabaseURL | str | os.PathLike[str], **options: Any) ->
     from .jobstore_pg import PostgresJobStore
 
     return PostgresJobStore(url.dsn or "", **options)
+
+
+def fleet_lease(name: str, *, every: float, env: dict[str, str] | None = None) -> Any:
+    """The fleet-wide lease for the periodic task ``name`` when ``CUTOVER_DATABASE`` is PostgreSQL, else None.
+
+    With one SQLite file there is one machine, and a task's ``flock`` lease
+    already excludes its processes. With PostgreSQL there may be several
+    replicas: a :class:`bridge.fleet.FleetLease` keeps the task on one of them,
+    and hands it over when that one stops renewing. Its ttl is three of the
+    task's intervals (at least 10 s), so the holder never loses it between two
+    of its own rounds.
+    """
+    url = database_url("var/cutover.db", env)
+    if url.engine != "postgresql":
+        return None
+    from .fleet import FleetLease
+
+    return FleetLease(url.dsn or "", name, ttl=max(3 * every, 10.0))
 
 
 def _redacted(dsn: str) -> str:

@@ -53,8 +53,8 @@ class FleetLease:
         self._conn: Any = None
 
     async def open(self) -> None:
-        """Connect and create the table if missing."""
-        await self._execute(_SCHEMA, ())
+        """Connect and create the table if missing (the first call does it anyway)."""
+        await self._execute("SELECT 1", ())
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -90,7 +90,9 @@ class FleetLease:
                               ) from None
         try:
             if self._conn is None or self._conn.closed:
-                self._conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
+                conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=5)
+                await conn.execute(_SCHEMA)
+                self._conn = conn
             cursor = await self._conn.execute(sql, args)
             return list(await cursor.fetchall()) if cursor.description else []
         except psycopg.OperationalError as exc:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import re
+import signal
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -99,3 +100,61 @@ async def test_a_job_submitted_through_one_replica_is_polled_through_the_others_
             assert names["succeeded"] == 1 and names["failed"] == 0, (job_id, names)
         listed, _ = await store.list(limit=50)
         assert sorted(r.id for r in listed) == sorted(submitted)
+
+
+def processed(replica: Served) -> bool:
+    """The replica's data_sync has written an output for the file in its own inbox."""
+    return any((replica.log.parent / "var" / "outbox" / "domains").glob("*.json"))
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {WAIT} s waiting for {what}"
+        time.sleep(0.1)  # polling files and logs the replicas write: the condition itself
+
+
+def lease_row(url: str) -> tuple[str, float] | None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            row = conn.execute("SELECT holder, expires_at FROM task_leases WHERE name = 'data_sync'").fetchone()
+        except psycopg.errors.UndefinedTable:
+            return None
+    return (row[0], row[1]) if row else None
+
+
+@pytest.mark.subprocess
+def test_data_sync_runs_on_exactly_one_replica_and_moves_when_that_replica_dies(
+        replicas: list[Served], pg_url: str) -> None:
+    # Each replica has an inbox file of its own: only the lease holder's is processed.
+    for i, replica in enumerate(replicas):
+        inbox = replica.log.parent / "var" / "inbox" / "domains"
+        inbox.mkdir(parents=True, exist_ok=True)
+        (inbox / f"r{i}.txt").write_text(TEXT)
+    wait_for(lambda: any(processed(r) for r in replicas), "one replica to run data_sync")
+    [holder] = [r for r in replicas if processed(r)]
+    others = [r for r in replicas if r is not holder]
+    row = lease_row(pg_url)
+    assert row is not None and f":{holder.process.pid}:" in row[0], (row, holder.process.pid)
+    # The holder renews its lease each round; two renewals later, every replica has had its rounds
+    # (same interval), and the lease never moved: the others skipped.
+    renewals: list[float] = [row[1]]
+
+    def renewed_twice() -> bool:
+        now = lease_row(pg_url)
+        assert now is not None and now[0] == row[0], now
+        if now[1] > renewals[-1]:
+            renewals.append(now[1])
+        return len(renewals) >= 3
+
+    wait_for(renewed_twice, "the holder to renew its lease twice")
+    assert not any(processed(r) for r in others)
+
+    holder.process.send_signal(signal.SIGKILL)
+    holder.process.wait(timeout=WAIT)
+    wait_for(lambda: any(processed(r) for r in others), "another replica to take data_sync over")
+    assert sum(processed(r) for r in others) == 1
+    moved = lease_row(pg_url)
+    assert moved is not None and moved[0] != row[0]
