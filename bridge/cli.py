@@ -167,6 +167,7 @@ def _run_status(args: argparse.Namespace) -> int:
         plan = Plan.load(args.plan)
     except PlanError as exc:
         return _error(str(exc))
+    plan = _effective(plan, args.db)  # the modes the host runs: the file and the changes made at run time
     report = _read_report(args.report) if args.report.is_file() else None
     mismatches = _shadow_mismatches(args.db)
     inventory = _store_rows(args.db, "SELECT route, in_plan, mode, in_legacy, in_modern FROM route_inventory")
@@ -341,7 +342,122 @@ def _run_rewrite(args: argparse.Namespace) -> int:
     return main(args.paths, args.target, mode, args.unknown_yields, args.jobs)
 
 
-SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus, _add_serve, _add_parity, _add_status, _add_rewrite]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+def _add_promote(subparsers: Subparsers) -> None:
+    for name, what in (("promote", "move a route to its next step, if the gates pass (or --force)"),
+                       ("rollback", "move a route back to its last safe mode (legacy answering every request)")):
+        parser = subparsers.add_parser(
+            name, help=what, description=f"{what[0].upper()}{what[1:]}, through the running host's admin API "
+            "(the token from CUTOVER_ADMIN_TOKEN). Prints the move, or the gates that refused it and their figures.",
+        )
+        parser.add_argument("route", metavar="ROUTE", help='the route as the plan writes it, e.g. "GET /items/{name}"')
+        parser.add_argument("--url", default=os.environ.get("CUTOVER_URL", DEFAULT_URL),
+                            help=f"the running cutover serve (default: $CUTOVER_URL, else {DEFAULT_URL})")
+        parser.add_argument("--why", default="", help="the reason, kept in the history")
+        if name == "promote":
+            parser.add_argument("--force", action="store_true", help="move even if the gates refuse (recorded as forced)")
+        parser.set_defaults(run=_run_step, step=name)
+
+
+def _run_step(args: argparse.Namespace) -> int:
+    import httpx
+
+    token = os.environ.get("CUTOVER_ADMIN_TOKEN")
+    if not token:
+        return _error("set CUTOVER_ADMIN_TOKEN to the admin token of the running cutover serve")
+    body: dict[str, Any] = {"route": args.route, "why": args.why}
+    if args.step == "promote":
+        body["force"] = bool(args.force)
+    try:
+        response = httpx.post(f"{args.url.rstrip('/')}/_cutover/api/{args.step}", json=body, timeout=30,
+                              headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        return _error(f"cannot reach cutover at {args.url}: {exc}")
+    try:
+        data = response.json()
+    except ValueError:
+        return _error(f"{args.url} answered {response.status_code} without JSON")
+    if response.status_code == 409:
+        refused = data["error"].get("refused", {})
+        print(f"refused: {data['error']['message']}", file=sys.stderr)
+        rows = [[g["gate"], "pass" if g["passed"] else "FAIL", "-" if g["figure"] is None else f"{g['figure']:g}",
+                 f"{g['threshold']:g}"] for g in refused.get("gates", [])]
+        _table(["gate", "result", "figure", "threshold"], rows)
+        return 1
+    if response.status_code >= 400:
+        error = data.get("error", {}) if isinstance(data, dict) else {}
+        return _error(f"{response.status_code} {error.get('code', '')}: {error.get('message', response.text[:200])}")
+    change = data.get("change")
+    if change is None:
+        print(f"{args.route}: already there, nothing moved")
+        return 0
+    def shown(value: dict[str, Any]) -> str:
+        return f"canary {value['percent']:g}%" if value["mode"] == "canary" else str(value["mode"])
+    print(f"{change['key']}: {shown(change['from'])} -> {shown(change['to'])} by {change['who']}"
+          f"{' (forced)' if change['forced'] else ''} (change {change['id']})")
+    return 0
+
+
+def _add_plan(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser("plan", help="the effective plan: the file with the changes made at run time",
+                                   description="Work with the effective plan.")
+    actions = parser.add_subparsers(title="actions", metavar="ACTION", required=True)
+    export = actions.add_parser(
+        "export", help="write the effective plan as TOML, the file's comments kept",
+        description="Read the plan file and the run-time changes the host stored, and write the plan they make "
+        "together as TOML (the file's comments and layout kept). Needs no running host.",
+    )
+    export.add_argument("--plan", type=Path, default=Path("cutover.toml"), help="the plan file (default: cutover.toml)")
+    export.add_argument("--db", type=Path, default=None,
+                        help="the host's store (default: $CUTOVER_VAR/cutover.db, else var/cutover.db)")
+    export.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
+    export.set_defaults(run=_run_plan_export)
+
+
+def _run_plan_export(args: argparse.Namespace) -> int:
+    from .cutover.export import export_toml
+    from .cutover.plan import Plan, PlanError
+
+    if not args.plan.is_file():
+        return _error(f"no plan at {args.plan}: pass --plan FILE")
+    db = args.db or Path(os.environ.get("CUTOVER_VAR", "var")) / "cutover.db"
+    try:
+        text = args.plan.read_text(encoding="utf-8")
+        base = Plan.parse(text, args.plan)
+    except (OSError, UnicodeDecodeError, PlanError) as exc:
+        return _error(str(exc))
+
+    exported = export_toml(text, _effective(base, db))
+    if args.output is None:
+        sys.stdout.write(exported)
+    else:
+        args.output.write_text(exported, encoding="utf-8")
+    return 0
+
+
+def _effective(base: Any, db: Path) -> Any:
+    """The plan file ``base`` with the run-time changes stored in ``db`` laid on top (as the host does)."""
+    from .cutover.history import PlanStore, apply_overrides
+
+    async def overrides() -> list[dict[str, Any]]:
+        store = PlanStore(db)
+        await store.open()
+        try:
+            return await store.overrides()
+        finally:
+            await store.close()
+
+    stored = asyncio.run(overrides()) if db.is_file() else []
+    effective, dropped = apply_overrides(base, stored)
+    for override, reason in dropped:
+        print(f"{PROG}: warning: the change to {override['key']} no longer applies: {reason}", file=sys.stderr)
+    return effective
+
+
+SUBCOMMANDS: list[Callable[[Subparsers], None]] = [_add_cpus, _add_serve, _add_parity, _add_status, _add_rewrite,
+                                                    _add_promote, _add_plan]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -172,7 +172,10 @@ class FrontDoor:
         if not complete or not self.recorder.admit(label):
             await self._forward("legacy", label, scope, replay, send)
             return
+        started = time.perf_counter()
         shadow = asyncio.ensure_future(_capture(self.apps["modern"], dict(scope), body))
+        took: dict[str, float] = {}  # each side's seconds on this one request: paired latencies
+        shadow.add_done_callback(lambda _: took.setdefault("modern", time.perf_counter() - started))
         legacy_capture = _Capture()
 
         async def tee(message: Message) -> None:
@@ -182,12 +185,14 @@ class FrontDoor:
         try:
             await self._forward("legacy", label, scope, replay, tee)
         finally:
-            task = asyncio.ensure_future(self._compare(label, scope, body, legacy_capture, shadow))
+            took["legacy"] = time.perf_counter() - started
+            task = asyncio.ensure_future(self._compare(label, scope, body, legacy_capture, shadow, took))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
     async def _compare(
-        self, label: str, scope: Scope, body: bytes, legacy: _Capture, shadow: asyncio.Future[Exchange]
+        self, label: str, scope: Scope, body: bytes, legacy: _Capture, shadow: asyncio.Future[Exchange],
+        took: dict[str, float] | None = None,
     ) -> None:
         try:
             try:
@@ -201,7 +206,9 @@ class FrontDoor:
                 "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())},
                 "body_bytes": len(body),
             }
-            await self.recorder.record(label, scope["method"], scope["path"], request, legacy.exchange(), modern)
+            paired = (took["legacy"], took["modern"]) if took and len(took) == 2 else None
+            await self.recorder.record(label, scope["method"], scope["path"], request, legacy.exchange(), modern,
+                                       latencies=paired)
         except Exception:
             log.exception("shadow comparison failed for %s", label)
         finally:

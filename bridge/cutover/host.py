@@ -45,15 +45,18 @@ from ..ownership import TaskBoard, use_task_board
 from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
 from ..reactor import install_reactor, stop_reactor
-from .admin import admin_app
+from .admin import FailureLimiter, admin_app
 from .apps import AppLoadError, LegacyApp, ModernApp, add_app_dir, import_from_string, load_legacy, load_modern
+from .control import GateRefused, Steering
+from .evidence import EvidenceBook
 from .frontdoor import ADMIN_PREFIX, FrontDoor, route_label
+from .history import PlanStore
 from .metrics import LoopLagProbe, Metrics
 from .plan import OWNERS, Plan, PlanError
 from .shadow import ShadowRecorder
 from .twisted_asgi import TwistedSiteApp
 
-__all__ = ["Host", "HostSettings", "HostStartError", "serve"]
+__all__ = ["GateRefused", "Host", "HostSettings", "HostStartError", "serve"]
 
 log = logging.getLogger(__name__)
 LAG_WINDOW = 60.0  # seconds of loop-lag samples the probe keeps
@@ -73,6 +76,10 @@ class HostSettings:
     port: int = 8000
     var_dir: Path = field(default_factory=lambda: Path(os.environ.get("CUTOVER_VAR", "var")))
     admin_token: str | None = field(default_factory=lambda: os.environ.get("CUTOVER_ADMIN_TOKEN") or None)
+    #: More admin tokens, each with the label the history records its moves under ("alice:TOKEN,bob:TOKEN").
+    admin_tokens: dict[str, str] = field(default_factory=lambda: _labelled_tokens(os.environ.get("CUTOVER_ADMIN_TOKENS")))
+    #: Wrong admin tokens a client address may send at once; then one a second, and 429 past that.
+    admin_failure_burst: int = field(default_factory=lambda: _env_count("CUTOVER_ADMIN_FAILURE_BURST", 100))
     graceful_timeout: float = 10.0
     shadow_max_inflight: int = 8
     processes: int | None = None
@@ -88,6 +95,28 @@ class HostSettings:
     app_dir: Path | None = None
     #: "legacy" or "modern": serve that stack alone (no front door, no admin API), as ``--only`` does.
     only: str | None = None
+
+
+def _labelled_tokens(raw: str | None) -> dict[str, str]:
+    """``CUTOVER_ADMIN_TOKENS``: "label:token" pairs, comma-separated, as {label: token}."""
+    tokens: dict[str, str] = {}
+    for item in (raw or "").split(","):
+        if not item.strip():
+            continue
+        label, sep, token = item.strip().partition(":")
+        if not sep or not label or not token:
+            raise ValueError(f'CUTOVER_ADMIN_TOKENS: each entry is "label:token", got {item.strip()[:20]!r}...')
+        tokens[label] = token
+    return tokens
+
+
+def _env_count(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise ValueError(f"{name}={raw!r} must be a whole number of at least 1")
+    return int(raw)
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -128,6 +157,13 @@ class Host:
             settings.var_dir / "cutover.db", max_inflight=settings.shadow_max_inflight, rules=self.rules_for
         )
         self.metrics_ = Metrics(self._pool_stats, self.recorder.stats, self.lag, admission=self._admission)
+        #: The plan as its file says it; ``plan`` is this with the run-time changes (stored) on top.
+        self.file_plan = self.plan
+        self.evidence = EvidenceBook(noise_floor=self._noise_floor)
+        self.recorder.listeners.append(self.evidence.compared)
+        self.store = PlanStore(settings.var_dir / "cutover.db")
+        self.steering = Steering(self.store, self.evidence, plan=lambda: self.plan, set_plan=self._set_plan,
+                                 base=lambda: self.file_plan, registry=self.metrics_.registry)
         self.board = TaskBoard()  # this host's: two hosts in one process (tests) never share owners
         #: The legacy app as loaded (:class:`~bridge.cutover.apps.LegacyApp`; ``.obj`` is the team's own object).
         self.legacy_app: LegacyApp | None = None
@@ -204,6 +240,10 @@ class Host:
             return
         await self.recorder.open()
         self._opened.append(self.recorder.close)
+        await self.store.open()
+        self._opened.append(self.store.close)
+        await self.steering.restore()
+        self._opened.append(self.steering.checkpoint)  # at shutdown, after the last shadow comparisons drained
         flusher = asyncio.ensure_future(self._flush_unrouted())
         self._opened.append(lambda: _cancel(flusher))
         self.lag.start()
@@ -214,14 +254,21 @@ class Host:
             modern=self.modern_app,
             plan=lambda: self.plan,
             recorder=self.recorder,
-            observer=self.metrics_,
-            admin=admin_app(self, self.settings.admin_token),
+            observer=_Observers(self.metrics_, self.evidence),
+            admin=admin_app(self, self.settings.admin_token, labels=self.settings.admin_tokens,
+                            limiter=FailureLimiter(self.settings.admin_failure_burst)),
             body_timeout=self.settings.body_timeout,
         )
         self._opened.append(self.frontdoor.drain)
-        self.plan = self._parse()  # now that the apps are up, check the plan against what they serve
+        self.file_plan = self._parse()  # now that the apps are up, check the plan against what they serve
+        self.plan = await self.steering.effective(self.file_plan)  # the run-time changes of earlier runs, on top
         for warning in self.plan.warnings:
             log.warning("%s", warning)
+        for task in self.known_tasks():  # an owner moved at run time before a restart moves again
+            if self.plan.owner_of(task) != self.file_plan.owner_of(task):
+                await self.board.move(task, self.plan.owner_of(task))
+        evaluator = asyncio.ensure_future(self.steering.run())
+        self._opened.append(lambda: _cancel(evaluator))
         await self.recorder.save_inventory(self.inventory())
         log.info("cutover host ready: %d routes in the plan", len(self.plan.routes))
 
@@ -336,31 +383,55 @@ class Host:
 
     # ------------------------------------------------------------------ control (admin API, SIGHUP)
 
-    async def set_mode(self, method: str, template: str, mode: str, percent: float | None) -> Plan:
-        self.plan = self.plan.with_mode(method, template, mode, percent)
-        log.info("route %s %s -> %s", method, template, mode if percent is None else f"{mode} {percent}%")
+    def _set_plan(self, plan: Plan) -> None:
+        self.plan = plan
+
+    async def set_mode(self, method: str, template: str, mode: str, percent: float | None, *, who: str = "admin",
+                       why: str = "", force: bool = False) -> Plan:
+        """Move a route, if the gates allow it (else :class:`GateRefused`) or ``force``; the move is stored."""
+        await self.steering.move(method, template, mode, percent, who=who, why=why, force=force)
         return self.plan
 
-    async def set_owner(self, task: str, owner: str) -> Plan:
+    async def set_owner(self, task: str, owner: str, *, who: str = "admin", why: str = "") -> Plan:
         if owner not in OWNERS:
             raise PlanError(f"task owner must be legacy or modern, got {owner!r}")
         known = self.board.known_tasks()
         if task not in known:
             raise PlanError(f"unknown task {task!r} (known: {', '.join(known) or 'none'})")
+        before = self.plan.owner_of(task)
         await self.board.move(task, owner)
         self.plan = self.plan.with_owner(task, owner)
+        if before != owner:
+            await self.steering.record_owner(task, before, owner, who=who, why=why)
         return self.plan
 
     async def reload(self) -> Plan:
-        fresh = self._parse()
+        fresh_file = self._parse()
+        fresh = await self.steering.effective(fresh_file)
         for task in self.known_tasks():
             if self.plan.owner_of(task) != fresh.owner_of(task):
-                await self.set_owner(task, fresh.owner_of(task))
-        self.plan = fresh
+                await self.board.move(task, fresh.owner_of(task))
+        self.file_plan, self.plan = fresh_file, fresh
         for warning in fresh.warnings:
             log.warning("%s", warning)
         log.info("plan reloaded from %s", self.settings.plan_path)
         return fresh
+
+    def plan_text(self) -> str:
+        """The plan file's text as it is now (what ``plan export`` edits)."""
+        return self.settings.plan_path.read_text(encoding="utf-8")
+
+    def _noise_floor(self, route: str) -> dict[str, Any] | None:
+        """The shadow recorder's measured noise floor of a route, where it measures one."""
+        measure = getattr(self.recorder, "noise_floor", None)
+        if measure is None:
+            return None
+        try:
+            found = measure(route)
+        except Exception:
+            log.exception("could not read the noise floor of %s", route)
+            return None
+        return dict(found) if found else None
 
     def inventory(self) -> list[dict[str, Any]]:
         """Every route anyone knows of (the plan, legacy's URL map, modern's router), and who serves it.
@@ -403,6 +474,9 @@ class Host:
                 "shadow": shadow.get(label, {"compared": 0, "equal": 0, "different": 0, "skipped": 0,
                                              "not_mirrored": 0, "errors": 0, "mismatch_rate": 0.0}),
                 "next": None if nxt is None else {"mode": nxt[0], "percent": nxt[1]},
+                "auto": route.auto,
+                "evidence": self.evidence.summary(label),
+                "gate": None if nxt is None else self.steering.verdict(route, *nxt).as_dict(),
             })
         return {
             "plan": str(self.plan.source) if self.plan.source else None,
@@ -466,6 +540,20 @@ class Host:
                 self.inflight -= 1
 
         return app
+
+
+class _Observers:
+    """The front door's observer: the metrics and the evidence both hear of every answer."""
+
+    def __init__(self, metrics: Metrics, evidence: EvidenceBook) -> None:
+        self.metrics, self.evidence = metrics, evidence
+
+    def observe(self, route: str, stack: str, status: int, seconds: float) -> None:
+        self.metrics.observe(route, stack, status, seconds)
+        self.evidence.observe(route, stack, status, seconds)
+
+    def observe_unrouted(self, method: str, path: str, status: int) -> None:
+        self.metrics.observe_unrouted(method, path, status)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -69,7 +69,7 @@ from typing import Any
 
 from ..parity.diff import DiffRules
 
-__all__ = ["METHODS", "MODES", "NEEDS_MODERN", "OWNERS", "SAFE_METHODS", "Plan", "PlanError", "Route"]
+__all__ = ["GATE_KEYS", "GATE_STEPS", "METHODS", "MODES", "NEEDS_MODERN", "OWNERS", "SAFE_METHODS", "Plan", "PlanError", "Route"]
 
 MODES = ("legacy", "shadow", "canary", "modern")  # the order a route moves in
 OWNERS = ("legacy", "modern")
@@ -77,10 +77,14 @@ METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # mirrored in shadow mode unless told otherwise
 CANARY_STEPS = (10.0, 50.0)  # where "next mode" takes a canary
 
-_TABLES = ("routes", "canary", "tasks", "apps", "diff")
+_TABLES = ("routes", "canary", "tasks", "apps", "diff", "gates")
 _APP_KEYS = ("legacy", "modern", "pool_initializer", "app_dir")
 _DIFF_KEYS = ("ignore", "ignore_values", "float_tolerance", "headers")
-_ROUTE_KEYS = ("mode", "percent", "shadow_safe", *_DIFF_KEYS)
+_ROUTE_KEYS = ("mode", "percent", "shadow_safe", *_DIFF_KEYS, "auto", "gates")
+#: Promotion gates (bridge.cutover.gates): thresholds a route's evidence must meet before it moves on.
+GATE_KEYS = ("min_comparisons", "max_mismatch", "max_p99_ratio", "max_error_increase", "min_time", "rollback_after")
+GATE_STEPS = ("shadow", "canary", "modern")  # the modes whose evidence is judged (modern: for rollback only)
+_GATES_PLAN_KEYS = ("interval",)  # [gates] keys that are not thresholds
 NEEDS_MODERN = frozenset({"shadow", "canary", "modern"})  # modes in which modern sees the request
 _CANARY_KEYS = ("sticky_header",)
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
@@ -146,10 +150,21 @@ class Route:
     shadow_safe: bool | None = None
     #: This route's shadow diff rules, over the plan's ``[diff]`` defaults (keys of :data:`_DIFF_KEYS`).
     diff: Mapping[str, Any] = field(default_factory=dict)
+    #: Whether the host moves this route along its steps by itself as the gates pass, and rolls it back.
+    auto: bool = False
+    #: This route's gate thresholds over ``[gates]`` (keys of :data:`GATE_KEYS`, or a step's table of them).
+    gates: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         _check_method(self.method)
         object.__setattr__(self, "diff", MappingProxyType(_check_diff(dict(self.diff), f"route {_show(self.key)}")))
+        try:
+            gates = _check_gates(dict(self.gates), f"route {_show(self.key)}")
+        except _FieldError as exc:  # point at the route's gates table
+            raise _FieldError("gates", exc.reason) from None
+        object.__setattr__(self, "gates", MappingProxyType(gates))
+        if not isinstance(self.auto, bool):
+            raise _FieldError("auto", f"auto must be true or false, got {_show(self.auto)}")
         self.shape  # noqa: B018 - validates the template
         if self.mode not in MODES:
             raise _FieldError("mode", f"unknown mode {_show(self.mode)} (one of {', '.join(MODES)})")
@@ -207,7 +222,43 @@ class Route:
             "percent": self.percent,
             "shadow_safe": self.shadow_safe,
             "diff": dict(self.diff),
+            "auto": self.auto,
+            "gates": _plain(self.gates),
         }
+
+
+def _plain(value: Any) -> Any:
+    """Nested mappings as dicts, for JSON."""
+    return {k: _plain(v) for k, v in value.items()} if isinstance(value, Mapping) else value
+
+
+def _check_gates(gates: dict[str, Any], where: str, *, plan_level: bool = False) -> dict[str, Any]:
+    """Validate gate thresholds: ``GATE_KEYS`` at the top, and a table of them per step of ``GATE_STEPS``."""
+    allowed = (*GATE_KEYS, *GATE_STEPS, *(_GATES_PLAN_KEYS if plan_level else ()))
+    for name, value in gates.items():
+        if name in GATE_STEPS:
+            if not isinstance(value, Mapping):
+                raise _FieldError(name, f"gates.{name} in {where} must be a table of thresholds, got {_show(value)}")
+            for key, threshold in value.items():
+                if key not in GATE_KEYS:
+                    raise _FieldError(name, f"unknown gate {_show(key)} in {where} {name} (one of {', '.join(GATE_KEYS)})")
+                _check_threshold(key, threshold, name)
+            gates[name] = MappingProxyType({k: float(v) for k, v in value.items()})
+        elif name in allowed:
+            _check_threshold(name, value, name)
+            gates[name] = float(value)
+        else:
+            raise _FieldError(name, f"unknown gate {_show(name)} in {where} (one of {', '.join(allowed)})")
+    return gates
+
+
+def _check_threshold(name: str, value: object, field_name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value == float("inf"):
+        raise _FieldError(field_name, f"gate {name} must be a number >= 0, got {_show(value)}")
+    if name == "max_mismatch" and value > 1:
+        raise _FieldError(field_name, f"gate max_mismatch is a rate from 0 to 1, got {_show(value)}")
+    if name == "interval" and not value > 0:
+        raise _FieldError(field_name, f"[gates] interval must be more than 0 seconds, got {_show(value)}")
 
 
 def _check_diff(rules: dict[str, Any], where: str) -> dict[str, Any]:
@@ -319,6 +370,8 @@ class Plan:
     warnings: tuple[str, ...] = ()
     #: The line of each ``[apps]`` key in the file, for errors found when the apps load.
     app_lines: Mapping[str, int] = field(default_factory=dict)
+    #: ``[gates]``: default gate thresholds, per-step tables, and the evaluation ``interval``.
+    gates: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "routes", tuple(self.routes))
@@ -327,6 +380,7 @@ class Plan:
         object.__setattr__(self, "diff", MappingProxyType(_check_diff(dict(self.diff), "[diff]")))
         object.__setattr__(self, "warnings", tuple(self.warnings))
         object.__setattr__(self, "app_lines", MappingProxyType(dict(self.app_lines)))
+        object.__setattr__(self, "gates", MappingProxyType(_check_gates(dict(self.gates), "[gates]", plan_level=True)))
         if self.known_routes is not None:
             object.__setattr__(self, "known_routes", _known_routes(self.known_routes))
         if self.modern_routes is not None:
@@ -442,8 +496,12 @@ class Plan:
         with at("diff"):
             diff_rules = _check_diff(diff_rules, "[diff]")
 
+        gates = dict(_table(data, "gates", at))
+        with at("gates"):
+            gates = _check_gates(gates, "[gates]", plan_level=True)
+
         return cls(tuple(routes), tasks, sticky_header, src, known_r, known_t, apps, modern_r, diff_rules, tuple(warnings),
-                   app_lines)
+                   app_lines, gates)
 
     # --- questions ----------------------------------------------------------
 
@@ -515,6 +573,7 @@ class Plan:
             "known_tasks": None if self.known_tasks is None else sorted(self.known_tasks),
             "modern_routes": None if self.modern_routes is None else [f"{m} {t}" for m, t in _sorted(self.modern_routes)],
             "diff": dict(self.diff),
+            "gates": _plain(self.gates),
             "warnings": list(self.warnings),
         }
 
@@ -542,7 +601,11 @@ def _route_from_toml(key: str, value: object) -> Route:
     if mode == "canary" and "percent" not in value:
         raise _FieldError("mode", 'canary mode needs a percent: { mode = "canary", percent = 10 }')
     rules = {name: value[name] for name in _DIFF_KEYS if name in value}
-    return Route(method, template, mode, value.get("percent", 0), value.get("shadow_safe"), rules)
+    gates = value.get("gates", {})
+    if not isinstance(gates, dict):
+        raise _FieldError("gates", f"gates of route {_show(key)} must be a table of thresholds, got {_show(gates)}")
+    return Route(method, template, mode, value.get("percent", 0), value.get("shadow_safe"), rules,
+                 value.get("auto", False), gates)
 
 
 def _known_routes(routes: Iterable[tuple[str, str]]) -> frozenset[tuple[str, str]]:

@@ -104,6 +104,8 @@ class ShadowRecorder:
     rules: Callable[[str], DiffRules] = field(default=lambda route: DiffRules())
     counts: dict[str, RouteCounts] = field(default_factory=lambda: defaultdict(RouteCounts))
     inflight: int = 0
+    #: Called with (route, equal, legacy status, modern status, (legacy s, modern s) or None) for each comparison.
+    listeners: list[Callable[[str, bool, int, int, tuple[float, float] | None], None]] = field(default_factory=list)
     _db: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
@@ -134,9 +136,13 @@ class ShadowRecorder:
         self.counts[route].not_mirrored += 1
 
     async def record(
-        self, route: str, method: str, path: str, request: dict[str, Any], legacy: Exchange, modern: Exchange | BaseException
+        self, route: str, method: str, path: str, request: dict[str, Any], legacy: Exchange, modern: Exchange | BaseException,
+        latencies: tuple[float, float] | None = None,
     ) -> bool:
-        """Compare one exchange; store it if different. Returns whether the two were equal."""
+        """Compare one exchange; store it if different. Returns whether the two were equal.
+
+        ``latencies``: seconds legacy and modern took on this request, for the listeners (paired evidence).
+        """
         counts = self.counts[route]
         counts.compared += 1
         if isinstance(modern, BaseException):
@@ -144,6 +150,8 @@ class ShadowRecorder:
             body = json.dumps({"error": {"code": "shadow_exception", "message": f"{type(modern).__name__}: {modern}"}})
             modern = Exchange(status=599, headers={"content-type": "application/json"}, body=body.encode())
         result = diff(legacy, modern, self.rules(route))
+        for listener in self.listeners:
+            listener(route, result.equal, legacy.status, modern.status, latencies)
         if result.equal:
             counts.equal += 1
             return True

@@ -32,7 +32,8 @@ async def test_each_route_is_answered_by_the_stack_the_plan_names(cohost: Runnin
 
 
 async def set_mode(run: Running, mode: str, percent: float | None = None) -> None:
-    body: dict[str, Any] = {"method": "POST", "template": "/v1/domains", "mode": mode}
+    # forced: these tests move routes on no evidence (the gates are tested in test_gates.py)
+    body: dict[str, Any] = {"method": "POST", "template": "/v1/domains", "mode": mode, "force": True}
     if percent is not None:
         body["percent"] = percent
     response = await run.admin.post("/_cutover/api/routes", json=body)

@@ -169,7 +169,7 @@ def test_empty_plan_keeps_everything_on_legacy() -> None:
         ),
         (
             '[routes]\n"GET /status" = { mode = "shadow", percnt = 3 }\n',
-            'cutover.toml:2: unknown key "percnt" in route "GET /status" (one of mode, percent, shadow_safe, ignore, ignore_values, float_tolerance, headers)',
+            'cutover.toml:2: unknown key "percnt" in route "GET /status" (one of mode, percent, shadow_safe, ignore, ignore_values, float_tolerance, headers, auto, gates)',
         ),
         (
             '[routes]\n"GET /status" = 3\n',
@@ -213,7 +213,7 @@ def test_empty_plan_keeps_everything_on_legacy() -> None:
         ),
         (
             "[routes]\n\n[route]\n",
-            "cutover.toml:3: unknown table [route] (one of [routes], [canary], [tasks], [apps], [diff])",
+            "cutover.toml:3: unknown table [route] (one of [routes], [canary], [tasks], [apps], [diff], [gates])",
         ),
         (
             'routes = "legacy"\n',
@@ -497,6 +497,8 @@ def test_to_dict_is_json() -> None:
         "percent": 10.0,
         "shadow_safe": False,
         "diff": {},
+        "auto": False,
+        "gates": {},
     }
     assert data["known_tasks"] == ["data_sync"]
     assert "GET /v1/jobs/{id}" in data["known_routes"]
@@ -547,3 +549,41 @@ def test_app_lines_place_load_errors() -> None:
     plan = parse('[routes]\n\n[apps]\nlegacy = "a.b:c"\nmodern = "d:e"\napp_dir = "src"\n')
     assert plan.place("modern") == "cutover.toml:5: " and plan.apps["app_dir"] == "src"
     assert "import string" in str(error('[apps]\nmodern = "d:e f"\n'))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[gates]\nmin_comparisons = -1\n", "cutover.toml:2: gate min_comparisons must be a number >= 0, got -1"),
+        ("[gates]\nmax_mismatch = 2\n", "cutover.toml:2: gate max_mismatch is a rate from 0 to 1, got 2"),
+        ("[gates]\ninterval = 0\n", "cutover.toml:2: [gates] interval must be more than 0 seconds, got 0"),
+        ("[gates]\nfoo = 1\n", 'cutover.toml:2: unknown gate "foo" in [gates]'),
+        ("[gates.canary]\nmin_time = true\n", "cutover.toml:1: gate min_time must be a number >= 0, got true"),
+        ("[gates]\n\n[gates.canary]\nzz = 1\n", 'cutover.toml:3: unknown gate "zz" in [gates] canary'),
+        ('[routes]\n"GET /status" = { mode = "shadow", auto = 1 }\n', "cutover.toml:2: auto must be true or false, got 1"),
+        ('[routes]\n"GET /status" = { mode = "shadow", gates = { interval = 3 } }\n',
+         'cutover.toml:2: unknown gate "interval" in route "GET /status"'),
+        ('[routes]\n"GET /status" = { mode = "shadow", gates = 3 }\n',
+         'cutover.toml:2: gates of route "GET /status" must be a table of thresholds, got 3'),
+    ],
+)
+def test_gate_keys_are_checked_with_the_line(text: str, message: str) -> None:
+    assert str(error(text)).startswith(message)
+
+
+def test_gates_resolve_from_defaults_plan_step_route_and_route_step() -> None:
+    from bridge.cutover.gates import DEFAULTS, thresholds
+
+    plan = parse(
+        '[gates]\nmin_comparisons = 50\nmin_time = 10\n[gates.canary]\nmin_time = 20\n'
+        '[routes]\n"GET /status" = { mode = "shadow", auto = true, gates = { max_p99_ratio = 3, canary = { min_time = 30 } } }\n'
+        '"POST /v1/ocr" = "legacy"\n'
+    )
+    status, ocr = plan.find("GET", "/status"), plan.find("POST", "/v1/ocr")
+    assert status is not None and status.auto and ocr is not None and not ocr.auto
+    assert thresholds(plan, ocr, "shadow") == {**DEFAULTS, "min_comparisons": 50, "min_time": 10}
+    assert thresholds(plan, ocr, "canary")["min_time"] == 20
+    assert thresholds(plan, status, "shadow") == {**DEFAULTS, "min_comparisons": 50, "min_time": 10, "max_p99_ratio": 3}
+    assert thresholds(plan, status, "canary")["min_time"] == 30
+    moved = plan.with_mode("GET", "/status", "canary", 10).find("GET", "/status")
+    assert moved is not None and moved.auto and moved.gates == status.gates  # a move keeps them
