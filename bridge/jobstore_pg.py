@@ -39,7 +39,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from .errors import SchemaError, StoreUnavailable
+from .errors import StoreUnavailable
 from .jobrecord import (
     FINAL_STATUSES,
     RECORD_COLUMNS,
@@ -57,13 +57,13 @@ from .jobrecord import (
     started_flag,
     validate_submit,
 )
+from .pgschema import migrate
 
 __all__ = ["SCHEMA_VERSION", "PostgresJobStore"]
 
 T = TypeVar("T")
 log = logging.getLogger("cutover.jobs")
 CHANNEL = "cutover_jobs"
-_LOCK_KEY = 0x6375746F  # "cuto": the advisory lock that serialises migrations
 _COLUMNS = RECORD_COLUMNS
 _DB_NOW = "extract(epoch from clock_timestamp())"
 
@@ -203,27 +203,7 @@ class PostgresJobStore:
         return self._listeners.subscribe(callback)
 
     async def _migrate(self) -> None:
-        async def migrate(conn: Any) -> None:
-            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            await conn.execute(
-                "CREATE TABLE IF NOT EXISTS cutover_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)"
-            )
-            row = await (await conn.execute(
-                "SELECT version FROM cutover_schema WHERE component = 'jobs'")).fetchone()
-            have = 0 if row is None else row["version"]
-            if have > SCHEMA_VERSION:
-                raise SchemaError(
-                    f"the database at {_where(self.dsn)} has job schema version {have}, newer than this "
-                    f"cutover's {SCHEMA_VERSION}: upgrade cutover on this replica before it uses that database"
-                )
-            for version in range(have, SCHEMA_VERSION):
-                await conn.execute(_STEPS[version])
-                log.info("job store: migrated the PostgreSQL schema to version %d", version + 1)
-            await conn.execute(
-                "INSERT INTO cutover_schema (component, version) VALUES ('jobs', %s)"
-                " ON CONFLICT (component) DO UPDATE SET version = EXCLUDED.version", (SCHEMA_VERSION,))
-
-        await self._transaction(migrate)
+        await self._transaction(lambda conn: migrate(conn, "jobs", _STEPS, _where(self.dsn)))
 
     async def _listen(self) -> None:
         """Hear jobs submitted by other replicas, reconnecting while the database is away."""

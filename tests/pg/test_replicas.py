@@ -158,3 +158,32 @@ def test_data_sync_runs_on_exactly_one_replica_and_moves_when_that_replica_dies(
     assert sum(processed(r) for r in others) == 1
     moved = lease_row(pg_url)
     assert moved is not None and moved[0] != row[0]
+
+
+@pytest.mark.subprocess
+def test_a_route_moved_on_one_replica_moves_on_every_replica_and_the_fleet_is_listed(replicas: list[Served]) -> None:
+    route = "POST /v1/domains"
+    clients = [httpx.Client(base_url=r.url, timeout=WAIT) for r in replicas]
+    try:
+        for client in clients:
+            answer = client.post("/v1/domains", json={"text": TEXT})
+            assert answer.status_code == 200 and answer.headers["X-Served-By"] == "legacy", answer.text
+        with replicas[0].admin() as admin:
+            moved = admin.post("/_cutover/api/routes", json={"method": "POST", "template": "/v1/domains", "mode": "modern", "force": True,
+                                                             "why": "fleet test"})
+            assert moved.status_code == 200, moved.text
+        for client in clients[1:]:
+            wait_for(lambda c=client: c.post("/v1/domains", json={"text": TEXT}).headers["X-Served-By"] == "modern",
+                     "another replica to answer by the new mode")
+        with replicas[2].admin() as admin:
+            changes = admin.get("/_cutover/api/history").json()["changes"]
+            assert changes[0]["key"] == route and changes[0]["to"]["mode"] == "modern"
+            assert changes[0]["forced"] is True and changes[0]["why"] == "fleet test"
+            fleet = admin.get("/_cutover/api/fleet").json()
+            assert fleet["shared"] is True
+            alive = [r for r in fleet["replicas"] if r["alive"]]
+            assert len(alive) == 3 and sum(r["this"] for r in alive) == 1
+            assert {r["pid"] for r in alive} == {r.process.pid for r in replicas}
+    finally:
+        for client in clients:
+            client.close()
