@@ -66,6 +66,7 @@ log = logging.getLogger("cutover.jobs")
 CHANNEL = "cutover_jobs"
 _COLUMNS = RECORD_COLUMNS
 _DB_NOW = "extract(epoch from clock_timestamp())"
+_CLAIM_COLUMNS = "c.id, c.kind, c.status, c.attempts, c.created_at, c.started_at, c.finished_at, c.params, c.result, c.error, c.idempotency_key, c.attempt_started"
 
 #: Each step takes the schema from version ``i`` to ``i + 1``; a step is never edited once released.
 _STEPS: tuple[str, ...] = (
@@ -164,7 +165,8 @@ class PostgresJobStore:
         psycopg, dict_row, pool_class = _driver()
         pool = pool_class(
             self.dsn, min_size=1, max_size=self.max_connections, open=False, timeout=self.connect_timeout,
-            kwargs={"row_factory": dict_row, "connect_timeout": max(1, round(self.connect_timeout))},
+            # autocommit: one-statement calls pay no BEGIN/COMMIT round trips; the others open a transaction
+            kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": max(1, round(self.connect_timeout))},
             reconnect_timeout=0,  # retry forever in the background; callers see StoreUnavailable meanwhile
         )
         try:
@@ -338,32 +340,37 @@ class PostgresJobStore:
         """Renew ``runner``'s lease on its claims, on the database's clock."""
         await self._transaction(lambda conn: conn.execute(
             f"INSERT INTO job_runners (id, heartbeat_at) VALUES (%s, {_DB_NOW})"
-            f" ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at", (runner,)))
+            f" ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at", (runner,)), single=True)
 
     async def retire(self, runner: str) -> None:
         """Drop ``runner``'s lease row (it stopped and put its jobs back)."""
-        await self._transaction(lambda conn: conn.execute("DELETE FROM job_runners WHERE id = %s", (runner,)))
+        await self._transaction(lambda conn: conn.execute("DELETE FROM job_runners WHERE id = %s", (runner,)),
+                                single=True)
 
     async def claim(self, runner: str) -> tuple[JobRecord | None, int, float | None]:
         """Take the oldest due queued job that no one else is taking: ``(record or None, queued left, next run_after)``."""
         now = time.time()
 
         async def claim(conn: Any) -> tuple[dict[str, Any] | None, int, float | None]:
+            # One statement: pick, claim, log, count. Every part sees the snapshot from before the
+            # claim, so the count still holds the claimed job: it is taken off by hand.
             row = await (await conn.execute(
-                f"UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = %s, runner = %s,"
-                f" attempt_started = 0"
-                f" WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= %s"
-                f"             ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
-                f" RETURNING {_COLUMNS}",
-                (iso_time(now), runner, now),
+                f"WITH picked AS (SELECT id FROM jobs WHERE status = 'queued' AND run_after <= %(now)s"
+                f"                ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED),"
+                f" c AS (UPDATE jobs j SET status = 'running', attempts = j.attempts + 1, started_at = %(iso)s,"
+                f"        runner = %(runner)s, attempt_started = 0 FROM picked WHERE j.id = picked.id"
+                f"        RETURNING j.*),"
+                f" e AS (INSERT INTO job_events (job_id, at, event, detail)"
+                f"        SELECT id, %(iso)s, 'started', jsonb_build_object('attempt', attempts, 'runner', %(runner)s)::text"
+                f"        FROM c)"
+                f" SELECT {_CLAIM_COLUMNS}, q.n - (SELECT COUNT(*) FROM c) AS left_n, q.next AS left_next"
+                f" FROM (SELECT COUNT(*) AS n, MIN(run_after) AS next FROM jobs WHERE status = 'queued') q"
+                f" LEFT JOIN c ON true",
+                {"now": now, "iso": iso_time(now), "runner": runner},
             )).fetchone()
-            if row is not None:
-                await _event(conn, row["id"], now, "started", {"attempt": row["attempts"], "runner": runner})
-            left = await (await conn.execute(
-                "SELECT COUNT(*) AS n, MIN(run_after) AS next FROM jobs WHERE status = 'queued'")).fetchone()
-            return row, int(left["n"]), left["next"]
+            return (row if row["id"] is not None else None), int(row["left_n"]), row["left_next"]
 
-        row, queued, next_at = await self._transaction(claim)
+        row, queued, next_at = await self._transaction(claim, single=True)
         return (JobRecord.from_row(row) if row is not None else None), queued, next_at
 
     async def settle(
@@ -384,17 +391,22 @@ class PostgresJobStore:
 
         async def settle(conn: Any) -> bool:
             row = await (await conn.execute(
-                "UPDATE jobs SET status = %s, finished_at = %s, result = %s, error = %s,"
-                " run_after = COALESCE(%s, run_after)"
-                " WHERE id = %s AND status = 'running' AND runner = %s AND attempts = %s RETURNING attempt_started",
-                (status, finished, result, None if error is None else dumps_json(error), run_after,
-                 claimed.id, runner, claimed.attempts),
+                "WITH s AS (UPDATE jobs SET status = %(status)s, finished_at = %(finished)s, result = %(result)s,"
+                "           error = %(error)s, run_after = COALESCE(%(run_after)s, run_after)"
+                "           WHERE id = %(id)s AND status = 'running' AND runner = %(runner)s AND attempts = %(attempts)s"
+                "           RETURNING attempt_started),"
+                " e AS (INSERT INTO job_events (job_id, at, event, detail)"
+                "       SELECT %(id)s, %(at)s, %(event)s, (%(detail)s::jsonb || jsonb_build_object('started',"
+                "              CASE WHEN attempt_started IS NULL THEN NULL ELSE attempt_started = 1 END))::text FROM s)"
+                " SELECT attempt_started FROM s",
+                {"status": status, "finished": finished, "result": result,
+                 "error": None if error is None else dumps_json(error), "run_after": run_after, "id": claimed.id,
+                 "runner": runner, "attempts": claimed.attempts, "at": iso_time(now), "event": event,
+                 "detail": dumps_json(detail)},
             )).fetchone()
-            if row is not None:
-                await _event(conn, claimed.id, now, event, {**detail, "started": started_flag(row)})
             return row is not None
 
-        return await self._transaction(settle)
+        return await self._transaction(settle, single=True)
 
     async def mark_started(self, claimed: JobRecord, runner: str) -> bool:
         """The claimed attempt's call began on a worker; False if the claim was lost meanwhile."""
@@ -406,7 +418,7 @@ class PostgresJobStore:
                 (claimed.id, runner, claimed.attempts))).fetchone()
             return row is not None
 
-        return await self._transaction(mark)
+        return await self._transaction(mark, single=True)
 
     async def interrupt(self, runner: str) -> list[str]:
         """Put back every job this runner still has running, refunding the attempt; returns their ids."""
@@ -479,10 +491,13 @@ class PostgresJobStore:
     # ------------------------------------------------------------------ plumbing
 
     async def _read(self, sql: str, args: tuple[Any, ...] | list[Any]) -> list[dict[str, Any]]:
-        return await self._transaction(lambda conn: _fetchall(conn, sql, args))
+        return await self._transaction(lambda conn: _fetchall(conn, sql, args), single=True)
 
-    async def _transaction(self, body: Callable[[Any], Awaitable[T]]) -> T:
-        """Run ``body`` in one transaction on a pooled connection, shielded from the caller's cancellation."""
+    async def _transaction(self, body: Callable[[Any], Awaitable[T]], *, single: bool = False) -> T:
+        """Run ``body`` in one transaction on a pooled connection, shielded from the caller's cancellation.
+
+        ``single``: the body is one statement, atomic by itself, so no BEGIN/COMMIT is sent.
+        """
         pool = self._pool
         if pool is None:
             raise RuntimeError("the PostgreSQL job store is not open: use `async with PostgresJobStore(dsn):`")
@@ -492,8 +507,11 @@ class PostgresJobStore:
         async def run() -> T:
             try:
                 async with pool.connection() as conn:
-                    async with conn.transaction():
+                    if single:
                         result = await body(conn)
+                    else:
+                        async with conn.transaction():
+                            result = await body(conn)
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 self.reachable = False
                 raise StoreUnavailable(f"PostgreSQL at {_where(self.dsn)} is unreachable: {_first_line(exc)}") from exc

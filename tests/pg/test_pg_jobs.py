@@ -165,7 +165,12 @@ async def test_a_sigkilled_replica_mid_job_is_finished_by_another_after_its_leas
         try:
             await read_until(child, "ready", log)
             worker = await gate.wait_started()
-            assert (await store.get(record.id)).status == "running"  # type: ignore[union-attr]
+
+            async def marked() -> bool:  # the runner records the start a moment after the worker takes the call
+                now = await store.get(record.id)
+                return now is not None and now.status == "running" and now.attempt_started is True
+
+            await until(marked, "the runner to record that the job's call started")
         finally:
             child.send_signal(signal.SIGKILL)
             await finish(child, log)
