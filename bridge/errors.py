@@ -73,3 +73,19 @@ class RemoteError(Exception):
 
 class ReactorInstallError(RuntimeError):
     """Twisted already has a reactor that cutover cannot run on the asyncio loop."""
+
+
+class StoreError(Exception):
+    """Base class of the errors of cutover's durable store (jobs on SQLite or PostgreSQL)."""
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The database cannot be reached now (down, restarting, the network gone): retry later.
+
+    Nothing was written. Endpoints answer it with 503 ``store_unavailable`` and
+    a ``Retry-After``; the store reconnects by itself when the database returns.
+    """
+
+
+class SchemaError(StoreError):
+    """The database's schema cannot be used by this version of cutover (for example, it is newer)."""

@@ -43,17 +43,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import PoolBusy, PoolUnavailable, WorkerCrashed
-from .jobstore import (
-    DEFAULT_DB_PATH,
-    STATUSES,
-    JobFinished,
-    JobNotFound,
-    JobRecord,
-    JobStore,
-    _attempts,
-    _dumps,
-)
+from .errors import PoolBusy, PoolUnavailable, StoreUnavailable, WorkerCrashed
+from .jobrecord import STATUSES, JobFinished, JobNotFound, JobRecord, attempts_text, dumps_json
+from .jobstore import DEFAULT_DB_PATH, JobStore
 from .tasks import TaskLease
 
 __all__ = [
@@ -130,6 +122,8 @@ class JobRunner:
       :class:`~bridge.errors.PoolBusy` (the pool's backlog full): retried, or
       ``failed`` with code ``pool_unavailable`` / ``busy`` once the attempts
       are spent;
+    * :class:`~bridge.errors.StoreUnavailable` (the database went away
+      during the attempt): retried the same way (code ``store_unavailable``);
     * anything else: ``failed`` with code ``internal_error``, and the traceback
       (the worker's too) in the log, not in the response.
 
@@ -166,7 +160,10 @@ class JobRunner:
         self.concurrency = concurrency
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._execute = execute
-        self._lease = TaskLease(
+        # A store shared by machines (PostgreSQL) lets every runner work, each on a heartbeat lease;
+        # a SQLite file has one runner at a time, on a flock beside it.
+        self._shared = bool(getattr(store, "shared_runners", False))
+        self._lease = None if self._shared else TaskLease(
             Path(lease_path) if lease_path is not None else Path(f"{store.path}.runner.lock"), label=self.id
         )
         self._poll_interval = poll_interval
@@ -197,7 +194,16 @@ class JobRunner:
         if self._state != "new":
             raise RuntimeError(f"a runner starts once; this one is {self._state}")
         self._unsubscribe = unsubscribe = self.store.subscribe(lambda _record: self.notify())
-        if self._lease.acquire():
+        if self._lease is None:
+            try:
+                await self.store.heartbeat(self.id)
+                await self._activate()
+            except BaseException:
+                unsubscribe()
+                self._state = "stopped"
+                raise
+            self._helpers.append(asyncio.ensure_future(self._beat()))
+        elif self._lease.acquire():
             try:
                 await self._activate()
             except BaseException:
@@ -213,7 +219,7 @@ class JobRunner:
 
     async def _activate(self) -> None:
         limits = {kind: policy.max_attempts for kind, policy in self.policies.items()}
-        requeued, failed = await self.store._reclaim(self.id, limits)
+        requeued, failed = await self.store.reclaim(self.id, limits)
         self._counts["reclaimed"] += len(requeued)
         self._counts["failed"] += len(failed)
         if requeued or failed:
@@ -224,6 +230,25 @@ class JobRunner:
         self._state, self._holder = "running", None
         self._workers = [asyncio.ensure_future(self._work()) for _ in range(self.concurrency)]
         self._helpers.append(asyncio.ensure_future(self._poll()))
+
+    async def _beat(self) -> None:
+        """Shared stores: renew this runner's lease, and take back the jobs of runners that went silent."""
+        ttl = float(getattr(self.store, "lease_ttl", 30.0))
+        limits = {kind: policy.max_attempts for kind, policy in self.policies.items()}
+        while self._state == "running":
+            await asyncio.sleep(ttl / 3)
+            try:
+                await self.store.heartbeat(self.id)
+                requeued, failed = await self.store.reclaim(self.id, limits)
+            except Exception as exc:  # noqa: BLE001  (the database is away: claims fail too, and resume with it)
+                log.warning("job runner %s could not renew its lease: %s", self.id, exc)
+                continue
+            self._counts["reclaimed"] += len(requeued)
+            self._counts["failed"] += len(failed)
+            if requeued or failed:
+                log.warning("job runner %s: %d job(s) of a silent runner queued again, %d failed",
+                            self.id, len(requeued), len(failed))
+                self._wake.set()
 
     async def _standby(self) -> None:
         while self._state == "standby":
@@ -265,7 +290,7 @@ class JobRunner:
                     self._interrupting = True
                     for task in self._jobs.values():
                         task.cancel()
-                    interrupted = await self.store._interrupt(self.id)
+                    interrupted = await self.store.interrupt(self.id)
                     self._counts["interrupted"] += len(interrupted)
                     if interrupted:
                         log.warning("job runner %s stopping: %d job(s) put back to queued: %s",
@@ -277,8 +302,18 @@ class JobRunner:
         finally:
             if self._unsubscribe is not None:
                 self._unsubscribe()
-            self._lease.release()
+            if self._lease is not None:
+                self._lease.release()
+            else:
+                await self._retire()
             self._state = "stopped"
+
+    async def _retire(self) -> None:
+        try:
+            await self.store.interrupt(self.id)  # none left, unless an attempt ended between wait and here
+            await self.store.retire(self.id)
+        except Exception as exc:  # noqa: BLE001  (its lease then expires, and another runner reclaims)
+            log.warning("job runner %s could not retire its lease: %s", self.id, exc)
 
     def notify(self) -> None:
         """There may be new work: idle workers look now. Call it on the loop's thread."""
@@ -297,12 +332,19 @@ class JobRunner:
 
     def state(self) -> dict[str, Any]:
         """A JSON-ready snapshot for ``/status``: the lease, jobs running here, idle workers, the last queued count seen, counters."""
+        if self._lease is None:
+            lease: dict[str, Any] = {"lease": "heartbeat" if self._state == "running" else "released",
+                                     "lease_path": None, "lease_holder": self.id}
+        else:
+            lease = {"lease": "held" if self._lease.held else "standby" if self._state == "standby" else "released",
+                     "lease_path": str(self._lease.path),
+                     "lease_holder": self.id if self._lease.held else self._holder}
         return {
             "runner": self.id,
             "state": self._state,
-            "lease": "held" if self._lease.held else "standby" if self._state == "standby" else "released",
-            "lease_path": str(self._lease.path),
-            "lease_holder": self.id if self._lease.held else self._holder,
+            **lease,
+            "store": {"engine": getattr(self.store, "engine", "sqlite"),
+                      "state": "ok" if getattr(self.store, "reachable", True) else "unreachable"},
             "concurrency": self.concurrency,
             "running": len(self._jobs),
             "idle": self._idle,
@@ -318,7 +360,10 @@ class JobRunner:
             # the event again, so no wake-up falls between the claim and the wait.
             self._wake.clear()
             try:
-                record, self._queued, next_at = await self.store._claim(self.id)
+                record, self._queued, next_at = await self.store.claim(self.id)
+            except StoreUnavailable as exc:
+                log.warning("job runner %s cannot claim: %s", self.id, exc)
+                record, next_at = None, time.time() + 1.0  # look again soon: the database may be back
             except Exception:
                 log.exception("job runner %s could not claim a job; retrying in %ss", self.id, self._poll_interval)
                 record, next_at = None, None
@@ -343,11 +388,28 @@ class JobRunner:
                 await asyncio.wait({attempt})
             finally:
                 del self._jobs[record.id], self._claims[record.id]
+            await self._record(record, attempt)
+
+    async def _record(self, record: JobRecord, attempt: asyncio.Future[Any]) -> None:
+        """Record the outcome, waiting out a database outage: the work is done, and worth its commit."""
+        delay = 0.2
+        while True:
             try:
                 await self._record_outcome(record, attempt)
+                return
+            except StoreUnavailable as exc:
+                if self._state != "running":
+                    log.warning("job runner %s stopping while the database is away: job %s stays running "
+                                "until a runner reclaims it (%s)", self.id, record.id, exc)
+                    return
+                log.warning("job runner %s: cannot record job %s yet (%s); retrying in %.1fs",
+                            self.id, record.id, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
             except Exception:
                 log.exception("job runner %s could not record the outcome of job %s; it stays running "
                               "until the next runner reclaims it", self.id, record.id)
+                return
 
     async def _attempt(self, record: JobRecord) -> Any:
         policy = self.policies.get(record.kind)
@@ -358,7 +420,7 @@ class JobRunner:
 
         def on_start() -> None:
             if not marked:  # once per attempt, however many pool calls it makes
-                marked.append(asyncio.ensure_future(self.store._mark_started(record, self.id)))
+                marked.append(asyncio.ensure_future(self.store.mark_started(record, self.id)))
 
         try:
             return await asyncio.wait_for(self._execute(record, payload, on_start), policy.timeout)
@@ -377,18 +439,19 @@ class JobRunner:
         n = record.attempts
         if exc is None:
             try:
-                result = _dumps(attempt.result())
+                result = dumps_json(attempt.result())
             except (TypeError, ValueError) as bad:
                 exc = TypeError(f"the result of job kind {record.kind!r} is not JSON: {bad}")
             else:
-                if await self.store._settle(record, self.id, "succeeded", "succeeded", {"attempt": n}, result=result):
+                if await self.store.settle(record, self.id, "succeeded", "succeeded", {"attempt": n}, result=result):
                     self._counts["completed"] += 1
                 return
         policy = self.policies.get(record.kind)
         code, message = getattr(exc, "code", None), getattr(exc, "message", None)
         if isinstance(code, str) and isinstance(message, str):
             await self._fail(record, {"code": code, "message": message})
-        elif policy is not None and isinstance(exc, WorkerCrashed | TimeoutError | MemoryError | PoolUnavailable | PoolBusy):
+        elif policy is not None and isinstance(
+                exc, WorkerCrashed | TimeoutError | MemoryError | PoolUnavailable | PoolBusy | StoreUnavailable):
             await self._retry_or_fail(record, policy, exc)
         else:
             log.error("job %s (%s) attempt %d failed", record.id, record.kind, n, exc_info=exc)
@@ -401,6 +464,8 @@ class JobRunner:
         elif isinstance(exc, PoolUnavailable | PoolBusy):  # the pool, not the job: the same attempt may work later
             reason = "pool_unavailable" if isinstance(exc, PoolUnavailable) else "busy"
             what, retryable = str(exc), True
+        elif isinstance(exc, StoreUnavailable):  # the database went away mid-attempt (loading the payload)
+            reason, what, retryable = "store_unavailable", str(exc), True
         elif isinstance(exc, MemoryError):
             reason, what, retryable = "out_of_memory", "the worker ran out of memory" + (f": {exc}" if str(exc) else ""), True
         else:
@@ -409,19 +474,19 @@ class JobRunner:
         if retryable and n < policy.max_attempts:
             delay = policy.backoff(n)
             detail = {"attempt": n, "reason": reason, "message": what, "delay": delay}
-            if await self.store._settle(record, self.id, "queued", "retry", detail, run_after=time.time() + delay):
+            if await self.store.settle(record, self.id, "queued", "retry", detail, run_after=time.time() + delay):
                 self._counts["retried"] += 1
                 log.info("job %s (%s) attempt %d: %s; retrying in %ss", record.id, record.kind, n, what, delay)
                 self._wake.set()  # idle workers re-arm their timers for this job's run_after
             return
         if retryable:
-            what = f"{what}; gave up after {_attempts(n)}"
+            what = f"{what}; gave up after {attempts_text(n)}"
         log.warning("job %s (%s) failed: %s", record.id, record.kind, what)
         await self._fail(record, {"code": reason, "message": what})
 
     async def _fail(self, record: JobRecord, error: dict[str, str]) -> None:
         detail = {"attempt": record.attempts, "code": error["code"]}
-        if await self.store._settle(record, self.id, "failed", "failed", detail, error=error):
+        if await self.store.settle(record, self.id, "failed", "failed", detail, error=error):
             self._counts["failed"] += 1
 
     async def _poll(self) -> None:
@@ -431,7 +496,7 @@ class JobRunner:
             if not self._jobs:
                 continue
             try:
-                claims = await self.store._claims(list(self._jobs))
+                claims = await self.store.claims(list(self._jobs))
             except Exception:
                 log.exception("job runner %s could not poll its running jobs", self.id)
                 continue

@@ -51,20 +51,35 @@ system (not NFS).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import json
 import logging
 import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 import aiosqlite
+
+from .jobrecord import (
+    FINAL_STATUSES,
+    RECORD_COLUMNS,
+    STATUSES,
+    JobFinished,
+    JobNotFound,
+    JobRecord,
+    SubmitListeners,
+    attempts_text,
+    decode_cursor,
+    dumps_json,
+    encode_cursor,
+    iso_time,
+    list_filters,
+    reclaim_decision,
+    started_flag,
+    validate_submit,
+)
 
 __all__ = ["DEFAULT_DB_PATH", "STATUSES", "JobFinished", "JobNotFound", "JobRecord", "JobStore"]
 
@@ -72,9 +87,6 @@ T = TypeVar("T")
 log = logging.getLogger("cutover.jobs")
 
 DEFAULT_DB_PATH = Path("var/cutover.db")
-STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-FINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-MAX_LIST_LIMIT = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -107,116 +119,7 @@ CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, seq);
 """
 #: Columns added since the first schema, with their definitions: added to older files on open.
 _MIGRATIONS = {"attempt_started": "INTEGER"}
-_COLUMNS = ("id, kind, status, attempts, created_at, started_at, finished_at, params, result, error, idempotency_key,"
-            " attempt_started")
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
-
-
-def _attempts(n: int) -> str:
-    return f"{n} attempt" if n == 1 else f"{n} attempts"
-
-
-def _dumps(value: Any) -> str:
-    """Strict JSON (no NaN): what goes in is what any client can read back."""
-    return json.dumps(value, separators=(",", ":"), allow_nan=False)
-
-
-class JobNotFound(LookupError):
-    """No job has this id."""
-
-
-class JobFinished(Exception):
-    """The job already reached a final status, so it cannot be cancelled; ``record`` is how it ended."""
-
-    def __init__(self, record: JobRecord) -> None:
-        super().__init__(f"job {record.id} already {record.status}")
-        self.record = record
-
-
-@dataclass(frozen=True)
-class JobRecord:
-    """One job as stored, without its payload (load that with :meth:`JobStore.payload`).
-
-    ``started_at`` is the start of the latest attempt (its claim); ``attempts``
-    counts the attempts charged against the kind's ``max_attempts`` (one
-    interrupted by :meth:`JobRunner.stop <bridge.jobs.JobRunner.stop>`, or
-    whose runner died before its call reached a worker, is refunded).
-    ``attempt_started`` says whether the latest attempt's call began on a
-    worker (None: unknown, a row older than that record); it is not part of
-    the job's JSON.
-    """
-
-    id: str
-    kind: str
-    status: str
-    attempts: int
-    created_at: str
-    started_at: str | None
-    finished_at: str | None
-    params: dict[str, Any]
-    result: Any
-    error: dict[str, str] | None
-    idempotency_key: str | None
-    attempt_started: bool | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINAL_STATUSES
-
-    def as_json(self) -> dict[str, Any]:
-        """The job as JSON for an HTTP answer: id, kind, status, attempts, times, then result or error."""
-        body: dict[str, Any] = {
-            "job_id": self.id,
-            "kind": self.kind,
-            "status": self.status,
-            "attempts": self.attempts,
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-        }
-        if self.status == "succeeded":
-            body["result"] = self.result
-        if self.error is not None:
-            body["error"] = self.error
-        return body
-
-    @classmethod
-    def _from_row(cls, row: sqlite3.Row) -> JobRecord:
-        return cls(
-            id=row["id"],
-            kind=row["kind"],
-            status=row["status"],
-            attempts=row["attempts"],
-            created_at=row["created_at"],
-            started_at=row["started_at"],
-            finished_at=row["finished_at"],
-            params=json.loads(row["params"]),
-            result=None if row["result"] is None else json.loads(row["result"]),
-            error=None if row["error"] is None else json.loads(row["error"]),
-            idempotency_key=row["idempotency_key"],
-            attempt_started=_started(row),
-        )
-
-
-def _encode_cursor(record: JobRecord) -> str:
-    raw = json.dumps([record.created_at, record.id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode("ascii")
-
-
-def _decode_cursor(cursor: str) -> tuple[str, str]:
-    if not isinstance(cursor, str):
-        raise ValueError(f"invalid cursor {cursor!r}: pass back the next_cursor of a previous page")
-    try:
-        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
-        if not (isinstance(created_at, str) and isinstance(job_id, str)):
-            raise ValueError("wrong types")
-        datetime.fromisoformat(created_at)
-    except (ValueError, TypeError, UnicodeEncodeError, binascii.Error) as exc:
-        raise ValueError(f"invalid cursor {cursor!r}: pass back the next_cursor of a previous page") from exc
-    return created_at, job_id
+_COLUMNS = RECORD_COLUMNS
 
 
 class JobStore:
@@ -230,6 +133,10 @@ class JobStore:
     once. Runners in other processes see it at their next poll.
     """
 
+    engine = "sqlite"
+    #: A local file is always there; the PostgreSQL store says False while its database is away.
+    reachable = True
+
     def __init__(
         self,
         path: str | Path,
@@ -239,7 +146,7 @@ class JobStore:
     ) -> None:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
-        self._listeners: list[Callable[[JobRecord], object]] = [on_submit] if on_submit else []
+        self._listeners = SubmitListeners(on_submit)
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -290,13 +197,7 @@ class JobStore:
 
     def subscribe(self, callback: Callable[[JobRecord], object]) -> Callable[[], None]:
         """Call ``callback(record)`` after each new job commits; returns the unsubscribe function."""
-        self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            if callback in self._listeners:
-                self._listeners.remove(callback)
-
-        return unsubscribe
+        return self._listeners.subscribe(callback)
 
     # ------------------------------------------------------------------ the client's side
 
@@ -311,13 +212,7 @@ class JobStore:
         it made. The key is a UNIQUE column, so racing submits, from any
         process, still make one job.
         """
-        if not isinstance(kind, str) or not kind:
-            raise ValueError(f"kind must be a non-empty string, got {kind!r}")
-        if not isinstance(payload, bytes | bytearray | memoryview):
-            raise TypeError(f"payload must be bytes, got {type(payload).__name__}")
-        if not isinstance(params, dict):
-            raise TypeError(f"params must be a dict, got {type(params).__name__}")
-        params_json = _dumps(params)  # TypeError / ValueError before anything is written
+        params_json = validate_submit(kind, payload, params)  # before anything is written
         job_id, now = uuid.uuid4().hex, time.time()
 
         async def insert(db: aiosqlite.Connection) -> tuple[sqlite3.Row, bool]:
@@ -325,7 +220,7 @@ class JobStore:
                 f"INSERT INTO jobs (id, kind, status, created_at, run_after, params, payload, idempotency_key)"
                 f" VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"
                 f" RETURNING {_COLUMNS}",
-                (job_id, kind, _iso(now), now, params_json, bytes(payload), idempotency_key),
+                (job_id, kind, iso_time(now), now, params_json, bytes(payload), idempotency_key),
             )
             if created:
                 detail = {"idempotency_key": idempotency_key} if idempotency_key is not None else None
@@ -337,18 +232,14 @@ class JobStore:
             return existing[0], False
 
         row, created = await self._transaction(insert)
-        record = JobRecord._from_row(row)
+        record = JobRecord.from_row(row)
         if created:
-            for listener in list(self._listeners):
-                try:
-                    listener(record)
-                except Exception:  # the job is committed: a listener's bug must not fail the submit
-                    log.exception("an on_submit listener failed for job %s", record.id)
+            self._listeners.tell(record)
         return record, created
 
     async def get(self, job_id: str) -> JobRecord | None:
         rows = await self._read(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        return JobRecord._from_row(rows[0]) if rows else None
+        return JobRecord.from_row(rows[0]) if rows else None
 
     async def payload(self, job_id: str) -> bytes:
         rows = await self._read("SELECT payload FROM jobs WHERE id = ?", (job_id,))
@@ -364,23 +255,20 @@ class JobStore:
         Pages follow a keyset, not an offset: jobs submitted while a client
         pages through never shift or repeat what it sees.
         """
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"invalid status {status!r}: use one of {', '.join(STATUSES)}")
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST_LIMIT:
-            raise ValueError(f"invalid limit {limit!r}: use an integer from 1 to {MAX_LIST_LIMIT}")
+        list_filters(status, limit)
         where, args = [], []
         if status is not None:
             where.append("status = ?")
             args.append(status)
         if cursor is not None:
             where.append("(created_at, id) < (?, ?)")
-            args.extend(_decode_cursor(cursor))
+            args.extend(decode_cursor(cursor))
         sql = f"SELECT {_COLUMNS} FROM jobs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = await self._read(sql + " ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit + 1))
-        records = [JobRecord._from_row(row) for row in rows[:limit]]
-        return records, (_encode_cursor(records[-1]) if len(rows) > limit else None)
+        records = [JobRecord.from_row(row) for row in rows[:limit]]
+        return records, (encode_cursor(records[-1]) if len(rows) > limit else None)
 
     async def cancel(self, job_id: str) -> JobRecord:
         """Mark a queued or running job cancelled; returns the cancelled record.
@@ -399,15 +287,15 @@ class JobStore:
             if not rows:
                 raise JobNotFound(f"no job {job_id!r}")
             if rows[0]["status"] in FINAL_STATUSES:
-                raise JobFinished(JobRecord._from_row(rows[0]))
+                raise JobFinished(JobRecord.from_row(rows[0]))
             [row] = await db.execute_fetchall(
                 f"UPDATE jobs SET status = 'cancelled', finished_at = ?, error = ? WHERE id = ? RETURNING {_COLUMNS}",
-                (_iso(now), _dumps(error), job_id),
+                (iso_time(now), dumps_json(error), job_id),
             )
             await _event(db, job_id, now, "cancelled", {"was": rows[0]["status"]})
             return row
 
-        return JobRecord._from_row(await self._transaction(cancel))
+        return JobRecord.from_row(await self._transaction(cancel))
 
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's audit trail, oldest first: ``{"at", "event", "detail"}`` each. Raises :class:`JobNotFound`."""
@@ -421,11 +309,15 @@ class JobStore:
 
     # ------------------------------------------------------------------ the runner's side
     #
-    # For bridge.jobs.JobRunner only. The settling ones are guarded by the
-    # claim: the job must still be running, by this runner, in this attempt.
-    # A False return means someone else had the final word.
+    # What bridge.jobs.JobRunner calls, and every store provides (the
+    # PostgreSQL one too). The settling ones are guarded by the claim: the job
+    # must still be running, by this runner, in this attempt. A False return
+    # means someone else had the final word.
 
-    async def _claim(self, runner: str) -> tuple[JobRecord | None, int, float | None]:
+    #: One runner per database, which takes the flock lease beside the file.
+    shared_runners = False
+
+    async def claim(self, runner: str) -> tuple[JobRecord | None, int, float | None]:
         """Take the oldest due queued job: ``(record or None, queued jobs left, earliest run_after left)``."""
         now = time.time()
 
@@ -436,7 +328,7 @@ class JobStore:
                 f" WHERE rowid = (SELECT rowid FROM jobs WHERE status = 'queued' AND run_after <= ?"
                 f"                ORDER BY created_at, rowid LIMIT 1)"
                 f" RETURNING {_COLUMNS}",
-                (_iso(now), runner, now),
+                (iso_time(now), runner, now),
             )
             if rows:
                 await _event(db, rows[0]["id"], now, "started", {"attempt": rows[0]["attempts"], "runner": runner})
@@ -446,9 +338,9 @@ class JobStore:
             return (rows[0] if rows else None), left["n"], left["next"]
 
         row, queued, next_at = await self._transaction(claim)
-        return (JobRecord._from_row(row) if row is not None else None), queued, next_at
+        return (JobRecord.from_row(row) if row is not None else None), queued, next_at
 
-    async def _settle(
+    async def settle(
         self,
         claimed: JobRecord,
         runner: str,
@@ -462,22 +354,22 @@ class JobStore:
     ) -> bool:
         """Move a claimed job to ``status`` ('queued' means retry at ``run_after``); False if the claim was lost."""
         now = time.time()
-        finished = _iso(now) if status in FINAL_STATUSES else None
+        finished = iso_time(now) if status in FINAL_STATUSES else None
 
         async def settle(db: aiosqlite.Connection) -> bool:
             rows = await db.execute_fetchall(
                 "UPDATE jobs SET status = ?, finished_at = ?, result = ?, error = ?, run_after = COALESCE(?, run_after)"
                 " WHERE id = ? AND status = 'running' AND runner = ? AND attempts = ? RETURNING attempt_started",
-                (status, finished, result, None if error is None else _dumps(error), run_after,
+                (status, finished, result, None if error is None else dumps_json(error), run_after,
                  claimed.id, runner, claimed.attempts),
             )
             if rows:
-                await _event(db, claimed.id, now, event, {**detail, "started": _started(rows[0])})
+                await _event(db, claimed.id, now, event, {**detail, "started": started_flag(rows[0])})
             return bool(rows)
 
         return await self._transaction(settle)
 
-    async def _mark_started(self, claimed: JobRecord, runner: str) -> bool:
+    async def mark_started(self, claimed: JobRecord, runner: str) -> bool:
         """The claimed attempt's call began on a worker; False if the claim was lost meanwhile."""
 
         async def mark(db: aiosqlite.Connection) -> bool:
@@ -490,7 +382,7 @@ class JobStore:
 
         return await self._transaction(mark)
 
-    async def _interrupt(self, runner: str) -> list[str]:
+    async def interrupt(self, runner: str) -> list[str]:
         """Put back every job this runner still has running, refunding the attempt; returns their ids."""
         now = time.time()
 
@@ -501,13 +393,13 @@ class JobStore:
                 (now, runner),
             )
             for row in rows:
-                detail = {"attempt": row["attempts"] + 1, "runner": runner, "started": _started(row)}
+                detail = {"attempt": row["attempts"] + 1, "runner": runner, "started": started_flag(row)}
                 await _event(db, row["id"], now, "interrupted", detail)
             return [row["id"] for row in rows]
 
         return await self._transaction(interrupt)
 
-    async def _reclaim(self, runner: str, max_attempts: Mapping[str, int]) -> tuple[list[str], list[str]]:
+    async def reclaim(self, runner: str, max_attempts: Mapping[str, int]) -> tuple[list[str], list[str]]:
         """After taking the lease: every running job is a dead runner's. Returns (requeued ids, failed ids).
 
         A job whose call had started on a worker is charged the dead attempt:
@@ -525,25 +417,24 @@ class JobStore:
             for row in await db.execute_fetchall(
                 "SELECT id, kind, attempts, runner, attempt_started FROM jobs WHERE status = 'running'"
             ):
-                started = _started(row)
-                limit = max_attempts.get(row["kind"])
+                decision = reclaim_decision(row, max_attempts.get(row["kind"]))
                 detail = {"attempt": row["attempts"], "previous_runner": row["runner"], "runner": runner,
-                          "started": started}
-                if started is False:
+                          "started": started_flag(row)}
+                if decision == "requeue":
                     await db.execute_fetchall(
                         "UPDATE jobs SET status = 'queued', attempts = attempts - 1, run_after = ? WHERE id = ?",
                         (now, row["id"]),
                     )
                     await _event(db, row["id"], now, "reclaimed", {**detail, "charged": False})
                     requeued.append(row["id"])
-                elif limit is not None and row["attempts"] >= limit:
+                elif decision == "fail":
                     error = {
                         "code": "worker_crashed",
-                        "message": f"the runner died while running this job, after {_attempts(row['attempts'])}",
+                        "message": f"the runner died while running this job, after {attempts_text(row['attempts'])}",
                     }
                     await db.execute_fetchall(
                         "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE id = ?",
-                        (_iso(now), _dumps(error), row["id"]),
+                        (iso_time(now), dumps_json(error), row["id"]),
                     )
                     await _event(db, row["id"], now, "failed", {**detail, "code": "worker_crashed"})
                     failed.append(row["id"])
@@ -557,7 +448,7 @@ class JobStore:
 
         return await self._transaction(reclaim)
 
-    async def _claims(self, job_ids: list[str]) -> dict[str, tuple[str, str | None, int]]:
+    async def claims(self, job_ids: list[str]) -> dict[str, tuple[str, str | None, int]]:
         """``{id: (status, runner, attempts)}``: lets a runner notice cancellations made by other processes."""
         marks = ", ".join("?" * len(job_ids))
         rows = await self._read(f"SELECT id, status, runner, attempts FROM jobs WHERE id IN ({marks})", job_ids)
@@ -601,12 +492,6 @@ class JobStore:
         return await asyncio.shield(task)
 
 
-def _started(row: sqlite3.Row) -> bool | None:
-    """The row's ``attempt_started`` as a bool, None when unknown (a row older than the column)."""
-    value = row["attempt_started"]
-    return None if value is None else bool(value)
-
-
 async def _migrate(db: aiosqlite.Connection) -> None:
     """Add the columns a file from an older version lacks, in one transaction (racing openers add them once)."""
     await db.execute_fetchall("BEGIN IMMEDIATE")
@@ -630,5 +515,5 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
 async def _event(db: aiosqlite.Connection, job_id: str, at: float, event: str, detail: dict[str, Any] | None) -> None:
     await db.execute_fetchall(
         "INSERT INTO job_events (job_id, at, event, detail) VALUES (?, ?, ?, ?)",
-        (job_id, _iso(at), event, None if detail is None else _dumps(detail)),
+        (job_id, iso_time(at), event, None if detail is None else dumps_json(detail)),
     )

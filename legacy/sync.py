@@ -26,7 +26,9 @@ from twisted.python import log
 from twisted.python.failure import Failure
 
 import workloads
-from bridge import SharedPool
+from bridge import SharedPool, as_deferred
+from bridge.database import fleet_lease
+from bridge.errors import StoreUnavailable
 from bridge.tasks import TaskLease
 from workloads.inbox import MAX_ATTEMPTS, SUFFIXES, move, pending, write_atomically
 
@@ -43,6 +45,8 @@ class DataSync:
         self.loop = task.LoopingCall(self.tick)
         # Held for a whole tick: never two data_syncs on one inbox, whichever stack or process.
         self.lease = TaskLease(settings.var_dir / "locks" / "data_sync.lock")
+        # Several replicas on one PostgreSQL database: one of them runs it (None on SQLite).
+        self.fleet = fleet_lease("data_sync", every=settings.sync_interval)
         self.runs = self.failures = self.processed = 0
         self.last_run: str | None = None
         self.last_error: str | None = None
@@ -65,6 +69,24 @@ class DataSync:
         }
 
     def tick(self) -> Any:
+        if self.fleet is None:
+            return self._local_tick()
+        d = as_deferred(self.fleet.hold())  # the fleet's lease lives in PostgreSQL, reached from asyncio
+
+        def decide(ours: bool) -> Any:
+            if ours:
+                return self._local_tick()
+            log.msg("data_sync skipped: another replica holds the fleet lease")
+            return None
+
+        def away(failure: Failure) -> None:
+            failure.trap(StoreUnavailable)
+            log.msg(f"data_sync skipped: {failure.value}")
+
+        d.addCallbacks(decide, away)
+        return d
+
+    def _local_tick(self) -> Any:
         if not self.lease.acquire():
             log.msg("data_sync skipped: another process or stack holds the inbox lease")
             return None

@@ -14,7 +14,8 @@ import bridge
 import workloads
 from bridge import SharedPool
 from bridge.asgi import BodyLimitMiddleware, h11_protocol
-from bridge.jobs import JobRecord, JobRunner, JobStore, KindPolicy
+from bridge.database import database_url, open_job_store
+from bridge.jobs import JobRecord, JobRunner, KindPolicy
 from bridge.tasks import TaskManager, TaskRegistry
 
 from . import sync
@@ -44,7 +45,8 @@ def create_app(settings: ModernSettings | None = None, *, pool: SharedPool | Non
             data: Any = payload.decode("utf-8", "surrogatepass") if record.kind == "domains" else payload
             return await run_kind(shared, record.kind, data, record.params, settings, on_start=on_start)
 
-        state.jobs = JobStore(settings.db_path)
+        # CUTOVER_DATABASE=postgresql://... shares the jobs between replicas; the default is var/cutover.db.
+        state.jobs = open_job_store(database_url(settings.db_path))
         await state.jobs.open()
         policies = {
             kind: KindPolicy(timeout=timeout, max_attempts=settings.job_max_attempts)

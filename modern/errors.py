@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import workloads
 from bridge import PoolBusy, PoolUnavailable, WorkerCrashed
+from bridge.errors import StoreUnavailable
 
 
 class ApiError(Exception):
@@ -93,6 +94,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PoolUnavailable)
     async def unavailable(_: Request, exc: PoolUnavailable) -> JSONResponse:
         return error_response(503, "pool_unavailable", str(exc), {"Retry-After": "5"})
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
+        return error_response(503, "store_unavailable", "the job store is unreachable; retry later",
+                              {"Retry-After": "5"})
 
     @app.exception_handler(WorkerCrashed)
     async def crashed(_: Request, exc: WorkerCrashed) -> JSONResponse:

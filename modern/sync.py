@@ -15,6 +15,8 @@ from typing import Any
 
 import workloads
 from bridge import SharedPool
+from bridge.database import fleet_lease
+from bridge.errors import StoreUnavailable
 from bridge.tasks import TaskLease, TaskRegistry
 from workloads.inbox import MAX_ATTEMPTS, move, pending, write_atomically
 
@@ -28,10 +30,14 @@ class DataSync:
     def __init__(self, pool: SharedPool, settings: ModernSettings) -> None:
         self.pool, self.settings = pool, settings
         self.lease = TaskLease(settings.var_dir / "locks" / "data_sync.lock")
+        # Several replicas on one PostgreSQL database: one of them runs it (None on SQLite).
+        self.fleet = fleet_lease("data_sync", every=settings.sync_interval)
         self.attempts: dict[Path, int] = {}
         self.processed = 0
 
     async def tick(self) -> None:
+        if self.fleet is not None and not await self._fleet_says_us():
+            return
         if not self.lease.acquire():
             log.info("data_sync skipped: another process or stack holds the inbox lease")
             return
@@ -48,6 +54,15 @@ class DataSync:
                         del self.attempts[path]
         finally:
             self.lease.release()
+
+    async def _fleet_says_us(self) -> bool:
+        try:
+            if await self.fleet.hold():
+                return True
+            log.info("data_sync skipped: another replica holds the fleet lease")
+        except StoreUnavailable as exc:
+            log.warning("data_sync skipped: %s", exc)
+        return False
 
     async def process(self, kind: str, path: Path) -> None:
         var = self.settings.var_dir

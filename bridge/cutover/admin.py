@@ -56,6 +56,7 @@ class HostControl(Protocol):
     async def mismatch(self, mismatch_id: int) -> dict[str, Any] | None: ...
     def metrics(self) -> bytes: ...
     def plan_text(self) -> str: ...
+    async def fleet(self) -> dict[str, Any]: ...
 
 
 class FailureLimiter:
@@ -265,6 +266,9 @@ def admin_app(host: HostControl, token: str | None, *, labels: Mapping[str, str]
         host.steering.route(route)
         return JSONResponse({"route": route, "points": await host.steering.store.samples(route, limit)})
 
+    async def fleet(_: Request) -> Response:
+        return JSONResponse(await host.fleet())
+
     async def export(_: Request) -> Response:
         text = await asyncio.to_thread(host.plan_text)  # a file read: off the loop
         return Response(export_toml(text, host.plan), media_type="application/toml; charset=utf-8")
@@ -291,6 +295,7 @@ def admin_app(host: HostControl, token: str | None, *, labels: Mapping[str, str]
             Route("/_cutover/api/history", guarded(history), methods=["GET"]),
             Route("/_cutover/api/series", guarded(series), methods=["GET"]),
             Route("/_cutover/api/plan/export", guarded(export), methods=["GET"]),
+            Route("/_cutover/api/fleet", guarded(fleet), methods=["GET"]),
             Route("/_cutover/api/mismatches", guarded(mismatches), methods=["GET"]),
             Route("/_cutover/api/mismatches/{mismatch_id}", guarded(mismatch), methods=["GET"]),
             Route("/_cutover/metrics", guarded(metrics), methods=["GET"]),

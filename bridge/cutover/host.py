@@ -30,10 +30,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, BodyGuard, Receive, Scope, Send, httptools_protocol
+from ..database import database_url
 from ..ownership import TaskBoard, use_task_board
 from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
@@ -95,6 +98,9 @@ class HostSettings:
     app_dir: Path | None = None
     #: "legacy" or "modern": serve that stack alone (no front door, no admin API), as ``--only`` does.
     only: str | None = None
+    #: With CUTOVER_DATABASE on PostgreSQL: how often a replica checks for changes other replicas made
+    #: (LISTEN/NOTIFY wakes it sooner) and beats its row in the fleet.
+    fleet_poll: float = field(default_factory=lambda: _env_seconds("CUTOVER_FLEET_POLL", 1.0))
 
 
 def _labelled_tokens(raw: str | None) -> dict[str, str]:
@@ -161,7 +167,7 @@ class Host:
         self.file_plan = self.plan
         self.evidence = EvidenceBook(noise_floor=self._noise_floor)
         self.recorder.listeners.append(self.evidence.compared)
-        self.store = PlanStore(settings.var_dir / "cutover.db")
+        self.store = _plan_store(settings)
         self.steering = Steering(self.store, self.evidence, plan=lambda: self.plan, set_plan=self._set_plan,
                                  base=lambda: self.file_plan, registry=self.metrics_.registry)
         self.board = TaskBoard()  # this host's: two hosts in one process (tests) never share owners
@@ -269,6 +275,10 @@ class Host:
                 await self.board.move(task, self.plan.owner_of(task))
         evaluator = asyncio.ensure_future(self.steering.run())
         self._opened.append(lambda: _cancel(evaluator))
+        watch = getattr(self.store, "watch", None)
+        if watch is not None:  # a fleet on PostgreSQL: another replica's change applies here too
+            watcher = asyncio.ensure_future(watch(self.refresh, poll_interval=self.settings.fleet_poll))
+            self._opened.append(lambda: _cancel(watcher))
         await self.recorder.save_inventory(self.inventory())
         log.info("cutover host ready: %d routes in the plan", len(self.plan.routes))
 
@@ -404,6 +414,25 @@ class Host:
         if before != owner:
             await self.steering.record_owner(task, before, owner, who=who, why=why)
         return self.plan
+
+    async def refresh(self) -> Plan:
+        """Lay the stored run-time changes over the file again: another replica has made one."""
+        fresh = await self.steering.effective(self.file_plan)
+        for task in self.known_tasks():
+            if self.plan.owner_of(task) != fresh.owner_of(task):
+                await self.board.move(task, fresh.owner_of(task))
+        if fresh.routes != self.plan.routes or fresh.tasks != self.plan.tasks:
+            log.info("plan changed on another replica: applied here")
+        self.plan = fresh
+        return fresh
+
+    async def fleet(self) -> dict[str, Any]:
+        """The replicas sharing this host's database, and each one's evidence; one replica alone on SQLite."""
+        replicas = getattr(self.store, "replicas", None)
+        if replicas is None:
+            return {"shared": False, "replicas": [{"replica": "this", "alive": True, "this": True}], "evidence": {}}
+        return {"shared": True, "replicas": await replicas(alive_after=max(5.0, 5 * self.settings.fleet_poll)),
+                "evidence": await self.store.fleet_evidence()}
 
     async def reload(self) -> Plan:
         fresh_file = self._parse()
@@ -554,6 +583,19 @@ class _Observers:
 
     def observe_unrouted(self, method: str, path: str, status: int) -> None:
         self.metrics.observe_unrouted(method, path, status)
+
+
+def _plan_store(settings: HostSettings) -> Any:
+    """SQLite beside the shadow store by default; PostgreSQL, shared by the fleet, with CUTOVER_DATABASE."""
+    url = database_url(settings.var_dir / "cutover.db")
+    if url.engine == "sqlite":
+        return PlanStore(url.path or settings.var_dir / "cutover.db")
+    from .history_pg import PostgresPlanStore
+
+    where = settings.var_dir.resolve()
+    replica = f"{socket.gethostname()}:{hashlib.sha1(str(where).encode()).hexdigest()[:8]}"
+    return PostgresPlanStore(url.dsn or "", replica=replica, info={"host": socket.gethostname(), "pid": os.getpid(),
+                                                                    "var": str(where)})
 
 
 def _one_line(exc: BaseException) -> str:
