@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import re
 
-__all__ = ["AstLines"]
+__all__ = ["AstLines", "dotted_name", "patched_names", "twisted_kinds"]
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
            ast.GeneratorExp)
@@ -60,7 +60,8 @@ class AstLines:
         return found.end() - 1 if found else None
 
 
-def _dotted(node: ast.expr) -> str:
+def dotted_name(node: ast.expr) -> str:
+    """``a.b.c`` for a chain of attributes on a name, else ""."""
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -84,7 +85,7 @@ def twisted_kinds(tree: ast.Module) -> tuple[dict[str, str], dict[str, tuple[lis
     """
 
     def kind(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
-        names = {_dotted(d.func if isinstance(d, ast.Call) else d) for d in fn.decorator_list}
+        names = {dotted_name(d.func if isinstance(d, ast.Call) else d) for d in fn.decorator_list}
         if names & _IC or (isinstance(fn, ast.AsyncFunctionDef) and names & _DEFERRED_API):
             return "deferred"
         return "coroutine" if isinstance(fn, ast.AsyncFunctionDef) else "plain"
@@ -123,7 +124,7 @@ def patched_names(tree: ast.Module) -> set[str]:
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
-            func = _dotted(node.func)
+            func = dotted_name(node.func)
             if func in _PATCHERS or (func.endswith(".setattr") and len(node.args) < 3):
                 name = _last_part(node.args[0]) if node.args else None
             elif func in _OBJECT_PATCHERS or func.endswith(".setattr"):

@@ -52,6 +52,8 @@ from .decorators import decorator_name, needs_review
 from .imports import fix_imports, names_of
 from .index import ClassInfo, FileIndex, ProjectIndex
 from .layout import realign_parameters
+from .sparse import Mismatch, Unit, splice, splice_imports
+from .sparse import plan as sparse_plan
 from .names import DEFERRED_API, EXPRESSIONS, INLINE_CALLBACKS, RETURN_VALUE, call_named
 
 __all__ = ["Prepared", "Report", "quick_index", "RewriteResult", "Target", "UnknownYields", "async_functions", "prepare",
@@ -248,6 +250,7 @@ class _Planner(cst.CSTVisitor):
         self.scopes: list[tuple[str, str]] = []  # ("class" | "def", name) around the node being visited
         self.nested: dict[str, str] = {}  # functions defined inside functions -> kind
         self.paren_columns: dict[cst.FunctionDef, tuple[int, int] | None] = {}  # converted def -> its columns
+        self.ast_nodes: dict[cst.FunctionDef, ast.FunctionDef | ast.AsyncFunctionDef] = {}  # known pairs (sparse)
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         if not self.called_ic and type(node) in EXPRESSIONS:
@@ -335,20 +338,26 @@ class _Planner(cst.CSTVisitor):
         elif name in self.wrapped_names:
             self.reports.append(Report(self.line(node), f"{name}(): also passed to inlineCallbacks(); left unchanged"))
         else:
-            analyzer = _Analyzer(self.line, name)
-            node.body.visit(analyzer)
-            if analyzer.problems:
-                self.reports.extend(analyzer.problems)
-            else:
-                self.analyzed[node] = analyzer
-                self.convert.add(node)
-                self.async_names.add(name)
-                self._record(node, "new" if self.target == "asyncio" else "deferred")
-                self.paren_columns[node] = self._paren_column(node)
-                self.fn_class[node] = next((n for kind, n in reversed(self.scopes) if kind == "class"), None)
-                self._review_decorators(node)
+            self.plan_generator(node)
+
+    def plan_generator(self, node: cst.FunctionDef) -> None:
+        """An ``@inlineCallbacks`` generator: converted, unless its body holds what cannot be."""
+        analyzer = _Analyzer(self.line, node.name.value)
+        node.body.visit(analyzer)
+        if analyzer.problems:
+            self.reports.extend(analyzer.problems)
+            return
+        self.analyzed[node] = analyzer
+        self.convert.add(node)
+        self.async_names.add(node.name.value)
+        self._record(node, "new" if self.target == "asyncio" else "deferred")
+        self.paren_columns[node] = self._paren_column(node)
+        self.fn_class[node] = next((n for kind, n in reversed(self.scopes) if kind == "class"), None)
+        self._review_decorators(node)
 
     def ast_of(self, node: cst.FunctionDef) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        if node in self.ast_nodes:
+            return self.ast_nodes[node]
         return self.tree.function(self.order[node], node.name.value)
 
     def _paren_column(self, node: cst.FunctionDef) -> tuple[int, int] | None:
@@ -459,17 +468,18 @@ class Prepared:
 
     source: str
     target: Target
-    wrapper: MetadataWrapper
+    wrapper: MetadataWrapper | None  # None: only its generators were parsed (``units``)
     planner: _Planner
-    lines: _Lines
+    units: list[Unit] | None = None
 
     @property
     def index(self) -> FileIndex:
         return self.planner.index
 
     def async_functions(self) -> set[str]:
-        return {stmt.name.value for stmt in self.wrapper.module.body
-                if isinstance(stmt, cst.FunctionDef) and stmt.name.value in self.planner.async_names}
+        tree = self.planner.tree.tree
+        return {stmt.name for stmt in tree.body
+                if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name in self.planner.async_names}
 
     def rewrite(self, index: ProjectIndex | None = None, unknown_yields: UnknownYields = "helper",
                 also_async: Iterable[str] = (), first_party: frozenset[str] = frozenset()) -> RewriteResult:
@@ -488,6 +498,7 @@ class Prepared:
             from .to_asyncio import AsyncioPlanner, asyncio_body
 
             extra = AsyncioPlanner(planner.convert, index, planner.index.classes)
+            assert self.wrapper is not None
             self.wrapper.visit(extra)
             reports += extra.reports
 
@@ -507,7 +518,12 @@ class Prepared:
                                                 "(TypeError if it is None or a plain value)"))
 
         rewriter = _Rewriter(planner.convert, finish_body, target, contexts, helper=unknown_yields == "helper")
-        new_module = self.wrapper.module.visit(rewriter)
+        if self.units is not None:
+            new_module = None
+            spliced = splice(self.source, self.units, [unit.module.visit(rewriter) for unit in self.units])
+        else:
+            assert self.wrapper is not None
+            new_module = self.wrapper.module.visit(rewriter)
         before = names_of(planner.tree.tree) if planner.tree.parsed else None
         if target == "twisted" and before is not None:
             # The names the new code uses follow from what the rewrite removed and added: no codegen to find out.
@@ -516,8 +532,13 @@ class Prepared:
             used = {name for name, count in counts.items() if count > 0} | {"deferred_api"}
             if unknown_yields == "helper" and helpers:
                 used.add("maybe_awaitable")
-            code = fix_imports(new_module, before, used, first_party).code
+            if new_module is None:
+                code = splice_imports(spliced, planner.tree.tree, self.units or [], before, used, first_party)
+            else:
+                code = fix_imports(new_module, before, used, first_party).code
         else:
+            if new_module is None:
+                new_module = cst.parse_module(spliced)
             code = new_module.code
             if code != self.source:
                 code = fix_imports(new_module, before or names_of(self.source), names_of(code), first_party).code
@@ -526,22 +547,39 @@ class Prepared:
                              converted=len(planner.convert))
 
 
-def prepare(source: str, target: Target = "twisted", tree: ast.Module | None = None) -> Prepared:
-    """Parse and plan one module (the only libcst parse it gets); ``tree`` is its ``ast``, if already parsed."""
+def prepare(source: str, target: Target = "twisted", tree: ast.Module | None = None, sparse: bool = True) -> Prepared:
+    """Parse and plan one module (the only libcst parse it gets); ``tree`` is its ``ast``, if already parsed.
+
+    For the twisted target libcst parses only the generators that change (see :mod:`bridge.rewrite.sparse`),
+    unless ``sparse`` is False: the whole module then, for the same result.
+    """
     if target not in ("twisted", "asyncio"):
         raise ValueError(f"unknown target {target!r}: use 'twisted' or 'asyncio'")
-    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)  # the tree is ours alone
-    lines = _Lines(wrapper)
     parsed = True
     if tree is None:
         try:
             tree = ast.parse(source)
         except SyntaxError:  # libcst's grammar accepted it, Python's does not: take lines from libcst
             tree, parsed = ast.Module(body=[], type_ignores=[]), False
-    planner = _Planner(target, lines, source, AstLines(tree, source, parsed))
+    if target == "twisted" and parsed and sparse:
+        sparse = _prepare_sparse(source, AstLines(tree, source))
+        if sparse is not None:
+            return sparse
+    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)  # the tree is ours alone
+    planner = _Planner(target, _Lines(wrapper), source, AstLines(tree, source, parsed))
     planner.index.patched = patched_names(tree)
     wrapper.module.visit(planner)
-    return Prepared(source, target, wrapper, planner, lines)
+    return Prepared(source, target, wrapper, planner)
+
+
+def _prepare_sparse(source: str, tree: AstLines) -> Prepared | None:
+    """The twisted target's plan from ``ast``, with libcst on the generators only (None: plan the whole module)."""
+    planner = _Planner("twisted", None, source, tree)  # type: ignore[arg-type]  # its lines: the units'
+    try:
+        found = sparse_plan(planner, source, tree)
+    except (Mismatch, cst.ParserSyntaxError):
+        return None
+    return Prepared(source, "twisted", None, planner, found.units)
 
 
 def quick_index(source: str, target: Target) -> tuple[FileIndex, ast.Module] | None:
