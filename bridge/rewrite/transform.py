@@ -85,6 +85,7 @@ class RewriteResult:
     converted: int = 0
 
 
+_TRIAL_FIXTURES = frozenset({"setUp", "tearDown"})
 _CALLED_IC = re.compile(r"inlineCallbacks\s*\)?\s*\(")  # ``inlineCallbacks(f)``, written as a call somewhere
 NESTED_SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 
@@ -251,6 +252,7 @@ class _Planner(cst.CSTVisitor):
         self.nested: dict[str, str] = {}  # functions defined inside functions -> kind
         self.paren_columns: dict[cst.FunctionDef, tuple[int, int] | None] = {}  # converted def -> its columns
         self.ast_nodes: dict[cst.FunctionDef, ast.FunctionDef | ast.AsyncFunctionDef] = {}  # known pairs (sparse)
+        self.trial_tests: set[cst.FunctionDef] = set()  # converted for asyncio, run by trial: @asyncio_test
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         if not self.called_ic and type(node) in EXPRESSIONS:
@@ -370,9 +372,33 @@ class _Planner(cst.CSTVisitor):
         paren = start.column + len(node.name.value) + len(node.whitespace_after_name.value)
         return self.line.position(node).start.column, paren
 
+    def _trial_method(self, node: cst.FunctionDef) -> bool:
+        """A test method or fixture of a trial ``TestCase`` (its bases in this file): trial calls it and waits
+        on the Deferred it returns, driving a coroutine with Twisted's driver, which cannot await asyncio."""
+        name = node.name.value
+        if not (name.startswith("test") or name in _TRIAL_FIXTURES) or not self.scopes or self.scopes[-1][0] != "class":
+            return False
+        seen: set[str] = set()
+        todo = [self.scopes[-1][1]]
+        while todo:
+            cls = todo.pop()
+            info = self.index.classes.get(cls)
+            if cls in seen or info is None:
+                continue
+            seen.add(cls)
+            bases = [base.rsplit(".", 1)[-1] for base in info.bases]
+            if any(base.endswith("TestCase") for base in bases):
+                return True
+            todo += bases
+        return False
+
     def _review_decorators(self, node: cst.FunctionDef) -> None:
         fn = self.ast_of(node)
-        for dec, why in needs_review(list(node.decorators), self.target):
+        target = self.target
+        if target == "asyncio" and self._trial_method(node):
+            self.trial_tests.add(node)
+            target = "twisted"  # behind @asyncio_test its call still returns a Deferred at once
+        for dec, why in needs_review(list(node.decorators), target):
             at = node.decorators.index(dec)
             line = fn.decorator_list[at].lineno if fn is not None and at < len(fn.decorator_list) else self.line(dec)
             self.reports.append(Report(line, f"{node.name.value}(): @{decorator_name(dec)} {why}"))
@@ -446,11 +472,15 @@ class _Rewriter(cst.CSTTransformer):
                     self.removed.update(dotted_names(d.decorator))
             if self.contexts is not None:
                 known = self.contexts.known(original_node)
-        else:  # asyncio callers await the coroutine itself
-            decorators = [
-                d for d in updated_node.decorators
-                if not (_is_decorator(d, INLINE_CALLBACKS) or _is_decorator(d, DEFERRED_API))
-            ]
+        else:  # asyncio callers await the coroutine itself; trial gets a Deferred of it run as a Task
+            trial = self.contexts is not None and original_node in self.contexts.planner.trial_tests
+            decorators = []
+            for d in updated_node.decorators:
+                if not (_is_decorator(d, INLINE_CALLBACKS) or _is_decorator(d, DEFERRED_API)):
+                    decorators.append(d)
+                elif trial:
+                    decorators.append(d.with_changes(decorator=cst.Name("asyncio_test")))
+                    trial = False
         body_rewriter = _BodyRewriter(known, self.helper)
         body = updated_node.body.visit(body_rewriter)
         self.removed.update(body_rewriter.removed)
