@@ -38,7 +38,8 @@ class AstLines:
 
     def __init__(self, tree: ast.Module, source: str, parsed: bool = True) -> None:
         self.tree, self.source, self.parsed = tree, source, parsed  # parsed: False if Python's parser refused it
-        self.functions = sorted((n for n in ast.walk(tree) if isinstance(n, _FUNCTIONS)),
+        self.nodes = list(ast.walk(tree))  # one walk, for every pass over the module that needs one
+        self.functions = sorted((n for n in self.nodes if isinstance(n, _FUNCTIONS)),
                                 key=lambda n: (n.lineno, n.col_offset))
         self._lines: list[str] | None = None
 
@@ -113,7 +114,7 @@ def _last_part(node: ast.expr) -> str | None:
     return None
 
 
-def patched_names(tree: ast.Module) -> set[str]:
+def patched_names(tree: ast.Module, nodes: list[ast.AST] | None = None) -> set[str]:
     """Names this module replaces at run time: ``mock.patch("a.b.name")``, ``patch.object(x, "name")``,
     ``setattr(x, "name", v)``, trial's ``self.patch(x, "name", v)`` and ``x.name = v``.
 
@@ -122,7 +123,7 @@ def patched_names(tree: ast.Module) -> set[str]:
     is not known to be awaitable, wherever it is made.
     """
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes if nodes is not None else ast.walk(tree):
         if isinstance(node, ast.Call):
             func = dotted_name(node.func)
             if func in _PATCHERS or (func.endswith(".setattr") and len(node.args) < 3):

@@ -49,14 +49,14 @@ class Names:
     A conservative superset of what a module uses: attribute and keyword names count too.
     """
 
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, nodes: list[ast.AST] | None = None) -> None:
         self.counts: Counter[str] = Counter()
         self.bound: set[str] = set()
         self.stars: set[str] = set()
         self.nested = False  # an import from a Twisted or bridge module other than at the top level
         top = set(map(id, tree.body))
         counts = self.counts
-        for node in ast.walk(tree):
+        for node in nodes if nodes is not None else ast.walk(tree):
             kind = type(node)
             if kind is ast.Name:
                 counts[node.id] += 1  # type: ignore[attr-defined]
@@ -83,8 +83,9 @@ class Names:
         return {name for name, count in self.counts.items() if count > 0}
 
 
-def names_of(code: str | ast.Module) -> Names:
-    return Names(ast.parse(code) if isinstance(code, str) else code)
+def names_of(code: str | ast.Module, nodes: list[ast.AST] | None = None) -> Names:
+    """The names of a module's code or ``ast``; ``nodes``: its ``ast.walk``, if already taken."""
+    return Names(ast.parse(code) if isinstance(code, str) else code, nodes)
 
 
 def _drop_made_unused(module: cst.Module, made_unused: set[str], nested_imports: bool = True) -> cst.Module:

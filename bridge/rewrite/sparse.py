@@ -135,15 +135,6 @@ class Plan:
     lines: UnitLines = field(default_factory=UnitLines)
 
 
-def _children(node: ast.AST) -> list[ast.AST]:
-    """Children in libcst's order where it matters: decorators before the rest."""
-    kids = list(ast.iter_child_nodes(node))
-    if isinstance(node, (*_FUNCTIONS, ast.ClassDef)):
-        decorators = set(map(id, node.decorator_list))
-        kids = list(node.decorator_list) + [k for k in kids if id(k) not in decorators]
-    return kids
-
-
 def plan(planner: Any, source: str, tree: AstLines) -> Plan:
     """Walk the module's ``ast`` as the planner would walk its libcst tree; units are parsed where needed.
 
@@ -156,12 +147,15 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
     lines = _lines(source)
     mapping: dict[int, cst.FunctionDef] = {}  # id of an ast function -> its libcst node, inside a unit
     wrapped = planner.wrapped_names
-    for node in ast.walk(tree.tree):
-        if isinstance(node, ast.Call) and dotted_name(node.func) in _IC and node.args \
-                and isinstance(node.args[0], ast.Name):
-            wrapped.add(node.args[0].id)
+    for node in tree.nodes:
+        if isinstance(node, ast.Call) and dotted_name(node.func) in _IC:
+            planner.reports.append(_report(node.lineno, "inlineCallbacks applied other than as a decorator; "
+                                                        "left unchanged"))
+            if node.args and isinstance(node.args[0], ast.Name):
+                wrapped.add(node.args[0].id)
 
     def visit(node: ast.AST, scopes: list[tuple[str, str]], in_unit: bool) -> None:
+        """Statements only: imports, classes and defs are statements (calls were found above)."""
         if isinstance(node, ast.Import):
             for alias in node.names:
                 planner.imported.add((alias.asname or alias.name).split(".")[0])
@@ -170,9 +164,6 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
             planner.imported.update(bound)
             if not node.level and node.module and node.module.startswith("twisted"):
                 planner.twisted_names.update(bound)
-        elif isinstance(node, ast.Call) and dotted_name(node.func) in _IC:
-            planner.reports.append(_report(node.lineno, "inlineCallbacks applied other than as a decorator; "
-                                                        "left unchanged"))
         elif isinstance(node, ast.ClassDef):
             if not scopes:
                 bases = [_segment(lines, b) for b in node.bases]
@@ -181,8 +172,9 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
         elif isinstance(node, _FUNCTIONS):
             in_unit = _function(node, scopes, in_unit)
             scopes = [*scopes, ("def", node.name)]
-        for child in _children(node):
-            visit(child, scopes, in_unit)
+        for attr in _SUITES:
+            for child in getattr(node, attr, ()):
+                visit(child, scopes, in_unit)
 
     def _function(fn: ast.FunctionDef | ast.AsyncFunctionDef, scopes: list[tuple[str, str]], in_unit: bool) -> bool:
         ic = _decorated(fn, _IC)
@@ -213,7 +205,7 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
         return True
 
     visit(tree.tree, [], False)
-    planner.index.patched = patched_names(tree.tree)
+    planner.index.patched = patched_names(tree.tree, tree.nodes)
     return result
 
 

@@ -556,7 +556,7 @@ class Prepared:
         else:
             assert self.wrapper is not None
             new_module = self.wrapper.module.visit(rewriter)
-        before = names_of(planner.tree.tree) if planner.tree.parsed else None
+        before = names_of(planner.tree.tree, planner.tree.nodes) if planner.tree.parsed else None
         if target == "twisted" and before is not None:
             # The names the new code uses follow from what the rewrite removed and added: no codegen to find out.
             counts = before.counts.copy()
