@@ -52,10 +52,10 @@ from .decorators import decorator_name, needs_review
 from .imports import fix_imports, names_of
 from .index import ClassInfo, FileIndex, ProjectIndex
 from .layout import realign_parameters
+from .names import DEFERRED_API, EXPRESSIONS, INLINE_CALLBACKS, RETURN_VALUE_NAMES, calls_one_of
 from .sparse import Mismatch, Unit, splice, splice_imports
 from .sparse import plan as sparse_plan
 from .walk import walk
-from .names import DEFERRED_API, EXPRESSIONS, INLINE_CALLBACKS, RETURN_VALUE_NAMES, call_named, calls_one_of
 
 __all__ = ["Prepared", "Report", "quick_index", "RewriteResult", "Target", "UnknownYields", "async_functions", "prepare",
            "rewrite_source"]
