@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import re
 
-__all__ = ["AstLines"]
+__all__ = ["AstLines", "dotted_name", "patched_names", "twisted_kinds"]
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
            ast.GeneratorExp)
@@ -38,7 +38,8 @@ class AstLines:
 
     def __init__(self, tree: ast.Module, source: str, parsed: bool = True) -> None:
         self.tree, self.source, self.parsed = tree, source, parsed  # parsed: False if Python's parser refused it
-        self.functions = sorted((n for n in ast.walk(tree) if isinstance(n, _FUNCTIONS)),
+        self.nodes = list(ast.walk(tree))  # one walk, for every pass over the module that needs one
+        self.functions = sorted((n for n in self.nodes if isinstance(n, _FUNCTIONS)),
                                 key=lambda n: (n.lineno, n.col_offset))
         self._lines: list[str] | None = None
 
@@ -60,7 +61,8 @@ class AstLines:
         return found.end() - 1 if found else None
 
 
-def _dotted(node: ast.expr) -> str:
+def dotted_name(node: ast.expr) -> str:
+    """``a.b.c`` for a chain of attributes on a name, else ""."""
     parts: list[str] = []
     while isinstance(node, ast.Attribute):
         parts.append(node.attr)
@@ -84,7 +86,7 @@ def twisted_kinds(tree: ast.Module) -> tuple[dict[str, str], dict[str, tuple[lis
     """
 
     def kind(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> str:
-        names = {_dotted(d.func if isinstance(d, ast.Call) else d) for d in fn.decorator_list}
+        names = {dotted_name(d.func if isinstance(d, ast.Call) else d) for d in fn.decorator_list}
         if names & _IC or (isinstance(fn, ast.AsyncFunctionDef) and names & _DEFERRED_API):
             return "deferred"
         return "coroutine" if isinstance(fn, ast.AsyncFunctionDef) else "plain"
@@ -112,7 +114,7 @@ def _last_part(node: ast.expr) -> str | None:
     return None
 
 
-def patched_names(tree: ast.Module) -> set[str]:
+def patched_names(tree: ast.Module, nodes: list[ast.AST] | None = None) -> set[str]:
     """Names this module replaces at run time: ``mock.patch("a.b.name")``, ``patch.object(x, "name")``,
     ``setattr(x, "name", v)``, trial's ``self.patch(x, "name", v)`` and ``x.name = v``.
 
@@ -121,9 +123,9 @@ def patched_names(tree: ast.Module) -> set[str]:
     is not known to be awaitable, wherever it is made.
     """
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes if nodes is not None else ast.walk(tree):
         if isinstance(node, ast.Call):
-            func = _dotted(node.func)
+            func = dotted_name(node.func)
             if func in _PATCHERS or (func.endswith(".setattr") and len(node.args) < 3):
                 name = _last_part(node.args[0]) if node.args else None
             elif func in _OBJECT_PATCHERS or func.endswith(".setattr"):

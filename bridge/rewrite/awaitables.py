@@ -26,7 +26,7 @@ import libcst as cst
 import libcst.matchers as m
 
 from .index import AWAITABLE, ClassInfo, ProjectIndex
-from .names import dotted
+from .names import dotted_text
 
 __all__ = ["CALLBACK_METHODS", "Assignments", "Known", "local_awaitables"]
 
@@ -44,19 +44,10 @@ _TWISTED_APIS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _api_matcher() -> m.BaseMatcherNode:
-    options: list[m.BaseMatcherNode] = []
-    for module, names in _TWISTED_APIS.items():
-        short = module.rsplit(".", 1)[-1]
-        for name in names:
-            options += [dotted(f"{short}.{name}"), dotted(f"{module}.{name}")]
-    matcher = options[0]
-    for option in options[1:]:
-        matcher = matcher | option  # type: ignore[assignment]
-    return matcher
+# every spelling of those: ``defer.succeed`` and ``twisted.internet.defer.succeed``
+_API = frozenset(f"{prefix}.{name}" for module, names in _TWISTED_APIS.items() for name in names
+                 for prefix in (module.rsplit(".", 1)[-1], module))
 
-
-_API = _api_matcher()
 _BARE_API = frozenset(name.split(".")[0] for names in _TWISTED_APIS.values() for name in names
                       if names is not _TWISTED_APIS["treq"])
 
@@ -87,7 +78,7 @@ class Known:
         if not isinstance(expr, cst.Call):
             return False
         func = expr.func
-        if m.matches(func, _API):
+        if dotted_text(func) in _API:
             return True
         if isinstance(func, cst.Name):
             if func.value in self.twisted_names and func.value in _BARE_API:
@@ -100,7 +91,7 @@ class Known:
             return True
         if attr in self.index.patched:
             return False
-        if m.matches(func.value, m.Name("self") | m.Name("cls")):
+        if type(func.value) is cst.Name and func.value.value in ("self", "cls"):
             if self.class_name is None:
                 return False
             kind = self.index.method_of(self.class_name, attr, self.classes)

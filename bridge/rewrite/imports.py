@@ -26,6 +26,7 @@ _PROVIDERS: dict[str, tuple[str, str | None]] = {
     "as_future": ("bridge", "as_future"),
     "maybe_awaitable": ("bridge", "maybe_awaitable"),
     "get_pool": ("bridge", "get_pool"),
+    "asyncio_test": ("bridge.testing", "asyncio_test"),
 }
 _DROPPABLE_MODULES = ("twisted", "bridge")
 
@@ -48,14 +49,14 @@ class Names:
     A conservative superset of what a module uses: attribute and keyword names count too.
     """
 
-    def __init__(self, tree: ast.Module) -> None:
+    def __init__(self, tree: ast.Module, nodes: list[ast.AST] | None = None) -> None:
         self.counts: Counter[str] = Counter()
         self.bound: set[str] = set()
         self.stars: set[str] = set()
         self.nested = False  # an import from a Twisted or bridge module other than at the top level
         top = set(map(id, tree.body))
         counts = self.counts
-        for node in ast.walk(tree):
+        for node in nodes if nodes is not None else ast.walk(tree):
             kind = type(node)
             if kind is ast.Name:
                 counts[node.id] += 1  # type: ignore[attr-defined]
@@ -82,8 +83,9 @@ class Names:
         return {name for name, count in self.counts.items() if count > 0}
 
 
-def names_of(code: str | ast.Module) -> Names:
-    return Names(ast.parse(code) if isinstance(code, str) else code)
+def names_of(code: str | ast.Module, nodes: list[ast.AST] | None = None) -> Names:
+    """The names of a module's code or ``ast``; ``nodes``: its ``ast.walk``, if already taken."""
+    return Names(ast.parse(code) if isinstance(code, str) else code, nodes)
 
 
 def _drop_made_unused(module: cst.Module, made_unused: set[str], nested_imports: bool = True) -> cst.Module:
@@ -154,11 +156,11 @@ def _insert_at(body: list[cst.BaseStatement]) -> int:
     return at
 
 
-def _top_level_from_bridge(body: list[cst.BaseStatement]) -> int | None:
+def _top_level_from_bridge(body: list[cst.BaseStatement], module: str = "bridge") -> int | None:
     """Index of a top-level ``from bridge import a, b`` line (one statement, no parentheses) to extend."""
     for i, stmt in enumerate(body):
         if (isinstance(stmt, cst.SimpleStatementLine) and len(stmt.body) == 1
-                and isinstance(stmt.body[0], cst.ImportFrom) and _module_name(stmt.body[0]) == "bridge"
+                and isinstance(stmt.body[0], cst.ImportFrom) and _module_name(stmt.body[0]) == module
                 and not isinstance(stmt.body[0].names, cst.ImportStar) and stmt.body[0].lpar is None):
             return i
     return None
@@ -223,7 +225,7 @@ _ORDER = ("future", "stdlib", "third", "first", "local")
 
 
 def _insert_in_group(body: list[cst.BaseStatement], line: cst.SimpleStatementLine, section: str,
-                     first_party: frozenset[str]) -> int:
+                     first_party: frozenset[str], module: str = "bridge") -> int:
     """Insert a ``from bridge import`` line where isort/ruff would put it; returns its index.
 
     Among the module's top-level import lines before its first def or class: in
@@ -235,7 +237,7 @@ def _insert_in_group(body: list[cst.BaseStatement], line: cst.SimpleStatementLin
     mine = [i for i, sec in imports if sec == section]
     if mine:
         later = [i for i in mine if isinstance(body[i].body[0], cst.ImportFrom)  # type: ignore[attr-defined]
-                 and _module_name(body[i].body[0]).lower() > "bridge"]  # type: ignore[attr-defined]
+                 and _module_name(body[i].body[0]).lower() > module]  # type: ignore[attr-defined]
         if later:
             at = later[0]  # takes over that line's blank lines and comments; it follows in the same group
             leading = list(body[at].leading_lines)
@@ -268,15 +270,17 @@ def _add_missing(module: cst.Module, wanted: list[str], first_party: frozenset[s
     if not wanted:
         return module
     body = list(module.body)
-    from_bridge = sorted(n for n in wanted if _PROVIDERS[n][0] == "bridge")
-    if from_bridge:
-        existing = _top_level_from_bridge(body)
+    for source in ("bridge", "bridge.testing"):
+        from_bridge = sorted(n for n in wanted if _PROVIDERS[n][0] == source)
+        if not from_bridge:
+            continue
+        existing = _top_level_from_bridge(body, source)
         if existing is not None:
             body[existing] = _extend_import_line(body[existing], from_bridge)  # type: ignore[arg-type]
         else:
-            line = cst.parse_statement(f"from bridge import {', '.join(from_bridge)}\n")
+            line = cst.parse_statement(f"from {source} import {', '.join(from_bridge)}\n")
             at = _insert_in_group(body, line, "first" if "bridge" in first_party else "third",  # type: ignore[arg-type]
-                                  first_party)
+                                  first_party, source)
             _space_after_imports(body, at + 1)
     if "asyncio" in wanted:
         _insert_stdlib_import(body, cst.parse_statement("import asyncio\n"))  # type: ignore[arg-type]

@@ -52,7 +52,10 @@ from .decorators import decorator_name, needs_review
 from .imports import fix_imports, names_of
 from .index import ClassInfo, FileIndex, ProjectIndex
 from .layout import realign_parameters
-from .names import DEFERRED_API, EXPRESSIONS, INLINE_CALLBACKS, RETURN_VALUE, call_named
+from .names import DEFERRED_API, EXPRESSIONS, INLINE_CALLBACKS, RETURN_VALUE_NAMES, calls_one_of
+from .sparse import Mismatch, Unit, splice, splice_imports
+from .sparse import plan as sparse_plan
+from .walk import walk
 
 __all__ = ["Prepared", "Report", "quick_index", "RewriteResult", "Target", "UnknownYields", "async_functions", "prepare",
            "rewrite_source"]
@@ -83,8 +86,10 @@ class RewriteResult:
     converted: int = 0
 
 
+_TRIAL_FIXTURES = frozenset({"setUp", "tearDown"})
 _CALLED_IC = re.compile(r"inlineCallbacks\s*\)?\s*\(")  # ``inlineCallbacks(f)``, written as a call somewhere
 NESTED_SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
+_NESTED = frozenset(NESTED_SCOPES)  # ``type(node) in _NESTED``: the same test (no subclasses), cheaper
 
 
 def _is_decorator(dec: cst.Decorator, matcher: m.BaseMatcherNode) -> bool:
@@ -121,20 +126,20 @@ class _Analyzer(Assignments):
     def on_visit(self, node: cst.CSTNode) -> bool:
         if isinstance(node, cst.FunctionDef) and has_inline_callbacks(node):
             return False  # a nested inlineCallbacks function is converted (or reported) on its own
-        if isinstance(node, NESTED_SCOPES):
+        if type(node) in _NESTED:
             self.depth += 1
         return super().on_visit(node)
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         # on_leave runs even for a node whose on_visit returned False
-        if isinstance(original_node, NESTED_SCOPES) and not (
+        if type(original_node) in _NESTED and not (
             isinstance(original_node, cst.FunctionDef) and has_inline_callbacks(original_node)
         ):
             self.depth -= 1
         super().on_leave(original_node)
 
     def visit_Expr(self, node: cst.Expr) -> None:
-        if call_named(node.value, RETURN_VALUE):
+        if calls_one_of(node.value, RETURN_VALUE_NAMES):
             self.statement_calls.add(id(node.value))
 
     def visit_Yield(self, node: cst.Yield) -> None:
@@ -148,7 +153,7 @@ class _Analyzer(Assignments):
             self._problem(node, "yield from in an inlineCallbacks generator")
 
     def visit_Call(self, node: cst.Call) -> None:
-        if not call_named(node, RETURN_VALUE):
+        if not calls_one_of(node, RETURN_VALUE_NAMES):
             return
         if self.depth:
             self._problem(node, "returnValue() inside a nested function, lambda, class or comprehension")
@@ -166,12 +171,12 @@ class ScopedTransformer(cst.CSTTransformer):
         self.depth = 0
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, NESTED_SCOPES):
+        if type(node) in _NESTED:
             self.depth += 1
         return super().on_visit(node)
 
     def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
-        if isinstance(original_node, NESTED_SCOPES):
+        if type(original_node) in _NESTED:
             self.depth -= 1
         return super().on_leave(original_node, updated_node)
 
@@ -204,7 +209,7 @@ class _BodyRewriter(ScopedTransformer):
 
     def leave_Expr(self, original_node: cst.Expr, updated_node: cst.Expr) -> cst.BaseSmallStatement:
         call = updated_node.value
-        if self.depth or not call_named(call, RETURN_VALUE) or not _simple_return_value(call):  # type: ignore[arg-type]
+        if self.depth or not calls_one_of(call, RETURN_VALUE_NAMES) or not _simple_return_value(call):  # type: ignore[arg-type]
             return updated_node
         self.removed.update(dotted_names(call.func))  # type: ignore[attr-defined]
         return cst.Return(value=call.args[0].value, semicolon=updated_node.semicolon)  # type: ignore[attr-defined]
@@ -248,6 +253,8 @@ class _Planner(cst.CSTVisitor):
         self.scopes: list[tuple[str, str]] = []  # ("class" | "def", name) around the node being visited
         self.nested: dict[str, str] = {}  # functions defined inside functions -> kind
         self.paren_columns: dict[cst.FunctionDef, tuple[int, int] | None] = {}  # converted def -> its columns
+        self.ast_nodes: dict[cst.FunctionDef, ast.FunctionDef | ast.AsyncFunctionDef] = {}  # known pairs (sparse)
+        self.trial_tests: set[cst.FunctionDef] = set()  # converted for asyncio, run by trial: @asyncio_test
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         if not self.called_ic and type(node) in EXPRESSIONS:
@@ -335,20 +342,26 @@ class _Planner(cst.CSTVisitor):
         elif name in self.wrapped_names:
             self.reports.append(Report(self.line(node), f"{name}(): also passed to inlineCallbacks(); left unchanged"))
         else:
-            analyzer = _Analyzer(self.line, name)
-            node.body.visit(analyzer)
-            if analyzer.problems:
-                self.reports.extend(analyzer.problems)
-            else:
-                self.analyzed[node] = analyzer
-                self.convert.add(node)
-                self.async_names.add(name)
-                self._record(node, "new" if self.target == "asyncio" else "deferred")
-                self.paren_columns[node] = self._paren_column(node)
-                self.fn_class[node] = next((n for kind, n in reversed(self.scopes) if kind == "class"), None)
-                self._review_decorators(node)
+            self.plan_generator(node)
+
+    def plan_generator(self, node: cst.FunctionDef) -> None:
+        """An ``@inlineCallbacks`` generator: converted, unless its body holds what cannot be."""
+        analyzer = _Analyzer(self.line, node.name.value)
+        walk(node.body, analyzer)
+        if analyzer.problems:
+            self.reports.extend(analyzer.problems)
+            return
+        self.analyzed[node] = analyzer
+        self.convert.add(node)
+        self.async_names.add(node.name.value)
+        self._record(node, "new" if self.target == "asyncio" else "deferred")
+        self.paren_columns[node] = self._paren_column(node)
+        self.fn_class[node] = next((n for kind, n in reversed(self.scopes) if kind == "class"), None)
+        self._review_decorators(node)
 
     def ast_of(self, node: cst.FunctionDef) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
+        if node in self.ast_nodes:
+            return self.ast_nodes[node]
         return self.tree.function(self.order[node], node.name.value)
 
     def _paren_column(self, node: cst.FunctionDef) -> tuple[int, int] | None:
@@ -361,9 +374,33 @@ class _Planner(cst.CSTVisitor):
         paren = start.column + len(node.name.value) + len(node.whitespace_after_name.value)
         return self.line.position(node).start.column, paren
 
+    def _trial_method(self, node: cst.FunctionDef) -> bool:
+        """A test method or fixture of a trial ``TestCase`` (its bases in this file): trial calls it and waits
+        on the Deferred it returns, driving a coroutine with Twisted's driver, which cannot await asyncio."""
+        name = node.name.value
+        if not (name.startswith("test") or name in _TRIAL_FIXTURES) or not self.scopes or self.scopes[-1][0] != "class":
+            return False
+        seen: set[str] = set()
+        todo = [self.scopes[-1][1]]
+        while todo:
+            cls = todo.pop()
+            info = self.index.classes.get(cls)
+            if cls in seen or info is None:
+                continue
+            seen.add(cls)
+            bases = [base.rsplit(".", 1)[-1] for base in info.bases]
+            if any(base.endswith("TestCase") for base in bases):
+                return True
+            todo += bases
+        return False
+
     def _review_decorators(self, node: cst.FunctionDef) -> None:
         fn = self.ast_of(node)
-        for dec, why in needs_review(list(node.decorators), self.target):
+        target = self.target
+        if target == "asyncio" and self._trial_method(node):
+            self.trial_tests.add(node)
+            target = "twisted"  # behind @asyncio_test its call still returns a Deferred at once
+        for dec, why in needs_review(list(node.decorators), target):
             at = node.decorators.index(dec)
             line = fn.decorator_list[at].lineno if fn is not None and at < len(fn.decorator_list) else self.line(dec)
             self.reports.append(Report(line, f"{node.name.value}(): @{decorator_name(dec)} {why}"))
@@ -437,11 +474,15 @@ class _Rewriter(cst.CSTTransformer):
                     self.removed.update(dotted_names(d.decorator))
             if self.contexts is not None:
                 known = self.contexts.known(original_node)
-        else:  # asyncio callers await the coroutine itself
-            decorators = [
-                d for d in updated_node.decorators
-                if not (_is_decorator(d, INLINE_CALLBACKS) or _is_decorator(d, DEFERRED_API))
-            ]
+        else:  # asyncio callers await the coroutine itself; trial gets a Deferred of it run as a Task
+            trial = self.contexts is not None and original_node in self.contexts.planner.trial_tests
+            decorators = []
+            for d in updated_node.decorators:
+                if not (_is_decorator(d, INLINE_CALLBACKS) or _is_decorator(d, DEFERRED_API)):
+                    decorators.append(d)
+                elif trial:
+                    decorators.append(d.with_changes(decorator=cst.Name("asyncio_test")))
+                    trial = False
         body_rewriter = _BodyRewriter(known, self.helper)
         body = updated_node.body.visit(body_rewriter)
         self.removed.update(body_rewriter.removed)
@@ -459,17 +500,18 @@ class Prepared:
 
     source: str
     target: Target
-    wrapper: MetadataWrapper
+    wrapper: MetadataWrapper | None  # None: only its generators were parsed (``units``)
     planner: _Planner
-    lines: _Lines
+    units: list[Unit] | None = None
 
     @property
     def index(self) -> FileIndex:
         return self.planner.index
 
     def async_functions(self) -> set[str]:
-        return {stmt.name.value for stmt in self.wrapper.module.body
-                if isinstance(stmt, cst.FunctionDef) and stmt.name.value in self.planner.async_names}
+        tree = self.planner.tree.tree
+        return {stmt.name for stmt in tree.body
+                if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name in self.planner.async_names}
 
     def rewrite(self, index: ProjectIndex | None = None, unknown_yields: UnknownYields = "helper",
                 also_async: Iterable[str] = (), first_party: frozenset[str] = frozenset()) -> RewriteResult:
@@ -488,6 +530,7 @@ class Prepared:
             from .to_asyncio import AsyncioPlanner, asyncio_body
 
             extra = AsyncioPlanner(planner.convert, index, planner.index.classes)
+            assert self.wrapper is not None
             self.wrapper.visit(extra)
             reports += extra.reports
 
@@ -507,8 +550,13 @@ class Prepared:
                                                 "(TypeError if it is None or a plain value)"))
 
         rewriter = _Rewriter(planner.convert, finish_body, target, contexts, helper=unknown_yields == "helper")
-        new_module = self.wrapper.module.visit(rewriter)
-        before = names_of(planner.tree.tree) if planner.tree.parsed else None
+        if self.units is not None:
+            new_module = None
+            spliced = splice(self.source, self.units, [unit.module.visit(rewriter) for unit in self.units])
+        else:
+            assert self.wrapper is not None
+            new_module = self.wrapper.module.visit(rewriter)
+        before = names_of(planner.tree.tree, planner.tree.nodes) if planner.tree.parsed else None
         if target == "twisted" and before is not None:
             # The names the new code uses follow from what the rewrite removed and added: no codegen to find out.
             counts = before.counts.copy()
@@ -516,8 +564,13 @@ class Prepared:
             used = {name for name, count in counts.items() if count > 0} | {"deferred_api"}
             if unknown_yields == "helper" and helpers:
                 used.add("maybe_awaitable")
-            code = fix_imports(new_module, before, used, first_party).code
+            if new_module is None:
+                code = splice_imports(spliced, planner.tree.tree, self.units or [], before, used, first_party)
+            else:
+                code = fix_imports(new_module, before, used, first_party).code
         else:
+            if new_module is None:
+                new_module = cst.parse_module(spliced)
             code = new_module.code
             if code != self.source:
                 code = fix_imports(new_module, before or names_of(self.source), names_of(code), first_party).code
@@ -526,22 +579,39 @@ class Prepared:
                              converted=len(planner.convert))
 
 
-def prepare(source: str, target: Target = "twisted", tree: ast.Module | None = None) -> Prepared:
-    """Parse and plan one module (the only libcst parse it gets); ``tree`` is its ``ast``, if already parsed."""
+def prepare(source: str, target: Target = "twisted", tree: ast.Module | None = None, sparse: bool = True) -> Prepared:
+    """Parse and plan one module (the only libcst parse it gets); ``tree`` is its ``ast``, if already parsed.
+
+    For the twisted target libcst parses only the generators that change (see :mod:`bridge.rewrite.sparse`),
+    unless ``sparse`` is False: the whole module then, for the same result.
+    """
     if target not in ("twisted", "asyncio"):
         raise ValueError(f"unknown target {target!r}: use 'twisted' or 'asyncio'")
-    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)  # the tree is ours alone
-    lines = _Lines(wrapper)
     parsed = True
     if tree is None:
         try:
             tree = ast.parse(source)
         except SyntaxError:  # libcst's grammar accepted it, Python's does not: take lines from libcst
             tree, parsed = ast.Module(body=[], type_ignores=[]), False
-    planner = _Planner(target, lines, source, AstLines(tree, source, parsed))
+    if target == "twisted" and parsed and sparse:
+        sparse = _prepare_sparse(source, AstLines(tree, source))
+        if sparse is not None:
+            return sparse
+    wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)  # the tree is ours alone
+    planner = _Planner(target, _Lines(wrapper), source, AstLines(tree, source, parsed))
     planner.index.patched = patched_names(tree)
     wrapper.module.visit(planner)
-    return Prepared(source, target, wrapper, planner, lines)
+    return Prepared(source, target, wrapper, planner)
+
+
+def _prepare_sparse(source: str, tree: AstLines) -> Prepared | None:
+    """The twisted target's plan from ``ast``, with libcst on the generators only (None: plan the whole module)."""
+    planner = _Planner("twisted", None, source, tree)  # type: ignore[arg-type]  # its lines: the units'
+    try:
+        found = sparse_plan(planner, source, tree)
+    except (Mismatch, cst.ParserSyntaxError):
+        return None
+    return Prepared(source, "twisted", None, planner, found.units)
 
 
 def quick_index(source: str, target: Target) -> tuple[FileIndex, ast.Module] | None:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -165,3 +168,50 @@ async def test_converted_sample_behaves_like_the_original(
         got = await _outcome(lambda: converted["main"](*args))
     assert got == expected
     assert expected[0] in ("ok", "LookupError")
+
+
+TRIAL_CASE = '''
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+
+def later(value):
+    return task.deferLater(reactor, 0.01, lambda: value)  # a plain Twisted function: awaited through as_future
+
+
+class Base(unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.ready = yield later(True)
+
+
+class Converted(Base):
+    @defer.inlineCallbacks
+    def test_awaits_a_deferred(self):
+        value = yield later(41)
+        self.assertTrue(self.ready)
+        self.assertEqual(value + 1, 42)
+'''
+
+
+def _trial(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "trial_case.py").write_text(source)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parents[2]), str(tmp_path)]))
+    return subprocess.run([sys.executable, "-m", "twisted.trial", "--reactor=asyncio", "trial_case"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.subprocess
+def test_trial_test_methods_run_as_asyncio_tasks(tmp_path: Path) -> None:
+    """trial drives a coroutine test with Twisted's driver, where ``await as_future(d)`` fails ("no running
+    event loop"): converted test methods and fixtures of a TestCase go behind ``@asyncio_test``."""
+    result = rewrite_source(TRIAL_CASE, "asyncio")
+    assert result.code.count("@asyncio_test\n    async def") == 2, result.code
+    assert "from bridge.testing import asyncio_test" in result.code
+    assert "await as_future(later(41))" in result.code
+    assert rewrite_source(result.code, "asyncio").code == result.code  # idempotent
+    ran = _trial(tmp_path, result.code)
+    assert "PASSED (successes=1)" in ran.stdout, ran.stdout[-3000:]
+    # Without the decorator the same conversion fails under trial: the rule is needed.
+    bare = _trial(tmp_path, result.code.replace("    @asyncio_test\n", ""))
+    assert "FAILED" in bare.stdout, bare.stdout[-3000:]

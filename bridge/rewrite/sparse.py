@@ -1,0 +1,295 @@
+"""The twisted target on the functions that change only: ``ast`` for the module, libcst for those functions.
+
+A libcst parse and code generation of a whole module cost several times what
+Python's own ``ast`` does, and for the twisted target most of a module never
+changes: only the ``@inlineCallbacks`` generators do. So the module is indexed
+and planned from its ``ast`` (imports, classes, the kinds of its functions, the
+patched names), and libcst parses only the text of each outermost
+``@inlineCallbacks`` generator (a *unit*). Each unit is rewritten on its own and
+its text put back in place, line for line; the import fix-up parses only the
+module's head (everything before its first top-level ``def`` or ``class``).
+
+The result is the same code, byte for byte, as a rewrite of the whole module
+would give. Where that is not certain (the trees disagree on a function,
+imports to fix below the head, nested imports), :func:`plan` returns None or
+:func:`splice_imports` parses the whole module, as the full path does.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import libcst as cst
+from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
+
+from .ast_lines import AstLines, dotted_name, patched_names
+from .imports import Names, fix_imports
+from .index import ClassInfo
+
+__all__ = ["Unit", "plan", "splice", "splice_imports"]
+
+_IC = frozenset({"inlineCallbacks", "defer.inlineCallbacks", "twisted.internet.defer.inlineCallbacks"})
+_DEFERRED_API = frozenset({"deferred_api", "bridge.deferred_api"})
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_PREFIX = "if 1:\n"  # an indented unit parses as the body of this
+_HEAD_END = "class _CutoverHeadEnd: pass\n"  # stands for the module's first def or class while its head is fixed
+_DROPPABLE = ("twisted", "bridge")
+
+
+class Mismatch(Exception):
+    """The two trees disagree about a unit: rewrite the whole module instead."""
+
+
+@dataclass
+class Unit:
+    """One outermost ``@inlineCallbacks`` generator: lines ``first``..``last`` (1-based) of the source, parsed."""
+
+    first: int
+    last: int
+    module: cst.Module
+    prefixed: bool
+    functions: list[cst.FunctionDef]  # in source order, as ``asts``
+    asts: list[ast.FunctionDef | ast.AsyncFunctionDef]
+    _positions: Any = None
+
+    @property
+    def delta(self) -> int:
+        """What to add to a line of the unit's text for the line of the source."""
+        return self.first - 1 - (1 if self.prefixed else 0)
+
+    def position(self, node: cst.CSTNode) -> CodeRange | None:
+        if self._positions is None:
+            self._positions = MetadataWrapper(self.module, unsafe_skip_copy=True).resolve(PositionProvider)
+        return self._positions.get(node)  # type: ignore[no-any-return]
+
+
+class UnitLines:
+    """Lines of nodes of any unit, in the source's numbering (positions are computed on first use only)."""
+
+    def __init__(self) -> None:
+        self.units: list[Unit] = []
+
+    def position(self, node: cst.CSTNode) -> CodeRange:
+        for unit in self.units:
+            found = unit.position(node)
+            if found is not None:
+                return found
+        raise Mismatch(f"no unit holds {type(node).__name__}")
+
+    def __call__(self, node: cst.CSTNode) -> int:
+        for unit in self.units:
+            found = unit.position(node)
+            if found is not None:
+                return found.start.line + unit.delta
+        raise Mismatch(f"no unit holds {type(node).__name__}")
+
+
+_SUITES = ("body", "orelse", "handlers", "finalbody", "cases")  # where statements hold statements
+
+
+def _functions(node: cst.CSTNode, found: list[cst.FunctionDef]) -> list[cst.FunctionDef]:
+    """The ``def``s in ``node``, in source order, through statement bodies only (a def is a statement):
+    far cheaper than a libcst visit, which rebuilds every node."""
+    if isinstance(node, cst.FunctionDef):
+        found.append(node)
+    elif not isinstance(node, cst.Module | cst.BaseCompoundStatement | cst.BaseSuite | cst.Else | cst.Finally
+                        | cst.ExceptHandler | cst.ExceptStarHandler | cst.MatchCase):
+        return found  # a simple statement line: no def in it
+    for attr in _SUITES:
+        value = getattr(node, attr, None)
+        if isinstance(value, cst.CSTNode):
+            _functions(value, found)
+        elif isinstance(value, list | tuple):
+            for child in value:
+                _functions(child, found)
+    return found
+
+
+def _parse_unit(lines: list[str], fn: ast.FunctionDef, tree: AstLines) -> Unit:
+    first = min([d.lineno for d in fn.decorator_list] + [fn.lineno])
+    last = fn.end_lineno or fn.lineno
+    text = "".join(lines[first - 1:last])
+    if not text.endswith(("\n", "\r")):
+        text += "\n"
+    prefixed = text[:1] in (" ", "\t")
+    module = cst.parse_module(_PREFIX + text if prefixed else text)
+    found = _functions(module, [])
+    asts = [f for f in tree.functions if first <= f.lineno <= last]
+    if [f.name for f in asts] != [f.name.value for f in found]:
+        raise Mismatch(f"the functions of lines {first}-{last} differ between the trees")
+    return Unit(first, last, module, prefixed, found, asts)
+
+
+def _decorated(fn: ast.FunctionDef | ast.AsyncFunctionDef, names: frozenset[str]) -> bool:
+    return any(dotted_name(d) in names for d in fn.decorator_list)
+
+
+@dataclass
+class Plan:
+    """What the ``ast`` walk found; the planner (a :class:`~bridge.rewrite.transform._Planner`) fills the rest."""
+
+    units: list[Unit] = field(default_factory=list)
+    lines: UnitLines = field(default_factory=UnitLines)
+
+
+def plan(planner: Any, source: str, tree: AstLines) -> Plan:
+    """Walk the module's ``ast`` as the planner would walk its libcst tree; units are parsed where needed.
+
+    ``planner`` is a ``_Planner`` for the twisted target whose ``line`` is this plan's
+    :class:`UnitLines`; its ``_classify`` logic runs here in ``ast`` terms, and its
+    ``plan_generator`` on each generator's libcst node.
+    """
+    result = Plan()
+    planner.line = result.lines
+    lines = _lines(source)
+    mapping: dict[int, cst.FunctionDef] = {}  # id of an ast function -> its libcst node, inside a unit
+    wrapped = planner.wrapped_names
+    for node in tree.nodes:
+        if isinstance(node, ast.Call) and dotted_name(node.func) in _IC:
+            planner.reports.append(_report(node.lineno, "inlineCallbacks applied other than as a decorator; "
+                                                        "left unchanged"))
+            if node.args and isinstance(node.args[0], ast.Name):
+                wrapped.add(node.args[0].id)
+
+    def visit(node: ast.AST, scopes: list[tuple[str, str]], in_unit: bool) -> None:
+        """Statements only: imports, classes and defs are statements (calls were found above)."""
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                planner.imported.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            bound = [a.asname or a.name for a in node.names if a.name != "*"]
+            planner.imported.update(bound)
+            if not node.level and node.module and node.module.startswith("twisted"):
+                planner.twisted_names.update(bound)
+        elif isinstance(node, ast.ClassDef):
+            if not scopes:
+                bases = [_segment(lines, b) for b in node.bases]
+                planner.index.classes.setdefault(node.name, ClassInfo(bases=bases))
+            scopes = [*scopes, ("class", node.name)]
+        elif isinstance(node, _FUNCTIONS):
+            in_unit = _function(node, scopes, in_unit)
+            scopes = [*scopes, ("def", node.name)]
+        for attr in _SUITES:
+            for child in getattr(node, attr, ()):
+                visit(child, scopes, in_unit)
+
+    def _function(fn: ast.FunctionDef | ast.AsyncFunctionDef, scopes: list[tuple[str, str]], in_unit: bool) -> bool:
+        ic = _decorated(fn, _IC)
+        if not ic:
+            kind = "coroutine" if isinstance(fn, ast.AsyncFunctionDef) else "plain"
+            if isinstance(fn, ast.AsyncFunctionDef):
+                planner.async_names.add(fn.name)
+                if _decorated(fn, _DEFERRED_API):
+                    kind = "deferred"
+            _record(planner, fn.name, scopes, kind)
+            return in_unit
+        _record(planner, fn.name, scopes, "deferred")
+        if isinstance(fn, ast.AsyncFunctionDef):
+            planner.reports.append(_report(fn.lineno, f"{fn.name}(): inlineCallbacks on an async def; left unchanged"))
+            return in_unit
+        if fn.name in wrapped:
+            planner.reports.append(_report(fn.lineno, f"{fn.name}(): also passed to inlineCallbacks(); left unchanged"))
+            return in_unit
+        if not in_unit:
+            unit = _parse_unit(lines, fn, tree)
+            result.units.append(unit)
+            result.lines.units.append(unit)
+            mapping.update(zip(map(id, unit.asts), unit.functions, strict=True))
+        node = mapping[id(fn)]
+        planner.scopes = scopes
+        planner.ast_nodes[node] = fn
+        planner.plan_generator(node)
+        return True
+
+    visit(tree.tree, [], False)
+    planner.index.patched = patched_names(tree.tree, tree.nodes)
+    return result
+
+
+_LINE = re.compile(r".*?(?:\r\n|\r|\n)|.+\Z", re.DOTALL)
+
+
+def _lines(source: str) -> list[str]:
+    """Lines with their ends, split where Python's tokenizer splits (``str.splitlines`` also splits at
+    form feeds and other characters, which would put a line of ``ast`` and of this list out of step)."""
+    return _LINE.findall(source)
+
+
+def _segment(lines: list[str], node: ast.expr) -> str:
+    """The source text of ``node`` (``ast.get_source_segment`` splits the whole source on every call)."""
+    if node.end_lineno is None or node.end_col_offset is None:
+        return ast.unparse(node)
+    if node.lineno == node.end_lineno:
+        return lines[node.lineno - 1].encode()[node.col_offset:node.end_col_offset].decode()
+    first = lines[node.lineno - 1].encode()[node.col_offset:].decode()
+    last = lines[node.end_lineno - 1].encode()[:node.end_col_offset].decode()
+    return "".join([first, *lines[node.lineno:node.end_lineno - 1], last])
+
+
+def _report(line: int, reason: str) -> Any:
+    from .transform import Report
+
+    return Report(line, reason)
+
+
+def _record(planner: Any, name: str, scopes: list[tuple[str, str]], kind: str) -> None:
+    """What ``_Planner._record`` does, from the scopes of the ``ast`` walk."""
+    if not scopes:
+        planner.index.functions[name] = kind
+    elif len(scopes) == 1 and scopes[0][0] == "class":
+        planner.index.classes[scopes[0][1]].methods[name] = kind
+    elif scopes[-1][0] == "def":
+        seen = planner.nested.setdefault(name, kind)
+        if seen != kind:
+            planner.nested[name] = "plain"
+
+
+def splice(source: str, units: list[Unit], rewritten: list[cst.Module]) -> str:
+    """The source with each unit's lines replaced by its rewritten code."""
+    lines = _lines(source)
+    out: list[str] = []
+    at = 0
+    for unit, module in zip(units, rewritten, strict=True):
+        out += lines[at:unit.first - 1]
+        code = module.code
+        if unit.prefixed:
+            code = code[len(_PREFIX):]
+        if not lines[unit.last - 1].endswith(("\n", "\r")):
+            code = code.rstrip("\r\n")
+        out.append(code)
+        at = unit.last
+    out += lines[at:]
+    return "".join(out)
+
+
+def _head_end(tree: ast.Module) -> int | None:
+    """The first line (1-based) of the module's first top-level def or class, decorators included."""
+    for stmt in tree.body:
+        if isinstance(stmt, (*_FUNCTIONS, ast.ClassDef)):
+            return min([d.lineno for d in stmt.decorator_list] + [stmt.lineno])
+    return None
+
+
+def splice_imports(code: str, tree: ast.Module, units: list[Unit], before: Names, used: set[str],
+                   first_party: frozenset[str]) -> str:
+    """``code`` with its imports fixed (see :func:`~bridge.rewrite.imports.fix_imports`), parsing its head only.
+
+    ``tree`` is the original's ``ast``: the head (the lines before the first def or class) is the same
+    in both, as no unit starts before it. The whole module is parsed when an import to fix could be
+    below the head.
+    """
+    end = _head_end(tree)
+    below = before.nested or end is None or any(unit.first < end for unit in units) or any(
+        isinstance(stmt, ast.ImportFrom) and stmt.lineno >= end and not stmt.level
+        and (stmt.module or "").startswith(_DROPPABLE) for stmt in tree.body)
+    if not below:
+        assert end is not None
+        lines = _lines(code)
+        head = "".join(lines[:end - 1])
+        fixed = fix_imports(cst.parse_module(head + _HEAD_END), before, used, first_party).code
+        if fixed.endswith(_HEAD_END):
+            return fixed[:-len(_HEAD_END)] + "".join(lines[end - 1:])
+    return fix_imports(cst.parse_module(code), before, used, first_party).code

@@ -1,0 +1,65 @@
+"""The twisted target parses only the generators that change: the same code, byte for byte, as a whole-module rewrite."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.rewrite.transform import prepare
+
+HERE = Path(__file__).parent
+SOURCES = sorted(p for folder in ("corpus", "corpus_asyncio") for p in (HERE / folder).glob("*.py"))
+
+EDGE_CASES = {
+    "form feed and a line separator in strings": (
+        "from twisted.internet.defer import inlineCallbacks\n\nX = 'a\\x0cb\u2028c'\n\n\n"
+        "@inlineCallbacks\ndef f(d):\n    '''doc \x0c with a form feed'''\n    x = yield d\n    return x\n"
+    ),
+    "CRLF line ends": (
+        "from twisted.internet import defer\r\n\r\n\r\nclass A:\r\n    @defer.inlineCallbacks\r\n"
+        "    def f(self, d):\r\n        yield d\r\n        defer.returnValue(1)\r\n"
+    ),
+    "no newline at the end": (
+        "from twisted.internet.defer import inlineCallbacks\n\n\n@inlineCallbacks\ndef f(d):\n    yield d"
+    ),
+    "a generator under a top-level if (the head holds a unit)": (
+        "import sys\nfrom twisted.internet.defer import inlineCallbacks\n\nif sys.platform:\n"
+        "    @inlineCallbacks\n    def f(d):\n        yield d\n\n\ndef g():\n    pass\n"
+    ),
+    "an import to drop below the first def": (
+        "import os\n\n\ndef g():\n    pass\n\n\nfrom twisted.internet.defer import inlineCallbacks\n\n\n"
+        "@inlineCallbacks\ndef f(d):\n    yield d\n"
+    ),
+    "nested generators, one of them left unchanged": (
+        "from twisted.internet import defer\n\n\n@defer.inlineCallbacks\ndef outer(d):\n"
+        "    @defer.inlineCallbacks\n    def inner(e):\n        yield e\n"
+        "    def gen():\n        yield 1\n    yield inner(d)\n    defer.returnValue(list(gen()))\n\n\n"
+        "@defer.inlineCallbacks\ndef broken(d):\n    cb = lambda: (yield d)\n    yield cb()\n"
+    ),
+    "continuation lines of a header, a comment above the def": (
+        "from twisted.internet.defer import inlineCallbacks  # the driver\n# a comment\n\n\n"
+        "class B:\n    # about f\n    @inlineCallbacks\n    def f(self, a,\n          b):  # trailing\n"
+        "        r = yield (a)\n        yield  b\n\n    # after f\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+@pytest.mark.parametrize("unknown", ["helper", "report"])
+def test_same_as_the_whole_module(path: Path, unknown: str) -> None:
+    source = path.read_text(encoding="utf-8")
+    sparse = prepare(source, "twisted").rewrite(unknown_yields=unknown)
+    whole = prepare(source, "twisted", sparse=False).rewrite(unknown_yields=unknown)
+    assert (sparse.code, sparse.reports, sparse.helpers, sparse.converted) == \
+        (whole.code, whole.reports, whole.helpers, whole.converted)
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_edge_cases(name: str) -> None:
+    source = EDGE_CASES[name]
+    prepared = prepare(source, "twisted")
+    assert prepared.units is not None  # the sparse path took it
+    sparse, whole = prepared.rewrite(), prepare(source, "twisted", sparse=False).rewrite()
+    assert sparse.converted  # there was something to do
+    assert (sparse.code, sparse.reports, sparse.helpers) == (whole.code, whole.reports, whole.helpers)
