@@ -23,7 +23,7 @@ import pytest_twisted
 import uvicorn
 
 from bridge import SharedPool, as_deferred
-from bridge.asgi import h11_protocol
+from bridge.asgi import httptools_protocol
 from bridge.cutover.host import Host, HostSettings
 from tests.conftest import WAIT, until
 from tests.cutover.conftest import TOKEN
@@ -68,7 +68,7 @@ async def open_door(pool: SharedPool, directory: Path, stack: str) -> Door:
     settings = HostSettings(plan_path=plan_path, port=0, var_dir=var_dir, admin_token=TOKEN)
     host = Host(settings, pool=pool)
     config = uvicorn.Config(
-        host.asgi(), host="127.0.0.1", port=0, lifespan="on", log_level="warning", http=h11_protocol(HEADER_TIMEOUT)
+        host.asgi(), host="127.0.0.1", port=0, lifespan="on", log_level="warning", http=httptools_protocol(HEADER_TIMEOUT)
     )
     server = uvicorn.Server(config)
     previous = os.environ.get("CUTOVER_VAR")
