@@ -9,7 +9,9 @@
   client's response is streamed from legacy as it comes and never waits for
   modern. Requests with side effects are mirrored only on ``shadow_safe``
   routes. Modern failing in shadow, by raising or by answering wrong, never
-  reaches the client.
+  reaches the client. What a copy carries and how it is compared (the shadow
+  marker, id mapping on stateful routes, A/A noise, settling) is
+  :mod:`.mirror`'s; the plan's catch-all (``"*"``) shadows unrouted requests.
 
 Every response carries ``X-Served-By: legacy|modern``.
 
@@ -30,7 +32,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from ..asgi import (
@@ -47,6 +49,7 @@ from ..asgi import (
     send_error,
 )
 from ..parity.diff import Exchange
+from .mirror import Mirror, mirrors
 from .plan import Plan, Route
 from .shadow import ShadowRecorder
 
@@ -101,6 +104,7 @@ class FrontDoor:
         self.min_body_rate = min_body_rate
         self.max_body_timeout = max_body_timeout
         self._background: set[asyncio.Task[Any]] = set()
+        self.mirror = Mirror(legacy, modern, recorder, _capture, rng=self.rng)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -122,6 +126,8 @@ class FrontDoor:
         plan = self.plan()
         route = plan.route_for(scope["method"], path)
         label = route_label(route)
+        if route is None and plan.catch_all is not None and plan.catch_all.mode == "shadow":
+            route = plan.catch_all  # shadow what no route matches; still counted as unrouted
         if route is not None and route.mode == "shadow":
             await self._shadow(route, label, scope, receive, send)
         else:
@@ -163,7 +169,7 @@ class FrontDoor:
     # ------------------------------------------------------------------ shadow
 
     async def _shadow(self, route: Route, label: str, scope: Scope, receive: Receive, send: Send) -> None:
-        if not route.shadow_safe:
+        if not mirrors(route, scope["method"]):
             self.recorder.not_mirrored(label)
             await self._forward("legacy", label, scope, receive, send)
             return
@@ -172,7 +178,7 @@ class FrontDoor:
         if not complete or not self.recorder.admit(label):
             await self._forward("legacy", label, scope, replay, send)
             return
-        shadow = asyncio.ensure_future(_capture(self.apps["modern"], dict(scope), body))
+        mirrored = self.mirror.begin(self.plan(), route, label, scope, body)
         legacy_capture = _Capture()
 
         async def tee(message: Message) -> None:
@@ -182,26 +188,13 @@ class FrontDoor:
         try:
             await self._forward("legacy", label, scope, replay, tee)
         finally:
-            task = asyncio.ensure_future(self._compare(label, scope, body, legacy_capture, shadow))
+            task = asyncio.ensure_future(self._compare(label, self.mirror.finish(mirrored, legacy_capture.exchange())))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _compare(
-        self, label: str, scope: Scope, body: bytes, legacy: _Capture, shadow: asyncio.Future[Exchange]
-    ) -> None:
+    async def _compare(self, label: str, comparison: Awaitable[None]) -> None:
         try:
-            try:
-                modern: Exchange | BaseException = await shadow
-            except Exception as exc:  # modern raising in shadow is a finding, not an outage
-                modern = exc
-            request = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "query": scope.get("query_string", b"").decode("latin-1"),
-                "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())},
-                "body_bytes": len(body),
-            }
-            await self.recorder.record(label, scope["method"], scope["path"], request, legacy.exchange(), modern)
+            await comparison
         except Exception:
             log.exception("shadow comparison failed for %s", label)
         finally:
