@@ -403,6 +403,7 @@ class Host:
                 "shadow": shadow.get(label, {"compared": 0, "equal": 0, "different": 0, "skipped": 0,
                                              "not_mirrored": 0, "errors": 0, "mismatch_rate": 0.0}),
                 "next": None if nxt is None else {"mode": nxt[0], "percent": nxt[1]},
+                "noise_floor": self.recorder.noise_floor(label),  # A/A: what differs between two legacy answers
             })
         return {
             "plan": str(self.plan.source) if self.plan.source else None,
