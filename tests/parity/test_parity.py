@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from bridge.parity import DiffRules
 from bridge.parity.plugin import AssertSame, Service
+from bridge.parity.strategies import Upload, domain_texts, images, tiled, wavs
 from bridge.testing import asyncio_test
 from tests.api import test_contract as contract
 from tests.conftest import WAIT
@@ -107,6 +108,8 @@ ERRORS: dict[str, tuple[str, str, dict[str, Any]]] = {
             ("DELETE", "/v1/jobs/no-such-job"),
         ]
     },
+    "audio-hop-not-a-number": ("POST", "/v1/audio/analyze?hop_ms=abc",
+                               {"content": WAV_20DB, "headers": {"content-type": "audio/wav"}}),
 }
 #: Known gaps: the reason each test below is expected to fail. Found by these tests and fixed in
 #: modern (a 405's Allow header, the wording of query-parameter errors); kept as a place to list the next.
@@ -186,6 +189,9 @@ async def test_jobs_of_every_kind(assert_same: AssertSame, parity_urls: dict[str
     await run_job(
         assert_same, parity_urls, params={"kind": "audio", "hop_ms": "20"}, content=WAV_20DB, headers={"content-type": "audio/wav"}
     )
+    # JSON audio with a fractional hop and the default threshold
+    await run_job(assert_same, parity_urls,
+                  json={"kind": "audio", "data_base64": base64.b64encode(WAV_20DB).decode(), "hop_ms": 12.5})
     failed = await run_job(assert_same, parity_urls, params={"kind": "ocr"}, content=b"junk", headers=PNG)
     assert failed["legacy"].json()["status"] == "failed"
 
@@ -230,3 +236,41 @@ async def test_audio_parameters_generated(assert_same: AssertSame, hop_ms: str |
     await assert_same(
         "POST", "/v1/audio/analyze", params=params, content=WAV_20DB, headers={"content-type": "audio/wav"}, rules=ERROR_RULES
     )
+
+
+# --------------------------------------------------------------------------- inputs at the edges (bridge.parity.strategies)
+
+EDGES = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                                        HealthCheck.too_slow])
+
+
+@EDGES
+@given(image=images())
+@asyncio_test
+async def test_faces_on_generated_images(assert_same: AssertSame, image: Upload) -> None:
+    """Sizes down to 1 px, palette, greyscale, alpha, 1- and 16-bit, every format, EXIF orientations."""
+    await assert_same("POST", "/v1/faces", content=image.data, headers={"content-type": image.content_type})
+
+
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(image=tiled(contract.ASTRONAUT_PNG, formats=("JPEG",)))  # under the suite's 1 MiB body limit
+@asyncio_test
+async def test_faces_finds_several(assert_same: AssertSame, image: Upload) -> None:
+    legacy, _ = await assert_same("POST", "/v1/faces", content=image.data, headers={"content-type": image.content_type})
+    assert legacy.status_code == 200
+
+
+@EDGES
+@given(audio=wavs(max_seconds=1.5))
+@asyncio_test
+async def test_audio_on_generated_wavs(assert_same: AssertSame, audio: Upload) -> None:
+    """8-, 16-, 24- and 32-bit, mono and stereo, 8 to 48 kHz, one frame to 1.5 s, silence and full scale."""
+    await assert_same("POST", "/v1/audio/analyze", content=audio.data, headers={"content-type": audio.content_type})
+
+
+@GENERATED
+@given(text=domain_texts())
+@asyncio_test
+async def test_domains_across_scripts_and_case_rules(assert_same: AssertSame, text: str) -> None:
+    """Turkish dotted I, German sharp s, IDN hosts in Unicode and punycode, trailing dots, uppercase."""
+    await assert_same("POST", "/v1/domains", json={"text": text})
