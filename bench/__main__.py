@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("dispatch", "peers", "cpu_scaling", "loop_lag", "bridge", "frontdoor", "reliability", "dask", "rewrite")
+BENCHMARKS = ("dispatch", "peers", "cpu_scaling", "loop_lag", "bridge", "frontdoor", "reliability", "dask", "rewrite",
+              "mutants")
 
 
 def main(argv: list[str]) -> int:
