@@ -31,10 +31,10 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "share_either": round(either / n, 3) if n else 0.0}
 
 
-def write(rows: list[dict[str, Any]], started: float) -> None:
+def write(rows: list[dict[str, Any]], started: float, name: str = "mutants") -> None:
     RESULTS.mkdir(exist_ok=True)
     totals = summary(rows)
-    (RESULTS / "mutants.json").write_text(json.dumps(
+    (RESULTS / f"{name}.json").write_text(json.dumps(
         {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": round(time.time() - started),
          "summary": totals, "rows": rows}, indent=2) + "\n")
     by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -56,14 +56,36 @@ def write(rows: list[dict[str, Any]], started: float) -> None:
     for row in rows:
         lines.append(f"| {row['name']} | {row['kind']} | {row['offline']} | {row['shadow']} | "
                      f"{row['offline_s']:.0f}, {row['shadow_s']:.0f} |")
-    (RESULTS / "mutants.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
-def main(names: list[str]) -> int:
-    started = time.time()
-    chosen = [m for m in MUTANTS if not names or m.name in names]
+def merge(parts: list[str]) -> None:
+    """Join the rows of runs split over several processes (``--part``) into one report."""
     rows: list[dict[str, Any]] = []
-    for mutant in [None, *chosen]:
+    seconds = 0
+    for part in parts:
+        data = json.loads((RESULTS / f"{part}.json").read_text())
+        rows += [r for r in data["rows"] if r["name"] not in {x["name"] for x in rows}]
+        seconds = max(seconds, data["seconds"])
+    order = ["(unmutated)", *(m.name for m in MUTANTS)]
+    rows.sort(key=lambda r: order.index(r["name"]))
+    write(rows, time.time() - seconds)
+
+
+def main(argv: list[str]) -> int:
+    """``[--part N/K] [--merge PART ...] [MUTANT ...]``: a part runs every K-th mutant (the first part also
+    the unmutated code) into ``mutants-part-N``; ``--merge`` joins the parts into ``mutants``."""
+    if argv[:1] == ["--merge"]:
+        merge(argv[1:])
+        return 0
+    out, part, count = "mutants", 1, 1
+    if argv[:1] == ["--part"]:
+        part, count = (int(x) for x in argv[1].split("/"))
+        out, argv = f"mutants-part-{part}", argv[2:]
+    started = time.time()
+    chosen = [m for i, m in enumerate(MUTANTS) if (not argv or m.name in argv) and i % count == part - 1]
+    rows: list[dict[str, Any]] = []
+    for mutant in [None, *chosen] if part == 1 else chosen:
         verdicts = check(mutant)
         row = {"name": "(unmutated)" if mutant is None else mutant.name, "kind": "-" if mutant is None else mutant.kind,
                **{judge: verdict for judge, (verdict, _) in verdicts.items()},
@@ -75,7 +97,7 @@ def main(names: list[str]) -> int:
         if mutant is None and any(v != "pass" for v, _ in verdicts.values()):
             print("the unmutated code does not pass both judges: no figures", file=sys.stderr)
             return 1
-        write(rows, started)
+        write(rows, started, out)
     print(json.dumps(summary(rows)))
     return 0
 

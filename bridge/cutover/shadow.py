@@ -219,11 +219,12 @@ class ShadowRecorder:
             if not kept:
                 counts.suppressed += 1
             result = Diff(kept, result.truncated and bool(kept))
-        await self._maybe_save_summary()
         if result.equal:
             counts.equal += 1
+            await self._maybe_save_summary()
             return True
         counts.different += 1
+        await self._maybe_save_summary()
         if self._db is not None:
             try:
                 await self._db.execute(

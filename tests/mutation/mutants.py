@@ -103,7 +103,7 @@ def mutated_tree(mutant: Mutant | None) -> Iterator[Path]:
         yield root
 
 
-def judge(root: Path, judge_name: str, timeout: float = 1800.0) -> tuple[str, float]:
+def judge(root: Path, judge_name: str, timeout: float = 900.0) -> tuple[str, float]:
     """Run one judge in ``root``: ``("pass" | "fail" | "error", seconds)``."""
     env = {**os.environ, "PYTHONPATH": str(root), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONASYNCIODEBUG": "1"}
     env.pop("PYTEST_ADDOPTS", None)
