@@ -224,7 +224,6 @@ class ShadowRecorder:
             await self._maybe_save_summary()
             return True
         counts.different += 1
-        await self._maybe_save_summary()
         if self._db is not None:
             try:
                 await self._db.execute(
@@ -236,6 +235,7 @@ class ShadowRecorder:
                 await self._db.commit()
             except Exception:  # storage trouble must never reach a client
                 log.exception("could not store a shadow mismatch for %s", route)
+        await self._maybe_save_summary()
         return False
 
     async def _maybe_save_summary(self) -> None:
