@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 BENCHMARKS = ("dispatch", "peers", "cpu_scaling", "loop_lag", "bridge", "frontdoor", "reliability", "dask", "rewrite",
-              "jobs_fleet")
+              "jobs_fleet", "mutants")
 
 
 def main(argv: list[str]) -> int:

@@ -170,6 +170,8 @@ def _run_status(args: argparse.Namespace) -> int:
     plan = _effective(plan, args.db)  # the modes the host runs: the file and the changes made at run time
     report = _read_report(args.report) if args.report.is_file() else None
     mismatches = _shadow_mismatches(args.db)
+    summary = {row[0]: row[1:] for row in _store_rows(
+        args.db, "SELECT route, compared, different, aa_samples, aa_differing, noise_fields FROM shadow_routes") or []}
     inventory = _store_rows(args.db, "SELECT route, in_plan, mode, in_legacy, in_modern FROM route_inventory")
     declared = {row[0]: (row[3], row[4]) for row in inventory or []}
 
@@ -196,6 +198,8 @@ def _run_status(args: argparse.Namespace) -> int:
         else:
             count = mismatches.get(key, 0)
             shadow = f"{count} mismatch{'' if count == 1 else 'es'}"
+            if key in summary:
+                shadow += _rates(*summary[key])
         in_legacy, in_modern = declared.get(key, (None, None))
         rows.append([key, _implemented(entries, "legacy", in_legacy), _implemented(entries, "modern", in_modern),
                      mode, _parity(entries), shadow])
@@ -215,9 +219,18 @@ def _run_status(args: argparse.Namespace) -> int:
     if mismatches is None:
         notes.append(f"shadow: no mismatch store at {args.db}")
     else:
-        notes.append(f"shadow: stored mismatches in {args.db}; how many were compared is only known to the running host")
+        notes.append(f"shadow: mismatches, rates and A/A noise floors as the host last stored them in {args.db}")
     print("\n".join(notes))
     return 0
+
+
+def _rates(compared: int, different: int, samples: int, differing: int, fields: str) -> str:
+    """``; rate 0.0% of 54; noise floor 2/6 A/A (body.uptime_s)``: the mismatch rate next to the noise floor."""
+    rate = f"; rate {100 * different / compared:.1f}% of {compared}" if compared else "; none compared"
+    if not samples:
+        return rate + "; noise floor: no A/A samples"
+    noisy = json.loads(fields)
+    return rate + f"; noise floor {differing}/{samples} A/A" + (f" ({', '.join(noisy)})" if noisy else "")
 
 
 def _read_report(path: Path) -> dict[str, Any] | None:

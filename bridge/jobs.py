@@ -46,6 +46,7 @@ from typing import Any
 from .errors import PoolBusy, PoolUnavailable, StoreUnavailable, WorkerCrashed
 from .jobrecord import STATUSES, JobFinished, JobNotFound, JobRecord, attempts_text, dumps_json
 from .jobstore import DEFAULT_DB_PATH, JobStore
+from .shadowing import ShadowMarker
 from .tasks import TaskLease
 
 __all__ = [
@@ -57,6 +58,8 @@ __all__ = [
     "JobRunner",
     "JobStore",
     "KindPolicy",
+    "ShadowJobs",
+    "shadow_path",
 ]
 
 log = logging.getLogger("cutover.jobs")
@@ -507,3 +510,109 @@ class JobRunner:
                 if (status, runner, attempts) != ("running", self.id, claimed.attempts):
                     log.info("job %s is %s elsewhere; cancelling its attempt here", job_id, status)
                     task.cancel()
+
+
+def shadow_path(path: str | Path) -> Path:
+    """The shadow namespace's database next to a real one: ``var/cutover.db`` -> ``var/cutover.shadow.db``."""
+    real = Path(path)
+    return real.with_name(f"{real.stem}.shadow{real.suffix or '.db'}")
+
+
+class ShadowJobs:
+    """The jobs of mirrored requests, kept apart from the real ones.
+
+    Shadow mode sends an app copies of requests (marked, see
+    :mod:`bridge.shadowing`). A copied job submission must not reach the real
+    job table: the work would be listed and recovered with the real jobs, and
+    its ``Idempotency-Key`` would make the client's own request, once the route
+    is modern, come back as a replay of the shadow job. So shadow jobs get a
+    database file of their own (:func:`shadow_path`: their own table, their own
+    idempotency keys), a runner of their own, and a retention: jobs older than
+    ``retention`` seconds are purged every ``purge_every`` seconds. The store
+    and runner start on first use, so an app never shadowed never opens the file.
+
+    ``submit(..., marker=m)`` runs the work when the marker says ``run`` and
+    only records it (queued, never claimed) when it says ``validate``.
+    """
+
+    def __init__(
+        self,
+        real_path: str | Path,
+        execute: Callable[[JobRecord, bytes, Callable[[], None]], Awaitable[Any]],
+        *,
+        policies: Mapping[str, KindPolicy],
+        concurrency: int = 1,
+        retention: float = 3600.0,
+        purge_every: float = 60.0,
+    ) -> None:
+        if not (retention > 0 and purge_every > 0):
+            raise ValueError("retention and purge_every must be positive numbers of seconds")
+        self.path = shadow_path(real_path)
+        self.retention = retention
+        self.purge_every = purge_every
+        self.purged = 0
+        self.store = JobStore(self.path)
+        self._runner_args = (execute, dict(policies), concurrency)
+        self.runner: JobRunner | None = None
+        self._lock = asyncio.Lock()
+        self._started = False
+        self._purger: asyncio.Task[None] | None = None
+
+    async def ready(self) -> ShadowJobs:
+        """Open the store and start the runner if this is the first shadow job; returns self."""
+        if self._started:
+            return self
+        async with self._lock:
+            if not self._started:
+                await self.store.open()
+                execute, policies, concurrency = self._runner_args
+                self.runner = JobRunner(self.store, execute, policies=policies, concurrency=concurrency)
+                try:
+                    await self.runner.start()
+                except BaseException:
+                    await self.store.close()
+                    raise
+                self._purger = asyncio.ensure_future(self._purge_loop())
+                self._started = True
+        return self
+
+    async def submit(
+        self, kind: str, payload: bytes, params: dict[str, Any], *, idempotency_key: str | None,
+        marker: ShadowMarker,
+    ) -> tuple[JobRecord, bool]:
+        await self.ready()
+        record, created = await self.store.submit(
+            kind, payload, params, idempotency_key=idempotency_key, hold=not marker.run
+        )
+        if created and marker.run and self.runner is not None:
+            self.runner.notify()
+        return record, created
+
+    async def purge(self) -> int:
+        """Delete shadow jobs past the retention now; returns how many went."""
+        if not self._started:
+            return 0
+        gone = await self.store.purge(time.time() - self.retention)
+        self.purged += gone
+        return gone
+
+    async def _purge_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.purge_every)
+            try:
+                await self.purge()
+            except Exception:
+                log.exception("could not purge the shadow jobs in %s", self.path)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Stop the runner and close the store (if they ever started). Safe to call twice."""
+        async with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            if self._purger is not None:
+                self._purger.cancel()
+                await asyncio.gather(self._purger, return_exceptions=True)
+            if self.runner is not None:
+                await self.runner.stop(timeout=timeout)
+            await self.store.close()

@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import sqlite3
 import time
 import uuid
@@ -202,9 +203,14 @@ class JobStore:
     # ------------------------------------------------------------------ the client's side
 
     async def submit(
-        self, kind: str, payload: bytes, params: dict[str, Any], *, idempotency_key: str | None = None
+        self, kind: str, payload: bytes, params: dict[str, Any], *, idempotency_key: str | None = None,
+        hold: bool = False,
     ) -> tuple[JobRecord, bool]:
         """Queue a job; returns ``(record, created)``.
+
+        ``hold=True`` records the job as queued but never due, so no runner
+        claims it: a shadow copy that is only validated (:mod:`bridge.shadowing`)
+        gets the answer a real submit gets, and costs no work.
 
         With an ``idempotency_key`` already used, nothing is queued and the
         existing job comes back with ``created=False``, whatever its kind or
@@ -214,13 +220,14 @@ class JobStore:
         """
         params_json = validate_submit(kind, payload, params)  # before anything is written
         job_id, now = uuid.uuid4().hex, time.time()
+        run_after = math.inf if hold else now
 
         async def insert(db: aiosqlite.Connection) -> tuple[sqlite3.Row, bool]:
             created = await db.execute_fetchall(
                 f"INSERT INTO jobs (id, kind, status, created_at, run_after, params, payload, idempotency_key)"
                 f" VALUES (?, ?, 'queued', ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING"
                 f" RETURNING {_COLUMNS}",
-                (job_id, kind, iso_time(now), now, params_json, bytes(payload), idempotency_key),
+                (job_id, kind, iso_time(now), run_after, params_json, bytes(payload), idempotency_key),
             )
             if created:
                 detail = {"idempotency_key": idempotency_key} if idempotency_key is not None else None
@@ -296,6 +303,28 @@ class JobStore:
             return row
 
         return JobRecord.from_row(await self._transaction(cancel))
+
+    async def purge(self, created_before: float) -> int:
+        """Delete every job created before ``created_before`` (unix time) that is not running, with its events.
+
+        For stores whose jobs are disposable after a while (the shadow
+        namespace); a real job store keeps its audit trail. Returns how many went.
+        """
+        cutoff = iso_time(created_before)
+
+        async def purge(db: aiosqlite.Connection) -> int:
+            rows = await db.execute_fetchall(
+                "SELECT id FROM jobs WHERE created_at < ? AND status != 'running'", (cutoff,)
+            )
+            ids = [row["id"] for row in rows]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ", ".join("?" * len(chunk))
+                await db.execute_fetchall(f"DELETE FROM job_events WHERE job_id IN ({marks})", chunk)
+                await db.execute_fetchall(f"DELETE FROM jobs WHERE id IN ({marks})", chunk)
+            return len(ids)
+
+        return await self._transaction(purge)
 
     async def events(self, job_id: str) -> list[dict[str, Any]]:
         """The job's audit trail, oldest first: ``{"at", "event", "detail"}`` each. Raises :class:`JobNotFound`."""

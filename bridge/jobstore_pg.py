@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -244,21 +245,24 @@ class PostgresJobStore:
     # ------------------------------------------------------------------ the client's side
 
     async def submit(
-        self, kind: str, payload: bytes, params: dict[str, Any], *, idempotency_key: str | None = None
+        self, kind: str, payload: bytes, params: dict[str, Any], *, idempotency_key: str | None = None,
+        hold: bool = False,
     ) -> tuple[JobRecord, bool]:
         """Queue a job; returns ``(record, created)``, as :meth:`bridge.jobstore.JobStore.submit` does.
 
         The idempotency key is a UNIQUE column: racing submits on any replica make one job.
+        ``hold=True`` records it as never due, so no runner claims it.
         """
         params_json = validate_submit(kind, payload, params)
         job_id, now = uuid.uuid4().hex, time.time()
+        run_after = math.inf if hold else now
 
         async def insert(conn: Any) -> tuple[dict[str, Any], bool]:
             created = await (await conn.execute(
                 f"INSERT INTO jobs (id, kind, status, created_at, run_after, params, payload, idempotency_key)"
                 f" VALUES (%s, %s, 'queued', %s, %s, %s, %s, %s) ON CONFLICT (idempotency_key) DO NOTHING"
                 f" RETURNING {_COLUMNS}",
-                (job_id, kind, iso_time(now), now, params_json, bytes(payload), idempotency_key),
+                (job_id, kind, iso_time(now), run_after, params_json, bytes(payload), idempotency_key),
             )).fetchone()
             if created is not None:
                 detail = {"idempotency_key": idempotency_key} if idempotency_key is not None else None

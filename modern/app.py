@@ -15,7 +15,7 @@ import workloads
 from bridge import SharedPool
 from bridge.asgi import BodyLimitMiddleware, h11_protocol
 from bridge.database import database_url, open_job_store
-from bridge.jobs import JobRecord, JobRunner, KindPolicy
+from bridge.jobs import JobRecord, JobRunner, KindPolicy, ShadowJobs
 from bridge.tasks import TaskManager, TaskRegistry
 
 from . import sync
@@ -54,6 +54,8 @@ def create_app(settings: ModernSettings | None = None, *, pool: SharedPool | Non
         }
         state.runner = JobRunner(state.jobs, execute, policies=policies, concurrency=shared.processes + 1)
         await state.runner.start()
+        # Mirrored job submissions (cutover's shadow mode) go here, never to the real table.
+        state.shadow_jobs = ShadowJobs(settings.db_path, execute, policies=policies, concurrency=1)
         state.tasks = TaskManager(registry, stack="modern", owners=settings.task_owners, pool=shared)
         await state.tasks.start()
         try:
@@ -61,6 +63,7 @@ def create_app(settings: ModernSettings | None = None, *, pool: SharedPool | Non
         finally:
             await state.tasks.stop()
             await state.runner.stop(timeout=settings.shutdown_timeout)
+            await state.shadow_jobs.stop(timeout=settings.shutdown_timeout)
             await state.jobs.close()
             if started_here:
                 await shared.close(timeout=settings.shutdown_timeout)

@@ -11,7 +11,8 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from bridge import SharedPool
-from bridge.jobs import JobFinished, JobNotFound
+from bridge.jobs import JobFinished, JobNotFound, JobRunner, JobStore
+from bridge.shadowing import shadow_of
 
 from .errors import ApiError
 from .models import (
@@ -64,6 +65,16 @@ def pool_of(request: Request) -> SharedPool:
 
 def settings_of(request: Request) -> ModernSettings:
     return request.app.state.settings
+
+
+async def jobs_of(request: Request) -> tuple[JobStore, JobRunner]:
+    """The real job store and runner, or the shadow namespace's for a mirrored request (bridge.shadowing)."""
+    state = request.app.state
+    if shadow_of(request.scope) is None:
+        return state.jobs, state.runner
+    shadow = await state.shadow_jobs.ready()
+    assert shadow.runner is not None
+    return shadow.store, shadow.runner
 
 
 @router.get("/status", response_model=Status, tags=["service"])
@@ -185,9 +196,15 @@ async def submit_job(
         accepted, what = UPLOADS[job_kind]
         payload = await read_upload(request, accepted, what)
     state = request.app.state
-    record, created = await state.jobs.submit(job_kind, payload, params, idempotency_key=idempotency_key)
-    if created:
-        state.runner.notify()
+    marker = shadow_of(request.scope)
+    if marker is not None:  # a mirrored copy: its own namespace and keys; run or only validated, as the plan says
+        record, created = await state.shadow_jobs.submit(
+            job_kind, payload, params, idempotency_key=idempotency_key, marker=marker
+        )
+    else:
+        record, created = await state.jobs.submit(job_kind, payload, params, idempotency_key=idempotency_key)
+        if created:
+            state.runner.notify()
     headers = {"Location": f"/v1/jobs/{record.id}"}
     if not created:  # a retried submit: the same answer as the first time, marked as a replay
         headers["Idempotent-Replayed"] = "true"
@@ -202,7 +219,8 @@ async def list_jobs(
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> dict[str, Any]:
     try:
-        records, next_cursor = await request.app.state.jobs.list(status=status, limit=limit, cursor=cursor)
+        store, _ = await jobs_of(request)
+        records, next_cursor = await store.list(status=status, limit=limit, cursor=cursor)
     except ValueError as exc:
         raise ApiError(422, "invalid_parameter", str(exc)) from None
     return {"jobs": [r.as_json() for r in records], "next_cursor": next_cursor}
@@ -210,7 +228,8 @@ async def list_jobs(
 
 @router.get("/v1/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["jobs"])
 async def get_job(request: Request, job_id: str) -> Any:
-    record = await request.app.state.jobs.get(job_id)
+    store, _ = await jobs_of(request)
+    record = await store.get(job_id)
     if record is None:
         raise ApiError(404, "not_found", f"no job {job_id!r}")
     return JSONResponse(record.as_json())
@@ -219,7 +238,8 @@ async def get_job(request: Request, job_id: str) -> Any:
 @router.delete("/v1/jobs/{job_id}", response_model=Job, responses=ERRORS, tags=["jobs"])
 async def cancel_job(request: Request, job_id: str) -> Any:
     try:
-        record = await request.app.state.runner.cancel(job_id)
+        _, runner = await jobs_of(request)
+        record = await runner.cancel(job_id)
     except JobNotFound:
         raise ApiError(404, "not_found", f"no job {job_id!r}") from None
     except JobFinished as exc:

@@ -12,7 +12,10 @@
   ``shadow_max_delay`` seconds), so client work goes first; copies run one
   at a time, and the recorder's slots bound how many wait. Requests with
   side effects are mirrored only on ``shadow_safe`` routes. Modern failing in
-  shadow, by raising or by answering wrong, never reaches the client.
+  shadow, by raising or by answering wrong, never reaches the client. What a copy
+  carries and how it is compared (the shadow marker, id mapping on stateful
+  routes, A/A noise, settling) is :mod:`.mirror`'s; the plan's catch-all
+  (``"*"``) shadows unrouted requests.
 
 Every response carries ``X-Served-By: legacy|modern``.
 
@@ -34,7 +37,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 from ..asgi import (
@@ -51,6 +54,7 @@ from ..asgi import (
     send_error,
 )
 from ..parity.diff import Exchange
+from .mirror import Mirror, mirrors
 from .plan import Plan, Route
 from .shadow import ShadowRecorder
 
@@ -114,6 +118,7 @@ class FrontDoor:
         self._quiet.set()
         self._lane = asyncio.Lock()  # one shadow copy at a time
         self._background: set[asyncio.Task[Any]] = set()
+        self.mirror = Mirror(legacy, modern, recorder, _capture, rng=self.rng, lane=self._shadow_lane)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -139,6 +144,8 @@ class FrontDoor:
         label = route_label(route)
         self.active += 1
         self._quiet.clear()
+        if route is None and plan.catch_all is not None and plan.catch_all.mode == "shadow":
+            route = plan.catch_all  # shadow what no route matches; still counted as unrouted
         try:
             if route is not None and route.mode == "shadow":
                 await self._shadow(route, label, plan.sample_for(route), scope, receive, send)
@@ -187,7 +194,7 @@ class FrontDoor:
     async def _shadow(
         self, route: Route, label: str, sample: float, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        if not route.shadow_safe:
+        if not mirrors(route, scope["method"]):
             self.recorder.not_mirrored(label)
             await self._forward("legacy", label, scope, receive, send)
             return
@@ -200,6 +207,7 @@ class FrontDoor:
         if not complete or not self.recorder.admit(label):
             await self._forward("legacy", label, scope, replay, send)
             return
+        mirrored = self.mirror.begin(self.plan(), route, label, scope, body)
         legacy_capture = _Capture()
 
         async def tee(message: Message) -> None:
@@ -211,27 +219,26 @@ class FrontDoor:
             await self._forward("legacy", label, scope, replay, tee)
         finally:
             legacy_took = time.perf_counter() - started  # legacy's side of the paired latencies
-            # Legacy's answer is out (or legacy failed): only now does modern get its copy.
-            task = asyncio.ensure_future(self._mirror(label, dict(scope), body, legacy_capture, legacy_took))
+            # Legacy's answer is out (or legacy failed): only now does the copy go (see Mirror.finish).
+            comparison = self.mirror.finish(mirrored, legacy_capture.exchange(), legacy_took)
+            task = asyncio.ensure_future(self._compare(label, comparison))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _mirror(self, label: str, scope: Scope, body: bytes, legacy: _Capture, legacy_took: float) -> None:
-        """Modern's copy of one request, at a lower priority than clients, then the comparison.
+    @contextlib.asynccontextmanager
+    async def _shadow_lane(self) -> AsyncIterator[None]:
+        """Where shadow's own calls run, at a lower priority than clients.
 
         Copies run one at a time (the shadow lane), each once no client is in flight or after
         ``shadow_max_delay``: a burst of copies never lands on the loop and the pool at once.
         """
+        async with self._lane:
+            await self._after_clients()
+            yield
+
+    async def _compare(self, label: str, comparison: Awaitable[None]) -> None:
         try:
-            async with self._lane:
-                await self._after_clients()
-                began = time.perf_counter()
-                try:
-                    modern: Exchange | BaseException = await _capture(self.apps["modern"], scope, body)
-                except Exception as exc:  # modern raising in shadow is a finding, not an outage
-                    modern = exc
-                # Each side's own seconds on this request (modern's measured from when its copy started).
-                await self._compare(label, scope, body, legacy, modern, (legacy_took, time.perf_counter() - began))
+            await comparison
         except Exception:
             log.exception("shadow comparison failed for %s", label)
         finally:
@@ -246,21 +253,6 @@ class FrontDoor:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.shadow_max_delay):
                 await self._quiet.wait()
-
-    async def _compare(
-        self, label: str, scope: Scope, body: bytes, legacy: _Capture, modern: Exchange | BaseException,
-        latencies: tuple[float, float] | None = None,
-    ) -> None:
-        """The one comparison call: both answers to the recorder."""
-        request = {
-            "method": scope["method"],
-            "path": scope["path"],
-            "query": scope.get("query_string", b"").decode("latin-1"),
-            "headers": {k.decode("latin-1"): v.decode("latin-1") for k, v in scope.get("headers", ())},
-            "body_bytes": len(body),
-        }
-        await self.recorder.record(label, scope["method"], scope["path"], request, legacy.exchange(), modern,
-                                   latencies=latencies)
 
     async def drain(self) -> None:
         """Wait for shadow comparisons still running (at shutdown)."""

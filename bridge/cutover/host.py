@@ -506,6 +506,7 @@ class Host:
                 "auto": route.auto,
                 "evidence": self.evidence.summary(label),
                 "gate": None if nxt is None else self.steering.verdict(route, *nxt).as_dict(),
+                "noise_floor": self.recorder.noise_floor(label),  # A/A: what differs between two legacy answers
             })
         return {
             "plan": str(self.plan.source) if self.plan.source else None,

@@ -44,12 +44,26 @@ mode that sends requests to modern (shadow, canary, modern) must be one modern
 serves, or the plan is refused.
 
 How shadow compares a route's two answers is in the plan too: ``[diff]`` holds
-the defaults (``ignore``, ``ignore_values``, ``float_tolerance``, ``headers``;
-see :class:`bridge.parity.DiffRules`) and a route's table may add its own.
+the defaults (``ignore``, ``ignore_values``, ``skip``, ``float_tolerance``,
+``headers``, ``header_rules``; see :class:`bridge.parity.DiffRules`) and a
+route's table may add its own.
 How often it compares is ``sample``: the share of a shadowed route's requests
 (0 to 1) whose copy modern gets, so that a hot route's mirrored work stays
 bounded (``sample = 0.1``) while a rare one is mirrored every time. Its default
 is ``[diff] sample`` (1 when unset); a route's own ``sample`` wins.
+
+Shadow on stateful routes (:mod:`bridge.cutover.mirror`): a route that creates
+a resource says where its id is in the answer (``id_from = "job_id"``, a dotted
+JSON path), and a route that names one says which path parameter holds it
+(``id_param = "job_id"``); the host maps legacy's id to modern's and rewrites
+the mirrored copies. ``shadow_write = "run" | "validate"``: whether a mirrored
+write does its work (in modern's shadow namespace, :mod:`bridge.shadowing`) or
+is only checked and answered. ``aa_sample`` (0 to 1, default ``[shadow]
+aa_sample``) is the share of mirrored requests legacy also answers a second
+time, to learn the route's noise; ``settle`` (seconds, default ``[shadow]
+settle``) lets a GET whose answers differ be asked again until both sides agree
+(a job that finished on one side first). ``"*" = { mode = "shadow" }`` is the
+catch-all: requests no route matches (404s, 405s) are shadowed too.
 
 Plans are immutable. Changes (:meth:`Plan.with_mode`, :meth:`Plan.with_owner`)
 return a new plan; the host swaps its reference, which is atomic on one loop.
@@ -71,9 +85,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from ..parity.diff import DiffRules
+from ..parity.diff import HEADER_RULE_NAMES, DiffRules
+from ..shadowing import RUN, WRITE_MODES
 
-__all__ = ["GATE_KEYS", "GATE_STEPS", "METHODS", "MODES", "NEEDS_MODERN", "OWNERS", "SAFE_METHODS", "Plan", "PlanError", "Route"]
+__all__ = [
+    "CATCH_ALL", "GATE_KEYS", "GATE_STEPS", "METHODS", "MODES", "NEEDS_MODERN", "OWNERS", "SAFE_METHODS", "Plan",
+    "PlanError", "Route",
+]
 
 MODES = ("legacy", "shadow", "canary", "modern")  # the order a route moves in
 OWNERS = ("legacy", "modern")
@@ -81,16 +99,22 @@ METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # mirrored in shadow mode unless told otherwise
 CANARY_STEPS = (10.0, 50.0)  # where "next mode" takes a canary
 
-_TABLES = ("routes", "canary", "tasks", "apps", "diff", "gates")
+_TABLES = ("routes", "canary", "tasks", "apps", "diff", "gates", "shadow")
 _APP_KEYS = ("legacy", "modern", "pool_initializer", "app_dir")
-_DIFF_KEYS = ("ignore", "ignore_values", "float_tolerance", "headers")
-_ROUTE_KEYS = ("mode", "percent", "shadow_safe", *_DIFF_KEYS, "auto", "gates")
+_DIFF_KEYS = ("ignore", "ignore_values", "skip", "float_tolerance", "headers", "header_rules")
+_SHADOW_KEYS = ("aa_sample", "settle")
+_ID_KEYS = ("id_from", "id_param", "shadow_write")
+_ROUTE_KEYS = ("mode", "percent", "shadow_safe", *_ID_KEYS, *_SHADOW_KEYS, *_DIFF_KEYS, "auto", "gates")
 #: Promotion gates (bridge.cutover.gates): thresholds a route's evidence must meet before it moves on.
 GATE_KEYS = ("min_comparisons", "max_mismatch", "max_p99_ratio", "max_error_increase", "min_time", "rollback_after")
 GATE_STEPS = ("shadow", "canary", "modern")  # the modes whose evidence is judged (modern: for rollback only)
 _GATES_PLAN_KEYS = ("interval",)  # [gates] keys that are not thresholds
 #: The shadow sample rate: a route key, with its default under [diff] (not a diff rule: DiffRules never sees it).
 SAMPLE_KEY = "sample"
+CATCH_ALL = "*"  # the [routes] key of the catch-all entry: requests no route matches
+DEFAULT_AA_SAMPLE = 0.1
+MAX_SETTLE = 60.0
+_JSON_KEY_PATH = re.compile(r"[A-Za-z_][\w-]*(\.[A-Za-z_][\w-]*)*")
 NEEDS_MODERN = frozenset({"shadow", "canary", "modern"})  # modes in which modern sees the request
 _CANARY_KEYS = ("sticky_header",)
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_][A-Za-z0-9_]*\}")
@@ -163,8 +187,25 @@ class Route:
     #: The share of requests (0 to 1) mirrored in shadow mode; None: the plan's default (:meth:`Plan.sample_for`).
     sample: float | None = None
 
+    #: Where the id of the resource this route creates is, in its JSON answer ("job_id"); None if it creates none.
+    id_from: str | None = None
+    #: The path parameter naming a resource another route created ("job_id"); None if none.
+    id_param: str | None = None
+    #: Whether a mirrored write does its work in modern's shadow namespace ("run") or is only checked ("validate").
+    shadow_write: str = RUN
+    #: The share of mirrored requests also sent to legacy a second time (A/A); None: the plan's ``[shadow]``.
+    aa_sample: float | None = None
+    #: Seconds a differing GET may be asked again until both sides agree; None: the plan's ``[shadow]``.
+    settle: float | None = None
+
     def __post_init__(self) -> None:
-        _check_method(self.method)
+        if self.catch_all:
+            if self.template != CATCH_ALL:
+                raise PlanError(f'the catch-all route is written "{CATCH_ALL}", got {_show(self.key)}')
+            if self.mode not in ("legacy", "shadow"):
+                raise _FieldError("mode", f"the catch-all route can be legacy or shadow, not {_show(self.mode)}")
+        else:
+            _check_method(self.method)
         if self.sample is not None:
             object.__setattr__(self, "sample", _check_sample(self.sample))
         object.__setattr__(self, "diff", MappingProxyType(_check_diff(dict(self.diff), f"route {_show(self.key)}")))
@@ -178,21 +219,49 @@ class Route:
         self.shape  # noqa: B018 - validates the template
         if self.mode not in MODES:
             raise _FieldError("mode", f"unknown mode {_show(self.mode)} (one of {', '.join(MODES)})")
+        self._check_shadow_keys()
         object.__setattr__(self, "percent", _check_percent(self.percent, self.mode))
         if self.shadow_safe is None:
             object.__setattr__(self, "shadow_safe", self.method in SAFE_METHODS)
         elif not isinstance(self.shadow_safe, bool):
             raise _FieldError("shadow_safe", f"shadow_safe must be true or false, got {_show(self.shadow_safe)}")
 
+    def _check_shadow_keys(self) -> None:
+        if self.id_from is not None and (not isinstance(self.id_from, str) or not _JSON_KEY_PATH.fullmatch(self.id_from)):
+            raise _FieldError("id_from", f'id_from must be a dotted JSON path such as "job_id", got {_show(self.id_from)}')
+        if self.id_param is not None:
+            if not isinstance(self.id_param, str) or f"{{{self.id_param}}}" not in self.template.split("/"):
+                raise _FieldError("id_param", f"id_param must name a placeholder of {_show(self.template)}, "
+                                  f"got {_show(self.id_param)}")
+        if self.shadow_write not in WRITE_MODES:
+            raise _FieldError("shadow_write", f"shadow_write must be {' or '.join(map(_show, WRITE_MODES))}, "
+                              f"got {_show(self.shadow_write)}")
+        if self.aa_sample is not None:
+            object.__setattr__(self, "aa_sample", _check_share(self.aa_sample, "aa_sample"))
+        if self.settle is not None:
+            object.__setattr__(self, "settle", _check_settle(self.settle, "settle"))
+
+    @property
+    def catch_all(self) -> bool:
+        """Whether this is the ``"*"`` entry, which takes the requests no route matches."""
+        return self.method == CATCH_ALL
+
     @property
     def key(self) -> str:
-        """``"GET /orders/{order_id}"``, as written in the plan."""
-        return f"{self.method} {self.template}"
+        """``"GET /orders/{order_id}"``, as written in the plan (``"*"`` for the catch-all)."""
+        return CATCH_ALL if self.catch_all else f"{self.method} {self.template}"
 
     @cached_property
     def shape(self) -> Shape:
         """The template's segments, None for each placeholder: two routes with one shape are one route."""
-        return _shape(self.template)
+        return () if self.catch_all else _shape(self.template)
+
+    @property
+    def param_index(self) -> int | None:
+        """The path segment (0-based, after the leading "/") that holds ``id_param``; None without one."""
+        if self.id_param is None:
+            return None
+        return self.template.split("/")[1:].index(f"{{{self.id_param}}}")
 
     @property
     def mirrored(self) -> bool:
@@ -201,7 +270,7 @@ class Route:
 
     def matches(self, method: str, path: str) -> bool:
         """Whether this route takes ``method`` on ``path`` (the URL path, without the query string)."""
-        if method != self.method or not path.startswith("/"):
+        if method != self.method or not path.startswith("/") or self.catch_all:
             return False
         segments = path.split("/")[1:]
         if len(segments) != len(self.shape):
@@ -235,6 +304,11 @@ class Route:
             "auto": self.auto,
             "gates": _plain(self.gates),
             **({SAMPLE_KEY: self.sample} if self.sample is not None else {}),
+            "id_from": self.id_from,
+            "id_param": self.id_param,
+            "shadow_write": self.shadow_write,
+            "aa_sample": self.aa_sample,
+            "settle": self.settle,
         }
 
 
@@ -279,6 +353,28 @@ def _check_sample(value: object) -> float:
     return float(value)
 
 
+def _check_share(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+        raise _FieldError(name, f"{name} must be a number from 0 to 1 (a share of requests), got {_show(value)}")
+    return float(value)
+
+
+def _check_settle(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_SETTLE:
+        raise _FieldError(name, f"{name} must be a number of seconds from 0 to {MAX_SETTLE:g}, got {_show(value)}")
+    return float(value)
+
+
+def _check_shadow_table(values: dict[str, Any]) -> dict[str, float]:
+    """``[shadow]``: defaults for every mirrored route."""
+    checked: dict[str, float] = {}
+    for name, value in values.items():
+        if name not in _SHADOW_KEYS:
+            raise _FieldError(name, f"unknown key {_show(name)} in [shadow] (one of {', '.join(_SHADOW_KEYS)})")
+        checked[name] = _check_share(value, name) if name == "aa_sample" else _check_settle(value, name)
+    return checked
+
+
 def _check_diff(rules: dict[str, Any], where: str) -> dict[str, Any]:
     """Validate diff rule keys and values; ``where`` names the table in messages."""
     for name, value in rules.items():
@@ -288,6 +384,16 @@ def _check_diff(rules: dict[str, Any], where: str) -> dict[str, Any]:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise _FieldError(name, f"float_tolerance must be a number >= 0, got {_show(value)}")
             rules[name] = float(value)
+            continue
+        if name == "header_rules":
+            if not isinstance(value, Mapping):
+                raise _FieldError(name, f'header_rules must be a table such as {{ allow = "set" }}, got {_show(value)}')
+            for header, rule in value.items():
+                _check_header_name(header, name)
+                if rule not in HEADER_RULE_NAMES:
+                    raise _FieldError(name, f"header rule {_show(rule)} for {_show(header)} in {where}: "
+                                      f"one of {', '.join(HEADER_RULE_NAMES)}")
+            rules[name] = MappingProxyType(dict(value))
             continue
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
             raise _FieldError(name, f"{name} must be an array of strings, got {_show(value)}")
@@ -393,8 +499,16 @@ class Plan:
     #: ``[diff] sample``: the share of requests a shadowed route mirrors when the route does not say.
     shadow_sample: float = 1.0
 
+    #: ``[shadow]``: ``aa_sample`` and ``settle`` for every mirrored route that does not set its own.
+    shadow: Mapping[str, float] = field(default_factory=dict)
+    #: The ``"*"`` entry of ``[routes]``: how requests no route matches are treated (None: legacy, not shadowed).
+    catch_all: Route | None = None
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "shadow_sample", _check_sample(self.shadow_sample))
+        object.__setattr__(self, "shadow", MappingProxyType(_check_shadow_table(dict(self.shadow))))
+        if self.catch_all is not None and not self.catch_all.catch_all:
+            raise PlanError(f'the catch-all entry must be the "{CATCH_ALL}" route, got {_show(self.catch_all.key)}')
         object.__setattr__(self, "routes", tuple(self.routes))
         object.__setattr__(self, "tasks", MappingProxyType(dict(self.tasks)))
         object.__setattr__(self, "apps", MappingProxyType(dict(self.apps)))
@@ -474,7 +588,12 @@ class Plan:
 
         routes: list[Route] = []
         seen: dict[tuple[str, Shape], Route] = {}
+        catch_all: Route | None = None
         for key, value in _table(data, "routes", at).items():
+            if key == CATCH_ALL:
+                with at("routes", key):
+                    catch_all = _route_from_toml(key, value)
+                continue
             with at("routes", key):
                 route = _route_from_toml(key, value)
                 _check_new_route(route, seen, modern_r, lambda other: at.line("routes", other.key))
@@ -520,13 +639,16 @@ class Plan:
                 shadow_sample = _check_sample(diff_rules.pop(SAMPLE_KEY))
         with at("diff"):
             diff_rules = _check_diff(diff_rules, "[diff]")
+        shadow_defaults = dict(_table(data, "shadow", at))
+        with at("shadow"):
+            shadow_defaults = _check_shadow_table(shadow_defaults)
 
         gates = dict(_table(data, "gates", at))
         with at("gates"):
             gates = _check_gates(gates, "[gates]", plan_level=True)
 
         return cls(tuple(routes), tasks, sticky_header, src, known_r, known_t, apps, modern_r, diff_rules, tuple(warnings),
-                   app_lines, gates, shadow_sample)
+                   app_lines, gates, shadow_sample, shadow_defaults, catch_all)
 
     # --- questions ----------------------------------------------------------
 
@@ -551,16 +673,32 @@ class Plan:
     def rules_for(self, route: Route | None) -> DiffRules:
         """The diff rules shadow mode uses for ``route``: ``[diff]``, then the route's own.
 
-        Paths to ignore add up; ``float_tolerance`` and ``headers`` of the route replace the defaults.
+        Paths to ignore or skip add up, and so do header rules; ``float_tolerance``
+        and ``headers`` of the route replace the defaults.
         """
         merged: dict[str, Any] = dict(self.diff)
         for name, value in (route.diff if route is not None else {}).items():
-            merged[name] = (*merged.get(name, ()), *value) if name in ("ignore", "ignore_values") else value
+            if name in ("ignore", "ignore_values", "skip"):
+                merged[name] = (*merged.get(name, ()), *value)
+            elif name == "header_rules":
+                merged[name] = {**merged.get(name, {}), **value}
+            else:
+                merged[name] = value
         return DiffRules(**merged)
 
     def sample_for(self, route: Route) -> float:
         """The share of ``route``'s requests that shadow mode mirrors: the route's ``sample``, else ``[diff] sample``."""
         return route.sample if route.sample is not None else self.shadow_sample
+
+    def aa_sample(self, route: Route) -> float:
+        """The share of ``route``'s mirrored requests that legacy answers twice (the A/A noise sample)."""
+        if route.aa_sample is not None:
+            return route.aa_sample
+        return self.shadow.get("aa_sample", DEFAULT_AA_SAMPLE)
+
+    def settle(self, route: Route) -> float:
+        """How long a differing mirrored GET of ``route`` may be asked again until both sides agree."""
+        return route.settle if route.settle is not None else self.shadow.get("settle", 0.0)
 
     def in_modern(self, route: Route) -> bool | None:
         """Whether modern serves ``route``; None when modern's routes cannot be listed."""
@@ -605,6 +743,8 @@ class Plan:
             "gates": _plain(self.gates),
             "shadow_sample": self.shadow_sample,
             "warnings": list(self.warnings),
+            "shadow": dict(self.shadow),
+            "catch_all": None if self.catch_all is None else self.catch_all.to_dict(),
         }
 
 
@@ -613,7 +753,7 @@ def _sorted(routes: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
 
 
 def _route_from_toml(key: str, value: object) -> Route:
-    method, template = _split_key(key)
+    method, template = (CATCH_ALL, CATCH_ALL) if key == CATCH_ALL else _split_key(key)
     if isinstance(value, str):
         if value == "canary":
             raise _FieldError("mode", f'canary mode needs a percent: {_show(key)} = {{ mode = "canary", percent = 10 }}')
@@ -634,8 +774,9 @@ def _route_from_toml(key: str, value: object) -> Route:
     gates = value.get("gates", {})
     if not isinstance(gates, dict):
         raise _FieldError("gates", f"gates of route {_show(key)} must be a table of thresholds, got {_show(gates)}")
+    extra = {name: value[name] for name in (*_ID_KEYS, *_SHADOW_KEYS) if name in value}
     return Route(method, template, mode, value.get("percent", 0), value.get("shadow_safe"), rules,
-                 value.get("auto", False), gates, value.get(SAMPLE_KEY))
+                 auto=value.get("auto", False), gates=gates, sample=value.get(SAMPLE_KEY), **extra)
 
 
 def _known_routes(routes: Iterable[tuple[str, str]]) -> frozenset[tuple[str, str]]:

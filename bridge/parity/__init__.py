@@ -2,10 +2,23 @@
 
 from typing import Any
 
-from .diff import DEFAULT_RULES, KINDS, Diff, Difference, DiffRules, Exchange, diff
+from .diff import (
+    DEFAULT_HEADERS,
+    DEFAULT_RULES,
+    HEADER_RULES,
+    KINDS,
+    Diff,
+    Difference,
+    DiffRules,
+    Exchange,
+    diff,
+    generalise,
+)
 
 __all__ = [
+    "DEFAULT_HEADERS",
     "DEFAULT_RULES",
+    "HEADER_RULES",
     "KINDS",
     "AssertSame",
     "Diff",
@@ -14,6 +27,7 @@ __all__ = [
     "Exchange",
     "Service",
     "diff",
+    "generalise",
     "route_key",
 ]
 

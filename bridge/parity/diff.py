@@ -5,8 +5,8 @@ difference?", so they share one answer:
 
 * the status must be equal;
 * only the headers named in :attr:`DiffRules.headers` are compared (most
-  headers, such as ``date`` or ``server``, differ between any two servers), and
-  ``content-type`` by media type only: ``; charset=utf-8`` is not a difference;
+  headers, such as ``date`` or ``server``, differ between any two servers),
+  each by its rule (below): ``; charset=utf-8`` is not a difference;
 * JSON bodies are compared as data: key order and whitespace do not count,
   numbers are equal within :attr:`DiffRules.float_tolerance` (two stacks that
   round differently are not wrong), and ``true`` is never ``1``. Paths that
@@ -19,10 +19,20 @@ An ignore path is dotted, relative to the JSON body: ``error.message``. A part
 ``*`` matches any one object key, ``[]`` any list index, ``[3]`` index 3, and
 ``**`` any number of keys and indexes (none included): ``*.created_at`` is a
 ``created_at`` one level down, ``**.created_at`` one at any depth,
-``lines[].score`` every line's score. A path matched by ``ignore`` is skipped
-with everything below it, and is never reported missing. A path matched by
-``ignore_values`` must be there on both sides (a port that drops the field is
-caught), but its value may differ: the right rule for ids, times and counters.
+``lines[].score`` every line's score. A path matched by ``ignore`` (or its
+older name ``ignore_values``) must be there on both sides, but its value may
+differ: a port that drops an id, a time or a counter is caught, while the
+values themselves are not compared. A path matched by ``skip`` is left out
+with everything below it, and is never reported missing (a field only one
+side has by design).
+
+Headers are compared by a rule each (:data:`HEADER_RULES`, overridable per
+name with ``header_rules``): ``content-type`` by media type, ``location`` as a
+path (``http://host/v1/jobs/1`` and ``/v1/jobs/1`` are one place), ``allow`` as
+a set of methods, ``present`` only that both or neither have it, anything else
+exactly (``retry-after``). ``aliases`` (``{modern_value: legacy_value}``) say
+which strings name the same thing on both sides, such as the ids each side
+gave one resource: modern's answer is read with them replaced before comparing.
 """
 
 from __future__ import annotations
@@ -36,10 +46,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
-__all__ = ["DEFAULT_RULES", "KINDS", "Diff", "DiffRules", "Difference", "Exchange", "diff"]
+__all__ = ["DEFAULT_HEADERS", "DEFAULT_RULES", "HEADER_RULES", "HEADER_RULE_NAMES", "KINDS", "Diff", "DiffRules",
+           "Difference", "Exchange", "diff", "generalise"]
 
 KINDS = ("status", "header", "missing", "extra", "value", "type", "length", "digest")
+DEFAULT_HEADERS = ("content-type", "location", "allow", "retry-after")
+HEADER_RULE_NAMES = ("exact", "media_type", "path", "set", "present")
+#: How a header is compared unless ``header_rules`` says otherwise; any other header: ``exact``.
+HEADER_RULES: Mapping[str, str] = MappingProxyType({"content-type": "media_type", "location": "path", "allow": "set"})
 
 
 @dataclass(frozen=True)
@@ -72,42 +88,56 @@ _PART = re.compile(r"(?P<name>[^.\[\]]*)(?P<indexes>(?:\[[0-9]*\])*)")
 class DiffRules:
     """What counts as a difference.
 
-    ``headers``: the header names compared (any case). ``ignore``: JSON paths
-    left out (see the module docstring). ``ignore_values``: JSON paths that must
-    exist on both sides, with any value. ``float_tolerance``: numbers ``a`` and
+    ``headers``: the header names compared (any case), each by its rule
+    (``header_rules`` over :data:`HEADER_RULES`). ``ignore`` and
+    ``ignore_values``: JSON paths that must exist on both sides, with any value
+    (see the module docstring). ``skip``: JSON paths left out altogether.
+    ``float_tolerance``: numbers ``a`` and
     ``b`` are equal if ``abs(a - b) <= tol * max(1, abs(a), abs(b))``, absolute
     near zero and relative beyond; two ints are compared exactly, since they are
     ids and counts. ``max_differences``: the report stops after this many.
     ``max_value_chars``: each value in the report is cut to this length.
     """
 
-    headers: tuple[str, ...] = ("content-type",)
+    headers: tuple[str, ...] = DEFAULT_HEADERS
     ignore: tuple[str, ...] = ()
     float_tolerance: float = 1e-6
     max_differences: int = 20
     max_value_chars: int = 200
     ignore_values: tuple[str, ...] = ()
+    skip: tuple[str, ...] = ()
+    header_rules: Mapping[str, str] = field(default_factory=dict)
     _patterns: tuple[tuple[_Token, ...], ...] = field(init=False, repr=False, compare=False)
     _value_patterns: tuple[tuple[_Token, ...], ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("headers", "ignore", "ignore_values"):
+        for name in ("headers", "ignore", "ignore_values", "skip"):
             value = getattr(self, name)
             if isinstance(value, str):  # ("content-type") without the comma
                 raise TypeError(f"DiffRules.{name} must be a sequence of strings, not one string: ({value!r},)")
             object.__setattr__(self, name, tuple(value))
         object.__setattr__(self, "headers", tuple(h.lower() for h in self.headers))
+        header_rules = {str(k).lower(): v for k, v in dict(self.header_rules).items()}
+        for name, rule in header_rules.items():
+            if rule not in HEADER_RULE_NAMES:
+                raise ValueError(f"header rule {rule!r} for {name!r}: use one of {', '.join(HEADER_RULE_NAMES)}")
+        object.__setattr__(self, "header_rules", MappingProxyType(header_rules))
         if not (self.float_tolerance >= 0):
             raise ValueError(f"float_tolerance must be >= 0, got {self.float_tolerance}")
         if self.max_differences < 1:
             raise ValueError(f"max_differences must be at least 1, got {self.max_differences}")
         if self.max_value_chars < 10:
             raise ValueError(f"max_value_chars must be at least 10, got {self.max_value_chars}")
-        object.__setattr__(self, "_patterns", tuple(_compile(p) for p in self.ignore))
-        object.__setattr__(self, "_value_patterns", tuple(_compile(p) for p in self.ignore_values))
+        object.__setattr__(self, "_patterns", tuple(_compile(p) for p in self.skip))
+        object.__setattr__(self, "_value_patterns", tuple(_compile(p) for p in (*self.ignore, *self.ignore_values)))
+
+    def rule_for(self, header: str) -> str:
+        """How ``header`` is compared: ``header_rules``, then :data:`HEADER_RULES`, else ``exact``."""
+        name = header.lower()
+        return self.header_rules.get(name) or HEADER_RULES.get(name, "exact")
 
     def ignores(self, path: Iterable[_Step]) -> bool:
-        """Whether the body path (keys and indexes from the root) is ignored."""
+        """Whether the body path (keys and indexes from the root) is skipped (``skip``): left out, never missing."""
         steps = tuple(path)
         return any(_match(pattern, steps) for pattern in self._patterns)
 
@@ -211,18 +241,27 @@ class Diff:
 DEFAULT_RULES = DiffRules()
 
 
-def diff(legacy: Exchange, modern: Exchange, rules: DiffRules = DEFAULT_RULES) -> Diff:
-    """What a client would notice between legacy's and modern's answers to one request."""
+def diff(
+    legacy: Exchange, modern: Exchange, rules: DiffRules = DEFAULT_RULES, aliases: Mapping[str, str] | None = None
+) -> Diff:
+    """What a client would notice between legacy's and modern's answers to one request.
+
+    ``aliases`` (``{modern_string: legacy_string}``, such as the two ids of one
+    resource) are replaced in modern's headers and body strings first."""
     found = _Collector(rules)
+    aliases = {k: v for k, v in (aliases or {}).items() if k and k != v}
     try:
         if legacy.status != modern.status:
             found.add("status", "status", str(legacy.status), str(modern.status))
         for name in rules.headers:
-            a, b = legacy.headers.get(name), modern.headers.get(name)
-            same = _media_type(a) == _media_type(b) if name == "content-type" else _strip(a) == _strip(b)
-            if not same:
+            a, b = legacy.headers.get(name), _alias_text(modern.headers.get(name), aliases)
+            if _header(a, rules.rule_for(name)) != _header(b, rules.rule_for(name)):
                 found.add(f"headers.{name}", "header", a, b)
         a_json, b_json = _json(legacy.body), _json(modern.body)
+        if aliases and b_json is not _NOT_JSON:
+            b_json = _alias_json(b_json, aliases)
+        elif aliases:
+            modern = Exchange(modern.status, modern.headers, _alias_bytes(modern.body, aliases))
         if a_json is not _NOT_JSON and b_json is not _NOT_JSON:
             found.walk(a_json, b_json, ())
         elif legacy.body != modern.body:
@@ -348,9 +387,50 @@ def _digest(body: bytes) -> str:
     return f"{len(body)} bytes, sha256 {hashlib.sha256(body).hexdigest()}"
 
 
-def _media_type(value: str | None) -> str | None:
-    return None if value is None else value.split(";", 1)[0].strip().lower()
+def _header(value: str | None, rule: str) -> Any:
+    """A header's value as its rule compares it; None when absent."""
+    if value is None:
+        return None
+    value = value.strip()
+    if rule == "media_type":
+        return value.split(";", 1)[0].strip().lower()
+    if rule == "path":
+        parts = urlsplit(value)
+        return (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    if rule == "set":
+        return frozenset(part.strip().upper() for part in value.split(",") if part.strip())
+    if rule == "present":
+        return True
+    return value
 
 
-def _strip(value: str | None) -> str | None:
-    return None if value is None else value.strip()
+def _alias_text(value: str | None, aliases: Mapping[str, str]) -> str | None:
+    if value is None:
+        return None
+    for modern_value, legacy_value in aliases.items():
+        value = value.replace(modern_value, legacy_value)
+    return value
+
+
+def _alias_bytes(body: bytes, aliases: Mapping[str, str]) -> bytes:
+    for modern_value, legacy_value in aliases.items():
+        body = body.replace(modern_value.encode(), legacy_value.encode())
+    return body
+
+
+def _alias_json(value: Any, aliases: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return _alias_text(value, aliases)
+    if isinstance(value, list):
+        return [_alias_json(v, aliases) for v in value]
+    if isinstance(value, dict):
+        return {k: _alias_json(v, aliases) for k, v in value.items()}
+    return value
+
+
+_INDEX = re.compile(r"\[[0-9]+\]")
+
+
+def generalise(path: str) -> str:
+    """A difference's path with list indexes as ``[]``: ``body.lines[3].score`` -> ``body.lines[].score``."""
+    return _INDEX.sub("[]", path)

@@ -322,6 +322,19 @@ async def _send(url: str, timeout: float, method: str, path: str, **kwargs: Any)
         return response
 
 
+def _json_at(response: httpx.Response, path: str) -> str | None:
+    """The string at a dotted JSON path of a response body, or None."""
+    try:
+        value: Any = response.json()
+    except ValueError:
+        return None
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(key)
+    return value if isinstance(value, str) else None
+
+
 def _exchange(response: httpx.Response) -> Exchange:
     return Exchange(response.status_code, dict(response.headers), response.content)
 
@@ -360,10 +373,16 @@ class AssertSame:
         *,
         rules: DiffRules = DEFAULT_RULES,
         route: str | None = None,
+        aliases: Mapping[str, str] | None = None,
+        id_from: str | None = None,
         **kwargs: Any,
     ) -> tuple[httpx.Response, httpx.Response]:
         """``path`` may be ``{"legacy": p1, "modern": p2}`` when the two name one resource differently
-        (a job id each side created); pass ``route=`` then, since the paths differ."""
+        (a job id each side created); pass ``route=`` then, since the paths differ.
+
+        ``aliases`` (``{modern_id: legacy_id}``) and ``id_from`` (a dotted JSON path, such as ``"job_id"``,
+        where each answer names the resource it made) say which strings name one thing on both sides: modern's
+        is read as legacy's, so ids, ``Location`` and messages that name them compare equal."""
         paths = {stack: path for stack in STACKS} if isinstance(path, str) else {s: path[s] for s in STACKS}
         key = route or route_key(method, paths["legacy"])
         if self._item is not None:
@@ -371,7 +390,12 @@ class AssertSame:
         # One after the other, legacy first: the two never compete for the same backend.
         legacy = await _send(self.urls["legacy"], self.timeout, method, paths["legacy"], **kwargs)
         modern = await _send(self.urls["modern"], self.timeout, method, paths["modern"], **kwargs)
-        found = diff(_exchange(legacy), _exchange(modern), rules)
+        same = dict(aliases or {})
+        if id_from is not None:
+            ids = [_json_at(response, id_from) for response in (legacy, modern)]
+            if ids[0] is not None and ids[1] is not None:
+                same[ids[1]] = ids[0]
+        found = diff(_exchange(legacy), _exchange(modern), rules, same)
         if self._item is not None and (recorder := self._item.config.stash.get(_recorder_key, None)) is not None:
             recorder.compared(key, found.equal)
         if not found.equal:

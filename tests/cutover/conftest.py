@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -66,8 +67,15 @@ async def start_host(pool: SharedPool, tmp_path: Path, plan: str = PLAN, **overr
 @pytest.fixture
 @asyncio_fixture
 async def cohost(warm_pool: SharedPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Running]:
+    async with serving_plan(warm_pool, tmp_path, monkeypatch, PLAN) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def serving_plan(pool: SharedPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plan: str) -> AsyncIterator[Running]:
+    """The co-hosted service on ``plan``, with a client and an admin client, until the block ends."""
     monkeypatch.setenv("CUTOVER_VAR", str(tmp_path / "var"))
-    host, server, serving, url = await start_host(warm_pool, tmp_path)
+    host, server, serving, url = await start_host(pool, tmp_path, plan)
     try:
         async with httpx.AsyncClient(base_url=url, timeout=WAIT) as http, httpx.AsyncClient(
             base_url=url, timeout=WAIT, headers={"Authorization": f"Bearer {TOKEN}"}

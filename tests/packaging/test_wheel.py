@@ -80,6 +80,9 @@ def test_the_wheel_holds_bridge_only_with_the_toolkits_dependencies(wheel: Path)
     names_required = {re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower() for r in required}
     assert names_required >= {"twisted", "uvicorn", "starlette", "httpx", "aiosqlite"}
     assert not names_required & EXAMPLE_ONLY, names_required & EXAMPLE_ONLY
+    # Hypothesis (the parity strategies) comes only with the `parity` extra
+    assert "hypothesis" not in names_required
+    assert any(r.startswith("hypothesis") and 'extra == "parity"' in r for r in metadata.get_all("Requires-Dist") or [])
     assert "cutover = bridge.cli:main" in entry_points
     assert "bridge.parity.plugin = bridge.parity.plugin" in entry_points
 
@@ -93,7 +96,7 @@ def test_a_fresh_venv_with_only_the_wheel_hosts_a_teams_app(wheel: Path, tmp_pat
     assert install.returncode == 0, install.stdout + install.stderr
     probe = subprocess.run(
         [str(python), "-c", "import importlib.util as u; print([m for m in ('legacy', 'modern', 'workloads', 'numpy', "
-         "'cv2', 'fastapi') if u.find_spec(m)])"],
+         "'cv2', 'fastapi', 'hypothesis') if u.find_spec(m)])"],
         capture_output=True, text=True, timeout=60, cwd=tmp_path,
     )
     assert probe.stdout.strip() == "[]", probe.stdout + probe.stderr

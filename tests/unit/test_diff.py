@@ -181,8 +181,12 @@ def test_ignored_subtree_and_missing_keys() -> None:
     legacy = js({"service": "x", "pool": {"workers": 2, "busy": 1}})
     modern = js({"service": "x", "pool": {"workers": 3}})
     assert diff(legacy, modern, DiffRules(ignore=("pool",))).equal
-    assert diff(js({"a": 1, "pool": {}}), js({"a": 1}), DiffRules(ignore=("pool",))).equal
-    assert diff(js({"a": 1}), js({"a": 1, "pool": {}}), DiffRules(ignore=("pool",))).equal
+    # ignore: the value may differ, the key must be there; skip: left out altogether
+    assert lines(js({"a": 1, "pool": {}}), js({"a": 1}), DiffRules(ignore=("pool",))) == ["body.pool: missing in modern"]
+    assert lines(js({"a": 1}), js({"a": 1, "pool": {}}), DiffRules(ignore=("pool",))) == ["body.pool: missing in legacy"]
+    assert diff(js({"a": 1, "pool": {}}), js({"a": 1}), DiffRules(skip=("pool",))).equal
+    assert diff(js({"a": 1}), js({"a": 1, "pool": {}}), DiffRules(skip=("pool",))).equal
+    assert diff(legacy, modern, DiffRules(skip=("pool",))).equal
     assert diff(js({"error": {"code": "c", "message": "x"}}), js({"error": {"code": "c", "message": "y"}}),
                 DiffRules(ignore=("error.message",))).equal
     # an ignore path never hides a sibling, a parent or another branch
@@ -223,12 +227,47 @@ def test_content_type_compares_the_media_type_only() -> None:
 def test_only_the_selected_headers_count() -> None:
     legacy = Exchange(202, {"content-type": "application/json", "location": "/v1/jobs/1", "date": "Mon"}, b"{}")
     modern = Exchange(202, {"content-type": "application/json", "Location": "/v1/jobs/2", "Date": "Tue"}, b"{}")
-    assert diff(legacy, modern).equal
+    assert [d.path for d in diff(legacy, modern).differences] == ["headers.location"]  # compared by default; date never
+    assert diff(legacy, modern, DiffRules(headers=("content-type",))).equal
     rules = DiffRules(headers=("Content-Type", "Location", "Retry-After"))
     assert diff(legacy, modern, rules).differences == [
         Difference("headers.location", "/v1/jobs/1", "/v1/jobs/2", "header"),
     ]
     assert Exchange(200, {"X-A": "1"}).headers == {"x-a": "1"}
+
+
+def test_headers_compare_by_rule() -> None:
+    def answer(**headers: str) -> Exchange:
+        return Exchange(405, {"content-type": "application/json", **headers}, b"{}")
+
+    # Location as a path, Allow as a set, Retry-After exactly, by default
+    assert diff(answer(location="/v1/jobs/1"), answer(location="http://127.0.0.1:8000/v1/jobs/1")).equal
+    assert lines(answer(location="/v1/jobs/1"), answer(location="/v1/jobs/1/")) == [
+        "headers.location: legacy /v1/jobs/1, modern /v1/jobs/1/"]
+    assert diff(answer(allow="GET, DELETE"), answer(allow="delete,GET")).equal
+    assert lines(answer(allow="GET, DELETE"), answer(allow="GET")) == ["headers.allow: legacy GET, DELETE, modern GET"]
+    assert lines(answer(**{"retry-after": "1"}), answer(**{"retry-after": "5"})) == [
+        "headers.retry-after: legacy 1, modern 5"]
+    assert lines(answer(**{"retry-after": "1"}), answer()) == ["headers.retry-after: legacy 1, modern absent"]
+    # a route may say how: present only, or exactly
+    present = DiffRules(headers=("x-request-id",), header_rules={"X-Request-Id": "present"})
+    assert diff(answer(**{"x-request-id": "a"}), answer(**{"x-request-id": "b"}), present).equal
+    assert not diff(answer(**{"x-request-id": "a"}), answer(), present).equal
+    exact = DiffRules(header_rules={"location": "exact"})
+    assert not diff(answer(location="/a"), answer(location="http://h/a"), exact).equal
+    with pytest.raises(ValueError, match="header rule"):
+        DiffRules(header_rules={"allow": "sorted"})
+
+
+def test_aliases_read_modern_ids_as_legacy_ones() -> None:
+    legacy = Exchange(202, {"content-type": "application/json", "location": "/v1/jobs/L1"},
+                      json.dumps({"job_id": "L1", "error": {"message": "no job 'L1'"}}).encode())
+    modern = Exchange(202, {"content-type": "application/json", "location": "/v1/jobs/M9"},
+                      json.dumps({"job_id": "M9", "error": {"message": "no job 'M9'"}}).encode())
+    assert len(diff(legacy, modern).differences) == 3
+    assert diff(legacy, modern, aliases={"M9": "L1"}).equal
+    text = Exchange(200, {"content-type": "text/plain"}, b"job M9")
+    assert diff(Exchange(200, {"content-type": "text/plain"}, b"job L1"), text, aliases={"M9": "L1"}).equal
 
 
 # --- bodies that are not JSON ------------------------------------------------------

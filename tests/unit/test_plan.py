@@ -121,7 +121,7 @@ def test_empty_plan_keeps_everything_on_legacy() -> None:
         ),
         (
             '[diff]\nignored = ["x"]\n',
-            'cutover.toml:2: unknown diff rule "ignored" in [diff] (one of ignore, ignore_values, float_tolerance, headers)',
+            'cutover.toml:2: unknown diff rule "ignored" in [diff] (one of ignore, ignore_values, skip, float_tolerance, headers, header_rules)',
         ),
         (
             '[routes]\n\n"POST /v1/ocr" = { mode = "canary", percent = 150 }\n',
@@ -169,7 +169,7 @@ def test_empty_plan_keeps_everything_on_legacy() -> None:
         ),
         (
             '[routes]\n"GET /status" = { mode = "shadow", percnt = 3 }\n',
-            'cutover.toml:2: unknown key "percnt" in route "GET /status" (one of mode, percent, shadow_safe, ignore, ignore_values, float_tolerance, headers, auto, gates)',
+            'cutover.toml:2: unknown key "percnt" in route "GET /status" (one of mode, percent, shadow_safe, id_from, id_param, shadow_write, aa_sample, settle, ignore, ignore_values, skip, float_tolerance, headers, header_rules, auto, gates)',
         ),
         (
             '[routes]\n"GET /status" = 3\n',
@@ -213,7 +213,7 @@ def test_empty_plan_keeps_everything_on_legacy() -> None:
         ),
         (
             "[routes]\n\n[route]\n",
-            "cutover.toml:3: unknown table [route] (one of [routes], [canary], [tasks], [apps], [diff], [gates])",
+            "cutover.toml:3: unknown table [route] (one of [routes], [canary], [tasks], [apps], [diff], [gates], [shadow])",
         ),
         (
             'routes = "legacy"\n',
@@ -499,6 +499,11 @@ def test_to_dict_is_json() -> None:
         "diff": {},
         "auto": False,
         "gates": {},
+        "id_from": None,
+        "id_param": None,
+        "shadow_write": "run",
+        "aa_sample": None,
+        "settle": None,
     }
     assert data["known_tasks"] == ["data_sync"]
     assert "GET /v1/jobs/{id}" in data["known_routes"]
