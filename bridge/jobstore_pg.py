@@ -58,7 +58,7 @@ from .jobrecord import (
     started_flag,
     validate_submit,
 )
-from .pgschema import migrate
+from .pgschema import migrate, open_pool
 
 __all__ = ["SCHEMA_VERSION", "PostgresJobStore"]
 
@@ -163,18 +163,9 @@ class PostgresJobStore:
         """Connect, migrate the schema under the advisory lock, and start listening for other replicas' jobs."""
         if self._pool is not None:
             raise RuntimeError("the job store is already open")
-        psycopg, dict_row, pool_class = _driver()
-        pool = pool_class(
-            self.dsn, min_size=1, max_size=self.max_connections, open=False, timeout=self.connect_timeout,
-            # autocommit: one-statement calls pay no BEGIN/COMMIT round trips; the others open a transaction
-            kwargs={"row_factory": dict_row, "autocommit": True, "connect_timeout": max(1, round(self.connect_timeout))},
-            reconnect_timeout=0,  # retry forever in the background; callers see StoreUnavailable meanwhile
-        )
-        try:
-            await pool.open(wait=True, timeout=self.connect_timeout)
-        except Exception as exc:
-            await pool.close()
-            raise StoreUnavailable(f"cannot reach PostgreSQL at {_where(self.dsn)}: {exc}") from exc
+        _driver()  # the postgres extra, or a clear ImportError
+        pool = await open_pool(self.dsn, where=_where(self.dsn), max_size=self.max_connections,
+                               timeout=self.connect_timeout)
         self._pool = pool
         try:
             await self._migrate()

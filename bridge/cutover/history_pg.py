@@ -25,7 +25,7 @@ from typing import Any
 
 from ..database import parse_database_url
 from ..errors import StoreUnavailable
-from ..pgschema import migrate
+from ..pgschema import migrate, open_pool
 from .history import KEEP_SAMPLES, Change
 
 __all__ = ["PostgresPlanStore"]
@@ -95,17 +95,7 @@ class PostgresPlanStore:
         self._where = str(parse_database_url(dsn))
 
     async def open(self) -> None:
-        from psycopg.rows import dict_row
-        from psycopg_pool import AsyncConnectionPool
-
-        pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=4, open=False, timeout=self.connect_timeout,
-                                   kwargs={"row_factory": dict_row, "connect_timeout": max(1, round(self.connect_timeout))},
-                                   reconnect_timeout=0)
-        try:
-            await pool.open(wait=True, timeout=self.connect_timeout)
-        except Exception as exc:
-            await pool.close()
-            raise StoreUnavailable(f"cannot reach PostgreSQL at {self._where}: {exc}") from exc
+        pool = await open_pool(self.dsn, where=self._where, max_size=4, timeout=self.connect_timeout)
         self._pool = pool
         try:
             await self._run(lambda conn: migrate(conn, "plan", _STEPS, self._where))
