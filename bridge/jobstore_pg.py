@@ -153,6 +153,7 @@ class PostgresJobStore:
         self._listeners = SubmitListeners(on_submit)
         self._pool: Any = None
         self._listen_task: asyncio.Task[None] | None = None
+        self._telling: set[asyncio.Task[None]] = set()  # held, so a pending lookup is never garbage-collected
         self._token = uuid.uuid4().hex[:12]  # our own NOTIFYs come back to us: skip them
         #: False from a call that found the database away until one that reaches it: what ``/status`` shows.
         self.reachable = True
@@ -231,7 +232,9 @@ class PostgresJobStore:
             if record is not None:
                 self._listeners.tell(record)
 
-        asyncio.ensure_future(tell())
+        task = asyncio.ensure_future(tell())
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
 
     # ------------------------------------------------------------------ the client's side
 
