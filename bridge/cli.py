@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from .cpu import CpuBudgetError, CpuBudgetWarning, cpu_budget
+from .database import DatabaseURL
+from .errors import StoreUnavailable
 
 PROG = "cutover"
 
@@ -154,7 +156,9 @@ def _add_status(subparsers: Subparsers) -> None:
     )
     parser.add_argument("--plan", type=Path, default=Path("cutover.toml"), help="the cutover plan (default: cutover.toml)")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"the parity report (default: {DEFAULT_REPORT})")
-    parser.add_argument("--db", type=Path, default=Path("var/cutover.db"), help="the shadow store (default: var/cutover.db)")
+    parser.add_argument("--db", type=_state_source, default=None,
+                        help="the host's store: a SQLite file or a postgresql:// URL "
+                        "(default: $CUTOVER_DATABASE, else $CUTOVER_VAR/cutover.db, else var/cutover.db)")
     parser.set_defaults(run=_run_status)
 
 
@@ -167,13 +171,19 @@ def _run_status(args: argparse.Namespace) -> int:
         plan = Plan.load(args.plan)
     except PlanError as exc:
         return _error(str(exc))
-    plan = _effective(plan, args.db)  # the modes the host runs: the file and the changes made at run time
+    try:
+        db = args.db if args.db is not None else _default_source()
+    except ValueError as exc:
+        return _error(f"CUTOVER_DATABASE: {exc}")
+    plan = _effective(plan, db)  # the modes the host runs: the file and the changes made at run time
     report = _read_report(args.report) if args.report.is_file() else None
-    mismatches = _shadow_mismatches(args.db)
+    mismatches = _shadow_mismatches(db)
+    # summed per route: a fleet's replicas each keep their own row on PostgreSQL
     summary = {row[0]: row[1:] for row in _store_rows(
-        args.db, "SELECT route, compared, different, aa_samples, aa_differing, noise_fields FROM shadow_routes") or []}
-    inventory = _store_rows(args.db, "SELECT route, in_plan, mode, in_legacy, in_modern FROM route_inventory")
-    declared = {row[0]: (row[3], row[4]) for row in inventory or []}
+        db, "SELECT route, SUM(compared), SUM(different), SUM(aa_samples), SUM(aa_differing), MAX(noise_fields)"
+            " FROM shadow_routes GROUP BY route") or []}
+    inventory = _store_rows(db, "SELECT route, in_plan, mode, in_legacy, in_modern FROM route_inventory ORDER BY at")
+    declared = {row[0]: (row[3], row[4]) for row in inventory or []}  # the newest row of each route wins
 
     # Each report key ("POST /orders", or a concrete "GET /orders/abc") counts for the plan route that takes it.
     per_route: dict[str, list[dict[str, Any]]] = {}
@@ -206,8 +216,8 @@ def _run_status(args: argparse.Namespace) -> int:
     for task, owner in plan.tasks.items():
         rows.append([f"task {task}", "-", "-", f"runs on {owner}", "-", "-"])
     _table(["route or task", "in legacy", "in modern", "plan mode", "last parity result", "shadow"], rows)
-    unrouted = _store_rows(args.db, "SELECT method, path, requests, last_status FROM unrouted_requests"
-                                    " ORDER BY requests DESC, path LIMIT 50")
+    unrouted = _store_rows(db, "SELECT method, path, SUM(requests), MAX(last_status) FROM unrouted_requests"
+                               " GROUP BY method, path ORDER BY 3 DESC, path LIMIT 50")
     if unrouted:
         print("\nrequests that matched no plan route (most first):")
         _table(["method", "path", "requests", "last status"], [[m, p, str(n), str(st)] for m, p, n, st in unrouted])
@@ -217,9 +227,9 @@ def _run_status(args: argparse.Namespace) -> int:
     else:
         notes.append(f"parity: {args.report}, written {report.get('generated_at', '?')}")
     if mismatches is None:
-        notes.append(f"shadow: no mismatch store at {args.db}")
+        notes.append(f"shadow: no mismatch store at {db}")
     else:
-        notes.append(f"shadow: mismatches, rates and A/A noise floors as the host last stored them in {args.db}")
+        notes.append(f"shadow: mismatches, rates and A/A noise floors as the host last stored them in {db}")
     print("\n".join(notes))
     return 0
 
@@ -247,14 +257,37 @@ def _read_report(path: Path) -> dict[str, Any] | None:
     return data
 
 
-def _shadow_mismatches(db: Path) -> dict[str, int] | None:
+def _state_source(raw: str) -> Path | DatabaseURL:
+    """``--db``: a database URL (``postgresql://``, ``sqlite:///``) or a SQLite file's path."""
+    from .database import parse_database_url
+
+    if "://" not in raw:
+        return Path(raw)
+    try:
+        url = parse_database_url(raw)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return url if url.engine == "postgresql" else Path(url.path or "")
+
+
+def _default_source() -> Path | DatabaseURL:
+    """Where a host started from this shell keeps its state: CUTOVER_DATABASE, else the var folder's file."""
+    from .database import database_url
+
+    url = database_url(Path(os.environ.get("CUTOVER_VAR", "var")) / "cutover.db")
+    return url if url.engine == "postgresql" else Path(url.path or "")
+
+
+def _shadow_mismatches(db: Path | DatabaseURL) -> dict[str, int] | None:
     """Stored mismatches per route, or None when there is no store to ask."""
     rows = _store_rows(db, "SELECT route, COUNT(*) FROM shadow_mismatches GROUP BY route")
     return None if rows is None else {str(route): int(count) for route, count in rows}
 
 
-def _store_rows(db: Path, query: str) -> list[tuple[Any, ...]] | None:
+def _store_rows(db: Path | DatabaseURL, query: str) -> list[tuple[Any, ...]] | None:
     """Rows from the host's store, read-only; [] for a table the host has not made yet, None with no store."""
+    if not isinstance(db, Path):
+        return _postgres_rows(db, query)
     import sqlite3
 
     if not db.is_file():
@@ -266,6 +299,24 @@ def _store_rows(db: Path, query: str) -> list[tuple[Any, ...]] | None:
         if "no such table" in str(exc):
             return []
         print(f"{PROG}: warning: cannot read {db}: {exc}", file=sys.stderr)
+        return None
+
+
+def _postgres_rows(url: DatabaseURL, query: str) -> list[tuple[Any, ...]] | None:
+    try:
+        import psycopg
+    except ImportError:
+        print(f"{PROG}: warning: reading {url} needs psycopg: pip install 'twisted-cutover[postgres]'", file=sys.stderr)
+        return None
+    try:
+        with psycopg.connect(url.dsn or "", connect_timeout=5, autocommit=True) as conn:
+            conn.read_only = True
+            return list(conn.execute(query).fetchall())  # type: ignore[arg-type]  (our own constant queries)
+    except psycopg.errors.UndefinedTable:
+        return []
+    except psycopg.Error as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        print(f"{PROG}: warning: cannot read {url}: {first}", file=sys.stderr)
         return None
 
 
@@ -423,8 +474,9 @@ def _add_plan(subparsers: Subparsers) -> None:
         "together as TOML (the file's comments and layout kept). Needs no running host.",
     )
     export.add_argument("--plan", type=Path, default=Path("cutover.toml"), help="the plan file (default: cutover.toml)")
-    export.add_argument("--db", type=Path, default=None,
-                        help="the host's store (default: $CUTOVER_VAR/cutover.db, else var/cutover.db)")
+    export.add_argument("--db", type=_state_source, default=None,
+                        help="the host's store: a SQLite file or a postgresql:// URL "
+                        "(default: $CUTOVER_DATABASE, else $CUTOVER_VAR/cutover.db, else var/cutover.db)")
     export.add_argument("-o", "--output", type=Path, default=None, help="write here instead of stdout")
     export.set_defaults(run=_run_plan_export)
 
@@ -435,7 +487,10 @@ def _run_plan_export(args: argparse.Namespace) -> int:
 
     if not args.plan.is_file():
         return _error(f"no plan at {args.plan}: pass --plan FILE")
-    db = args.db or Path(os.environ.get("CUTOVER_VAR", "var")) / "cutover.db"
+    try:
+        db = args.db if args.db is not None else _default_source()
+    except ValueError as exc:
+        return _error(f"CUTOVER_DATABASE: {exc}")
     try:
         text = args.plan.read_text(encoding="utf-8")
         base = Plan.parse(text, args.plan)
@@ -450,19 +505,31 @@ def _run_plan_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _effective(base: Any, db: Path) -> Any:
+def _effective(base: Any, db: Path | DatabaseURL) -> Any:
     """The plan file ``base`` with the run-time changes stored in ``db`` laid on top (as the host does)."""
-    from .cutover.history import PlanStore, apply_overrides
+    from .cutover.history import apply_overrides
+
+    if isinstance(db, Path):
+        from .cutover.history import PlanStore
+
+        store: Any = PlanStore(db) if db.is_file() else None
+    else:
+        from .cutover.history_pg import PostgresPlanStore
+
+        store = PostgresPlanStore(db.dsn or "", replica=f"{PROG} plan")
 
     async def overrides() -> list[dict[str, Any]]:
-        store = PlanStore(db)
         await store.open()
         try:
-            return await store.overrides()
+            return list(await store.overrides())
         finally:
             await store.close()
 
-    stored = asyncio.run(overrides()) if db.is_file() else []
+    try:
+        stored = asyncio.run(overrides()) if store is not None else []
+    except StoreUnavailable as exc:
+        print(f"{PROG}: warning: the run-time changes are not read: {exc}", file=sys.stderr)
+        stored = []
     effective, dropped = apply_overrides(base, stored)
     for override, reason in dropped:
         print(f"{PROG}: warning: the change to {override['key']} no longer applies: {reason}", file=sys.stderr)

@@ -81,6 +81,7 @@ from .jobrecord import (
     started_flag,
     validate_submit,
 )
+from .schema import Step, migrate_sqlite, statements
 
 __all__ = ["DEFAULT_DB_PATH", "STATUSES", "JobFinished", "JobNotFound", "JobRecord", "JobStore"]
 
@@ -118,8 +119,8 @@ CREATE TABLE IF NOT EXISTS job_events (
 );
 CREATE INDEX IF NOT EXISTS job_events_by_job ON job_events (job_id, seq);
 """
-#: Columns added since the first schema, with their definitions: added to older files on open.
-_MIGRATIONS = {"attempt_started": "INTEGER"}
+#: Columns that files made before the schema was versioned may lack, with their definitions.
+_UNVERSIONED_GAPS = {"attempt_started": "INTEGER"}
 _COLUMNS = RECORD_COLUMNS
 
 
@@ -162,8 +163,7 @@ class JobStore:
         writer = await self._connect()
         try:
             await writer.execute_fetchall("PRAGMA journal_mode = WAL")
-            await writer.executescript(f"BEGIN IMMEDIATE;\n{_SCHEMA}\nCOMMIT;")
-            await _migrate(writer)
+            await migrate_sqlite(writer, "jobs", _STEPS, str(self.path))
             reader = await self._connect()
         except BaseException:
             await writer.close()
@@ -521,19 +521,19 @@ class JobStore:
         return await asyncio.shield(task)
 
 
-async def _migrate(db: aiosqlite.Connection) -> None:
-    """Add the columns a file from an older version lacks, in one transaction (racing openers add them once)."""
-    await db.execute_fetchall("BEGIN IMMEDIATE")
-    try:
-        have = {row["name"] for row in await db.execute_fetchall("PRAGMA table_info(jobs)")}
-        for column, definition in _MIGRATIONS.items():
-            if column not in have:
-                await db.execute_fetchall(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
-                log.info("job store: added column jobs.%s", column)
-        await db.execute_fetchall("COMMIT")
-    except BaseException:
-        await db.execute_fetchall("ROLLBACK")
-        raise
+async def _first_version(db: aiosqlite.Connection) -> None:
+    """Version 1: the tables, and the columns a file from before versioning lacks."""
+    for statement in statements(_SCHEMA):
+        await db.execute(statement)
+    have = {row["name"] for row in await db.execute_fetchall("PRAGMA table_info(jobs)")}
+    for column, definition in _UNVERSIONED_GAPS.items():
+        if column not in have:
+            await db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {definition}")
+            log.info("job store: added column jobs.%s", column)
+
+
+#: The SQLite job schema's steps (:mod:`bridge.schema`): append, never edit.
+_STEPS: tuple[Step, ...] = (_first_version,)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -4,26 +4,24 @@
 connections returning dicts, reconnecting in the background forever) or
 raises :class:`~bridge.errors.StoreUnavailable` in one line.
 
-Versioned schemas: each component's steps, applied once, under one lock.
-
-Every component (``jobs``, ``plan``) lists its steps in order; step ``i``
-takes it from version ``i`` to ``i + 1`` and is never edited once released.
-:func:`migrate` runs inside the caller's transaction after taking a
-transaction-level advisory lock, so replicas that start at once migrate one
-after the other and the second finds nothing to do. A database whose version
-is newer than the code's is refused rather than used half-understood.
+Versioned schemas follow :mod:`bridge.schema`'s rule. :func:`migrate` runs
+inside the caller's transaction after taking a transaction-level advisory
+lock, so replicas that start at once migrate one after the other and the
+second finds nothing to do.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
-from .errors import SchemaError, StoreUnavailable
+from .errors import StoreUnavailable
+from .schema import refuse_newer
 
-__all__ = ["migrate", "open_pool"]
+__all__ = ["migrate", "open_migrated", "open_pool", "transact"]
 
+T = TypeVar("T")
 log = logging.getLogger("cutover.schema")
 _LOCK_KEY = 0x6375746F  # "cuto": the advisory lock that serialises migrations
 
@@ -52,6 +50,40 @@ async def open_pool(dsn: str, *, where: str, max_size: int, timeout: float) -> A
     return pool
 
 
+async def open_migrated(dsn: str, component: str, steps: Sequence[str], *, where: str, max_size: int,
+                        timeout: float) -> Any:
+    """:func:`open_pool`, with ``component``'s schema brought up to date (:func:`migrate`) before it is returned.
+
+    :raises StoreUnavailable: the database cannot be reached within ``timeout``.
+    :raises SchemaError: the database holds a newer version than ``steps`` knows.
+    """
+    pool = await open_pool(dsn, where=where, max_size=max_size, timeout=timeout)
+    try:
+        await transact(pool, lambda conn: migrate(conn, component, steps, where), where=where)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+async def transact(pool: Any, body: Callable[[Any], Awaitable[T]], *, where: str) -> T:
+    """Run ``body(conn)`` in one transaction on a connection of ``pool``.
+
+    :param where: the database, as messages name it (no password).
+    :raises StoreUnavailable: the database is away (a lost connection, or none free within the pool's timeout).
+    """
+    import psycopg
+    from psycopg_pool import PoolTimeout
+
+    try:
+        async with pool.connection() as conn:
+            async with conn.transaction():
+                return await body(conn)
+    except (psycopg.OperationalError, PoolTimeout) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise StoreUnavailable(f"PostgreSQL at {where} is unreachable: {first}") from exc
+
+
 async def migrate(conn: Any, component: str, steps: Sequence[str], where: str) -> int:
     """Bring ``component`` to ``len(steps)`` inside the open transaction on ``conn``; returns the version.
 
@@ -62,11 +94,7 @@ async def migrate(conn: Any, component: str, steps: Sequence[str], where: str) -
     await conn.execute("CREATE TABLE IF NOT EXISTS cutover_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
     row = await (await conn.execute("SELECT version FROM cutover_schema WHERE component = %s", (component,))).fetchone()
     have = 0 if row is None else (row["version"] if isinstance(row, dict) else row[0])
-    if have > len(steps):
-        raise SchemaError(
-            f"the database at {where} has {component} schema version {have}, newer than this cutover's "
-            f"{len(steps)}: upgrade cutover on this replica before it uses that database"
-        )
+    refuse_newer(component, have, len(steps), where)
     for version in range(have, len(steps)):
         await conn.execute(steps[version])
         log.info("%s schema: migrated to version %d", component, version + 1)

@@ -31,6 +31,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..asgi import BodyLimitMiddleware
+from ..errors import StoreUnavailable
 from .control import GateRefused, Steering
 from .export import export_toml
 from .plan import Plan, PlanError
@@ -151,6 +152,8 @@ def admin_app(host: HostControl, token: str | None, *, labels: Mapping[str, str]
                 return _error(422, "invalid_plan", str(exc))
             except LookupError as exc:
                 return _error(404, "not_found", str(exc.args[0]) if exc.args else "not found")
+            except StoreUnavailable as exc:  # the shared database is away: the host serves on, this asks again later
+                return _error(503, "store_unavailable", str(exc), headers={"Retry-After": "5"})
         return endpoint
 
     async def overview(_: Request) -> Response:

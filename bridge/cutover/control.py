@@ -25,7 +25,8 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .evidence import STACKS, EvidenceBook
+from ..errors import StoreUnavailable
+from .evidence import STACKS, EvidenceBook, Steps
 from .gates import Verdict, interval, is_forward, judge, regression
 from .history import Change, PlanStore, apply_overrides, file_value
 from .plan import Plan, PlanError, Route
@@ -147,7 +148,26 @@ class Steering:
         return found
 
     def verdict(self, route: Route, mode: str, percent: float) -> Verdict:
-        return judge(self.plan(), route, mode, percent, self.evidence.of(route.key))
+        return judge(self.plan(), route, mode, percent, self.evidence.fleet(route.key))
+
+    async def gather(self) -> None:
+        """Read the other replicas' evidence from a shared store, so the gates judge the whole fleet's traffic.
+
+        A store of one host (SQLite) has no peers; a store that is away leaves the last reading in place.
+        """
+        fleet_evidence = getattr(self.store, "fleet_evidence", None)
+        if fleet_evidence is None:
+            return
+        try:
+            found, steps = await fleet_evidence(), await self.store.route_steps()
+        except StoreUnavailable as exc:
+            log.warning("fleet evidence not read: %s", exc)
+            return
+        me = getattr(self.store, "replica", None)
+        self.evidence.set_peers(
+            {route: [state for replica, state in by_replica.items() if replica != me]
+             for route, by_replica in found.items()},
+            {key: Steps(moved, shadowed) for key, (moved, shadowed) in steps.items()})
 
     async def move(self, method: str, template: str, mode: str, percent: float | None, *, who: str, why: str = "",
                    force: bool = False, automatic: bool = False) -> Change | None:
@@ -156,6 +176,7 @@ class Steering:
         Raises :class:`GateRefused` for an unforced forward move the gates refuse, and
         :class:`PlanError` for a move the plan cannot take.
         """
+        await self.gather()
         async with self._lock:
             plan = self.plan()
             moved = plan.with_mode(method, template, mode, percent)  # validates (PlanError)
@@ -166,7 +187,7 @@ class Steering:
             before, after = _target(current.mode, current.percent), _target(route.mode, route.percent)
             if before == after:
                 return None
-            verdict = judge(plan, current, route.mode, route.percent, self.evidence.of(key))
+            verdict = judge(plan, current, route.mode, route.percent, self.evidence.fleet(key))
             summary = self.evidence.summary(key)
             if not verdict.passed and not force:
                 raise GateRefused(key, after, verdict, summary)
@@ -224,6 +245,7 @@ class Steering:
         """One pass: roll back the automatic routes that regressed, promote those whose gates pass."""
         self.evaluations.inc()
         self.evaluation += 1
+        await self.gather()
         made = []
         for route in self.plan().routes:
             if not route.auto:
@@ -240,7 +262,7 @@ class Steering:
         return made
 
     async def _evaluate(self, route: Route) -> Change | None:
-        evidence = self.evidence.of(route.key)
+        evidence = self.evidence.fleet(route.key)
         regressed = regression(self.plan(), route, evidence)
         if regressed is not None:
             self._held.add(route.key)
@@ -282,5 +304,7 @@ class Steering:
             try:
                 await self.evaluate()
                 await self.checkpoint()
+            except StoreUnavailable as exc:  # the evidence stays in memory; the next pass after its return saves it
+                log.warning("evidence not checkpointed: %s", exc)
             except Exception:
                 log.exception("evaluating the automatic routes failed")

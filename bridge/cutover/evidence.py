@@ -17,6 +17,14 @@ answers beside it.
 
 Latencies are kept as the last ``KEEP`` samples per stack, so percentiles
 follow recent behaviour and memory stays bounded.
+
+A fleet: each replica gathers its own evidence and checkpoints it to the
+shared store; :meth:`EvidenceBook.fleet` lays the other replicas' last
+checkpoints beside this one's (:func:`combine`), so the gates judge, and the
+dashboard shows, the traffic of every replica. Only figures of the same step
+are summed: a peer's window counts when it is in the same mode and percent
+and began no earlier than the step's latest move (less :data:`FLEET_SLACK`),
+and its parity when it began no earlier than the latest move into shadow.
 """
 
 from __future__ import annotations
@@ -28,11 +36,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["EvidenceBook", "RouteEvidence", "StackStats", "wilson_upper"]
+__all__ = ["EvidenceBook", "RouteEvidence", "StackStats", "Steps", "combine", "wilson_upper"]
 
 KEEP = 2048  # latency samples kept per stack and kind of evidence
 Z95 = 1.959963984540054  # two-sided 95 %
 STACKS = ("legacy", "modern")
+#: Seconds a replica may lag the move that began a step (a notification, a poll) and still count towards it.
+FLEET_SLACK = 60.0
 
 
 def wilson_upper(failures: int, trials: int, z: float = Z95) -> float:
@@ -93,6 +103,18 @@ class StackStats:
         stats.latencies.extend(float(x) for x in data.get("latencies", ())[-KEEP:])
         return stats
 
+    @classmethod
+    def summed(cls, parts: Iterable[StackStats]) -> StackStats:
+        """Several replicas' stats as one: counts added, latency samples pooled (up to ``KEEP`` from each)."""
+        parts = list(parts)
+        total = cls()
+        total.latencies = deque(maxlen=KEEP * max(1, len(parts)))
+        for part in parts:
+            total.requests += part.requests
+            total.errors += part.errors
+            total.latencies.extend(part.latencies)
+        return total
+
 
 def _pair() -> dict[str, StackStats]:
     return {stack: StackStats() for stack in STACKS}
@@ -112,6 +134,8 @@ class RouteEvidence:
     parity: dict[str, StackStats] = field(default_factory=_pair)
     window: dict[str, StackStats] = field(default_factory=_pair)
     baseline: dict[str, float | None] | None = None
+    #: How many replicas' figures these are (more than 1 once :func:`combine` summed a fleet's).
+    replicas: int = 1
 
     def enter(self, mode: str, percent: float, now: float | None = None) -> None:
         """The route moved: a new window begins (and fresh parity when it enters shadow)."""
@@ -170,6 +194,7 @@ class RouteEvidence:
             },
             "by_stack": {stack: self.window[stack].figures() for stack in STACKS},
             "baseline": self.baseline,
+            "replicas": self.replicas,
         }
 
     def state(self) -> dict[str, Any]:
@@ -190,6 +215,43 @@ class RouteEvidence:
         return evidence
 
 
+@dataclass(frozen=True)
+class Steps:
+    """When a route's current step began, fleet-wide: its latest move, and its latest move into shadow (unix s)."""
+
+    moved_at: float | None = None
+    shadow_at: float | None = None
+
+
+def combine(local: RouteEvidence, peers: Iterable[RouteEvidence], steps: Steps = Steps(),
+            slack: float = FLEET_SLACK) -> RouteEvidence:
+    """``local`` with the peers' figures of the same step added (see the module's docstring).
+
+    The result is a new :class:`RouteEvidence` in ``local``'s mode, whose ``since`` is the
+    earliest of the windows summed (the fleet's time in the step); ``local`` is not changed.
+    """
+    step = (local.mode, local.percent)
+    windows, parities = [local], [local] if local.parity_since is not None else []
+    for peer in peers:
+        if (peer.mode, peer.percent) == step and (steps.moved_at is None or peer.since >= steps.moved_at - slack):
+            windows.append(peer)
+        if peer.parity_since is not None and local.parity_since is not None and (
+                steps.shadow_at is None or peer.parity_since >= steps.shadow_at - slack):
+            parities.append(peer)
+    merged = RouteEvidence(local.route, local.mode, local.percent, min(w.since for w in windows))
+    merged.window = {stack: StackStats.summed(w.window[stack] for w in windows) for stack in STACKS}
+    merged.baseline = local.baseline
+    if parities:
+        merged.parity_since = min(p.parity_since for p in parities if p.parity_since is not None)
+        merged.comparisons = sum(p.comparisons for p in parities)
+        merged.different = sum(p.different for p in parities)
+        merged.parity = {stack: StackStats.summed(p.parity[stack] for p in parities) for stack in STACKS}
+    else:
+        merged.comparisons, merged.different, merged.parity = local.comparisons, local.different, local.parity
+    merged.replicas = 1 + len({id(w) for w in [*windows, *parities]} - {id(local)})
+    return merged
+
+
 class EvidenceBook:
     """Every route's evidence; fed by the front door (who answered) and the shadow recorder (paired answers).
 
@@ -200,6 +262,21 @@ class EvidenceBook:
     def __init__(self, noise_floor: Callable[[str], dict[str, Any] | None] | None = None) -> None:
         self.routes: dict[str, RouteEvidence] = {}
         self.noise_floor = noise_floor or (lambda route: None)
+        #: The other replicas' last checkpoints per route, and when each route's step began (:meth:`set_peers`).
+        self.peers: dict[str, list[RouteEvidence]] = {}
+        self.steps: dict[str, Steps] = {}
+
+    def set_peers(self, states: dict[str, list[dict[str, Any]]], steps: dict[str, Steps]) -> None:
+        """The other replicas' saved states (``{route: [state, ...]}``), read from the fleet's store."""
+        self.peers = {route: [RouteEvidence.from_state(route, state) for state in found]
+                      for route, found in states.items()}
+        self.steps = dict(steps)
+
+    def fleet(self, route: str) -> RouteEvidence:
+        """This replica's evidence of ``route`` with the fleet's of the same step: what the gates judge."""
+        local = self.of(route)
+        peers = self.peers.get(route)
+        return combine(local, peers, self.steps.get(route, Steps())) if peers else local
 
     def of(self, route: str) -> RouteEvidence:
         found = self.routes.get(route)
@@ -229,7 +306,8 @@ class EvidenceBook:
             self.routes[route].compared(equal, legacy_status, modern_status, latencies)
 
     def summary(self, route: str) -> dict[str, Any]:
-        return self.of(route).summary(noise_floor=self.noise_floor(route))
+        """The fleet's figures of ``route`` (this replica's alone when it has no peers)."""
+        return self.fleet(route).summary(noise_floor=self.noise_floor(route))
 
     def state(self) -> dict[str, dict[str, Any]]:
         return {route: evidence.state() for route, evidence in self.routes.items()}

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiosqlite
 
+from ..schema import Step, open_sqlite
 from .plan import Plan, PlanError
 
 __all__ = ["Change", "PlanStore", "apply_overrides", "file_value"]
@@ -65,6 +66,8 @@ CREATE TABLE IF NOT EXISTS evidence_samples (
 );
 CREATE INDEX IF NOT EXISTS evidence_samples_by_route ON evidence_samples (route, id);
 """
+#: The SQLite plan schema's steps (:mod:`bridge.schema`): append, never edit.
+STEPS: tuple[Step, ...] = (SCHEMA,)
 KEEP_SAMPLES = 2000  # samples kept per route (at a 30 s interval, about 16 hours)
 
 
@@ -132,12 +135,7 @@ class PlanStore:
         self._db: aiosqlite.Connection | None = None
 
     async def open(self) -> None:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.db_path)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.executescript(SCHEMA)
-        await self._db.commit()
+        self._db = await open_sqlite(self.db_path, "plan", STEPS)
 
     async def close(self) -> None:
         if self._db is not None:

@@ -8,8 +8,11 @@ what a fleet needs:
   polls :meth:`latest_change` every ``poll_interval`` seconds in case a
   notification was lost with a connection. Either way it lays the stored
   overrides over its file again (:meth:`Host.refresh <bridge.cutover.host.Host.refresh>`).
-* **Evidence stays per replica** (``replica`` column): each host checkpoints
-  and restores its own figures, and :meth:`fleet_evidence` gives them all.
+* **Evidence is gathered per replica and judged per fleet.** Each host
+  checkpoints and restores its own figures (``replica`` column);
+  :meth:`fleet_evidence` gives them all and :meth:`route_steps` when each
+  route's step began, so a host sums its peers' figures of the same step
+  (:func:`bridge.cutover.evidence.combine`) before a gate judges them.
 * **Replicas are seen.** Each host beats its row in ``cutover_replicas``;
   :meth:`replicas` lists who beat within ``alive_after`` seconds.
 """
@@ -25,7 +28,7 @@ from typing import Any
 
 from ..database import parse_database_url
 from ..errors import StoreUnavailable
-from ..pgschema import migrate, open_pool
+from ..pgschema import open_migrated, transact
 from .history import KEEP_SAMPLES, Change
 
 __all__ = ["PostgresPlanStore"]
@@ -95,10 +98,10 @@ class PostgresPlanStore:
         self._where = str(parse_database_url(dsn))
 
     async def open(self) -> None:
-        pool = await open_pool(self.dsn, where=self._where, max_size=4, timeout=self.connect_timeout)
+        pool = await open_migrated(self.dsn, "plan", _STEPS, where=self._where, max_size=4,
+                                   timeout=self.connect_timeout)
         self._pool = pool
         try:
-            await self._run(lambda conn: migrate(conn, "plan", _STEPS, self._where))
             await self.beat()
         except BaseException:
             self._pool = None
@@ -219,6 +222,13 @@ class PostgresPlanStore:
             found.setdefault(r["route"], {})[r["replica"]] = json.loads(r["state"])
         return found
 
+    async def route_steps(self) -> dict[str, tuple[float | None, float | None]]:
+        """``{route: (latest move, latest move into shadow)}`` as unix times: where each step began, fleet-wide."""
+        rows = await self._fetch(
+            "SELECT key, MAX(at) AS moved_at, MAX(at) FILTER (WHERE to_value::jsonb ->> 'mode' = 'shadow') AS shadow_at"
+            " FROM plan_changes WHERE kind = 'route' GROUP BY key", ())
+        return {r["key"]: (r["moved_at"], r["shadow_at"]) for r in rows}
+
     async def watch(self, on_change: Callable[[], Awaitable[None]], *, poll_interval: float = 1.0) -> None:
         """Call ``on_change()`` whenever another replica records a change; runs until cancelled.
 
@@ -281,12 +291,4 @@ class PostgresPlanStore:
     async def _run(self, body: Callable[[Any], Awaitable[Any]]) -> Any:
         if self._pool is None:
             raise RuntimeError("the plan store is not open")
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
-        try:
-            async with self._pool.connection() as conn:
-                async with conn.transaction():
-                    return await body(conn)
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            raise StoreUnavailable(f"PostgreSQL at {self._where} is unreachable: {str(exc).strip()[:200]}") from exc
+        return await transact(self._pool, body, where=self._where)

@@ -44,6 +44,7 @@ from typing import Any
 
 from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, BodyGuard, Receive, Scope, Send, httptools_protocol
 from ..database import database_url
+from ..errors import StoreUnavailable
 from ..ownership import TaskBoard, use_task_board
 from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
@@ -51,12 +52,13 @@ from ..reactor import install_reactor, stop_reactor
 from .admin import FailureLimiter, admin_app
 from .apps import AppLoadError, LegacyApp, ModernApp, add_app_dir, import_from_string, load_legacy, load_modern
 from .control import GateRefused, Steering
-from .evidence import EvidenceBook
+from .evidence import EvidenceBook, RouteEvidence
 from .frontdoor import ADMIN_PREFIX, FrontDoor, route_label
 from .history import PlanStore
 from .metrics import LoopLagProbe, Metrics
 from .plan import OWNERS, Plan, PlanError
 from .shadow import ShadowRecorder
+from .shadowstore import PostgresShadowStore, ShadowStore, SqliteShadowStore
 from .twisted_asgi import TwistedSiteApp
 
 __all__ = ["GateRefused", "Host", "HostSettings", "HostStartError", "serve"]
@@ -159,15 +161,13 @@ class Host:
                     'modern = "your_package.module:app" (an ASGI app, or a factory)'
                 )
         self.lag = LoopLagProbe(settings.lag_interval, keep=max(1, round(LAG_WINDOW / settings.lag_interval)))
-        self.recorder = ShadowRecorder(
-            settings.var_dir / "cutover.db", max_inflight=settings.shadow_max_inflight, rules=self.rules_for
-        )
+        self.store, shadow_store = _stores(settings)
+        self.recorder = ShadowRecorder(shadow_store, max_inflight=settings.shadow_max_inflight, rules=self.rules_for)
         self.metrics_ = Metrics(self._pool_stats, self.recorder.stats, self.lag, admission=self._admission)
         #: The plan as its file says it; ``plan`` is this with the run-time changes (stored) on top.
         self.file_plan = self.plan
         self.evidence = EvidenceBook(noise_floor=self._noise_floor)
         self.recorder.listeners.append(self.evidence.compared)
-        self.store = _plan_store(settings)
         self.steering = Steering(self.store, self.evidence, plan=lambda: self.plan, set_plan=self._set_plan,
                                  base=lambda: self.file_plan, registry=self.metrics_.registry)
         self.board = TaskBoard()  # this host's: two hosts in one process (tests) never share owners
@@ -326,7 +326,7 @@ class Host:
                 log.exception("cutover host: %s failed while stopping", getattr(step, "__qualname__", step))
 
     async def _flush_unrouted(self) -> None:
-        """Write the unrouted counts to the store every few seconds, and once more when stopped."""
+        """Write the unrouted counts and the shadow summary to the store every few seconds, and once more when stopped."""
         try:
             while True:
                 await asyncio.sleep(UNROUTED_FLUSH)
@@ -337,6 +337,9 @@ class Host:
     async def _save_unrouted(self) -> None:
         try:
             await self.recorder.save_unrouted(self.metrics_.unrouted_table())
+            await self.recorder.save_summary()  # the comparisons since the last mismatch, for `cutover status`
+        except StoreUnavailable as exc:  # kept in memory; the next flush after the store is back writes them
+            log.debug("unrouted request counts not stored: %s", exc)
         except Exception:
             log.exception("could not store the unrouted request counts")
 
@@ -427,12 +430,20 @@ class Host:
         return fresh
 
     async def fleet(self) -> dict[str, Any]:
-        """The replicas sharing this host's database, and each one's evidence; one replica alone on SQLite."""
+        """The replicas sharing this host's database, each one's evidence, and the evidence summed over them.
+
+        On SQLite the fleet is this host alone.
+        """
         replicas = getattr(self.store, "replicas", None)
         if replicas is None:
-            return {"shared": False, "replicas": [{"replica": "this", "alive": True, "this": True}], "evidence": {}}
+            return {"shared": False, "replicas": [{"replica": "this", "alive": True, "this": True}], "evidence": {},
+                    "summed": {route.key: self.evidence.summary(route.key) for route in self.plan.routes}}
+        await self.steering.gather()
         return {"shared": True, "replicas": await replicas(alive_after=max(5.0, 5 * self.settings.fleet_poll)),
-                "evidence": await self.store.fleet_evidence()}
+                "evidence": {route: {replica: RouteEvidence.from_state(route, state).summary()
+                                     for replica, state in by_replica.items()}
+                             for route, by_replica in (await self.store.fleet_evidence()).items()},
+                "summed": {route.key: self.evidence.summary(route.key) for route in self.plan.routes}}
 
     async def reload(self) -> Plan:
         fresh_file = self._parse()
@@ -586,17 +597,19 @@ class _Observers:
         self.metrics.observe_unrouted(method, path, status)
 
 
-def _plan_store(settings: HostSettings) -> Any:
-    """SQLite beside the shadow store by default; PostgreSQL, shared by the fleet, with CUTOVER_DATABASE."""
+def _stores(settings: HostSettings) -> tuple[Any, ShadowStore]:
+    """The plan store and the shadow store: one SQLite file by default; the fleet's PostgreSQL with CUTOVER_DATABASE."""
     url = database_url(settings.var_dir / "cutover.db")
     if url.engine == "sqlite":
-        return PlanStore(url.path or settings.var_dir / "cutover.db")
+        path = url.path or settings.var_dir / "cutover.db"
+        return PlanStore(path), SqliteShadowStore(path)
     from .history_pg import PostgresPlanStore
 
     where = settings.var_dir.resolve()
     replica = f"{socket.gethostname()}:{hashlib.sha1(str(where).encode()).hexdigest()[:8]}"
-    return PostgresPlanStore(url.dsn or "", replica=replica, info={"host": socket.gethostname(), "pid": os.getpid(),
-                                                                    "var": str(where)})
+    plans = PostgresPlanStore(url.dsn or "", replica=replica, info={"host": socket.gethostname(), "pid": os.getpid(),
+                                                                     "var": str(where)})
+    return plans, PostgresShadowStore(url.dsn or "", replica=replica)
 
 
 def _one_line(exc: BaseException) -> str:

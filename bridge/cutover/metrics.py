@@ -77,7 +77,8 @@ class _StateCollector(Collector):
         shadow = GaugeMetricFamily("cutover_shadow_requests", "shadowed requests by outcome", labels=["route", "outcome"])
         rate = GaugeMetricFamily("cutover_shadow_mismatch_rate", "different / compared, per route", labels=["route"])
         for route, counts in self.shadow_stats().items():
-            for outcome in ("compared", "equal", "different", "skipped", "not_mirrored", "errors"):
+            for outcome in ("compared", "equal", "different", "skipped", "not_mirrored", "errors", "unmapped", "suppressed",
+                            "unrecorded"):
                 shadow.add_metric([route, outcome], float(counts[outcome]))
             rate.add_metric([route], float(counts["mismatch_rate"]))
         yield shadow

@@ -2,10 +2,13 @@
 
 The front door hands each mirrored exchange to :class:`ShadowRecorder`, which
 diffs the two responses (``bridge.parity.diff``, the same engine the parity
-tests use), counts the outcome per route, and stores mismatches in SQLite with
-the request, both responses (truncated) and the readable diff. Work is
-bounded: at most ``max_inflight`` modern calls run at once, and a request
-arriving past that is skipped and counted, never queued.
+tests use), counts the outcome per route, and stores mismatches with the
+request, both responses (truncated) and the readable diff, in its
+:mod:`store <bridge.cutover.shadowstore>`: the host's SQLite file, or the
+fleet's PostgreSQL. Work is bounded: at most ``max_inflight`` modern calls run
+at once, and a request arriving past that is skipped and counted, never
+queued. A store that is away costs nothing but the record: the comparison
+still counts, and the write it could not make is counted as ``unrecorded``.
 
 The noise floor: on a sample of requests legacy answers twice
 (:mod:`bridge.cutover.mirror`), and :meth:`ShadowRecorder.learn_noise` keeps,
@@ -27,62 +30,15 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
-
+from ..errors import StoreUnavailable
 from ..parity.diff import Diff, DiffRules, Exchange, diff, generalise
+from .shadowstore import ShadowStore, SqliteShadowStore
 
 log = logging.getLogger("cutover.shadow")
 TRUNCATE = 4096
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS shadow_mismatches (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at TEXT NOT NULL,
-    route TEXT NOT NULL,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    request TEXT NOT NULL,
-    legacy TEXT NOT NULL,
-    modern TEXT NOT NULL,
-    diff TEXT NOT NULL,
-    diff_text TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS shadow_by_route ON shadow_mismatches (route, id);
-CREATE TABLE IF NOT EXISTS shadow_routes (
-    route TEXT PRIMARY KEY,
-    compared INTEGER NOT NULL,
-    different INTEGER NOT NULL,
-    aa_samples INTEGER NOT NULL,
-    aa_differing INTEGER NOT NULL,
-    noise_fields TEXT NOT NULL,
-    at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS route_inventory (
-    route TEXT PRIMARY KEY,
-    in_plan INTEGER NOT NULL,
-    mode TEXT NOT NULL,
-    in_legacy INTEGER,
-    in_modern INTEGER,
-    at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS unrouted_requests (
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    last_status INTEGER NOT NULL,
-    at TEXT NOT NULL,
-    PRIMARY KEY (method, path)
-);
-"""
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
 
 def _body_text(body: bytes) -> dict[str, Any]:
     """A body for storage: text when it is UTF-8, else base64; cut at TRUNCATE bytes either way."""
@@ -106,6 +62,7 @@ class RouteCounts:
     not_mirrored: int = 0
     errors: int = 0
     unmapped: int = 0  # a follower naming a resource modern has no twin of
+    unrecorded: int = 0  # mismatches the store was away for: compared and counted, not kept
     suppressed: int = 0  # comparisons equal once the route's noise fields were left out
 
     @property
@@ -141,7 +98,8 @@ SUMMARY_EVERY = 1.0  # seconds between writes of the per-route summary to the st
 class ShadowRecorder:
     """Diffs, counts and stores shadowed exchanges; ``open()`` before use, ``close()`` after."""
 
-    db_path: Path
+    #: Where findings are kept: a store, or the path of the host's SQLite file.
+    store: ShadowStore | Path
     max_inflight: int = 8
     #: The diff rules of a route label (the host reads them from the plan, which can change at run time).
     rules: Callable[[str], DiffRules] = field(default=lambda route: DiffRules())
@@ -150,25 +108,30 @@ class ShadowRecorder:
     inflight: int = 0
     #: Called with (route, equal, legacy status, modern status, (legacy s, modern s) or None) for each comparison.
     listeners: list[Callable[[str, bool, int, int, tuple[float, float] | None], None]] = field(default_factory=list)
-    _db: aiosqlite.Connection | None = None
+    _open: bool = False
     _saved_at: float = 0.0
 
+    def __post_init__(self) -> None:
+        if isinstance(self.store, Path):
+            self.store = SqliteShadowStore(self.store)
+
+    @property
+    def backend(self) -> ShadowStore:
+        assert not isinstance(self.store, Path)
+        return self.store
+
     async def open(self) -> None:
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.db_path)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.executescript(SCHEMA)
-        await self._db.commit()
+        await self.backend.open()
+        self._open = True
 
     async def close(self) -> None:
-        if self._db is not None:
+        if self._open:
             try:
                 await self.save_summary()
-            except Exception:
-                log.exception("could not save the shadow summary")
-            await self._db.close()
-            self._db = None
+            except Exception as exc:
+                log.warning("could not save the shadow summary: %s", exc)
+            self._open = False
+            await self.backend.close()
 
     def admit(self, route: str) -> bool:
         """Take a shadow slot, or count the request as skipped when all are busy."""
@@ -231,91 +194,59 @@ class ShadowRecorder:
             await self._maybe_save_summary()
             return True
         counts.different += 1
-        if self._db is not None:
+        if self._open:
             try:
-                await self._db.execute(
-                    "INSERT INTO shadow_mismatches (at, route, method, path, request, legacy, modern, diff, diff_text)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (_now(), route, method, path, json.dumps(request), _exchange_json(legacy), _exchange_json(modern),
-                     json.dumps(result.to_dict()), result.to_text()),
-                )
-                await self._db.commit()
+                await self.backend.add_mismatch((
+                    route, method, path, json.dumps(request), _exchange_json(legacy), _exchange_json(modern),
+                    json.dumps(result.to_dict()), result.to_text()))
+            except StoreUnavailable as exc:  # counted: /status and the metrics say how many were not kept
+                counts.unrecorded += 1
+                log.debug("shadow mismatch for %s not stored: %s", route, exc)
             except Exception:  # storage trouble must never reach a client
+                counts.unrecorded += 1
                 log.exception("could not store a shadow mismatch for %s", route)
         await self._maybe_save_summary()
         return False
 
     async def _maybe_save_summary(self) -> None:
-        if self._db is None or time.monotonic() - self._saved_at < SUMMARY_EVERY:
+        if not self._open or time.monotonic() - self._saved_at < SUMMARY_EVERY:
             return
         try:
             await self.save_summary()
+        except StoreUnavailable as exc:
+            log.debug("shadow summary not saved: %s", exc)
         except Exception:  # storage trouble must never reach a client
             log.exception("could not save the shadow summary")
 
     async def save_summary(self) -> None:
         """Write each route's counts and noise floor where ``cutover status`` reads them."""
-        if self._db is None:
+        if not self._open:
             return
         self._saved_at = time.monotonic()
-        at = _now()
         rows = []
         for route in sorted(set(self.counts) | set(self.noise)):
             counts, noise = self.counts.get(route, RouteCounts()), self.noise.get(route, Noise())
             rows.append((route, counts.compared, counts.different, noise.samples, noise.differing,
-                         json.dumps(sorted(noise.fields)), at))
-        await self._db.executemany(
-            "INSERT INTO shadow_routes (route, compared, different, aa_samples, aa_differing, noise_fields, at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (route) DO UPDATE SET compared = excluded.compared,"
-            " different = excluded.different, aa_samples = excluded.aa_samples, aa_differing = excluded.aa_differing,"
-            " noise_fields = excluded.noise_fields, at = excluded.at",
-            rows,
-        )
-        await self._db.commit()
+                         json.dumps(sorted(noise.fields))))
+        await self.backend.save_summary(rows)
 
     async def save_inventory(self, rows: list[dict[str, Any]]) -> None:
         """Keep the host's route inventory where ``cutover status`` can read it without a running host."""
-        if self._db is None:
-            return
-        at = _now()
-        await self._db.execute("DELETE FROM route_inventory")
-        await self._db.executemany(
-            "INSERT INTO route_inventory (route, in_plan, mode, in_legacy, in_modern, at) VALUES (?, ?, ?, ?, ?, ?)",
-            [(r["route"], r["in_plan"], r["mode"], r["in_legacy"], r["in_modern"], at) for r in rows],
-        )
-        await self._db.commit()
+        if self._open:
+            await self.backend.save_inventory(rows)
 
     async def save_unrouted(self, rows: list[dict[str, Any]]) -> None:
         """Store this run's unrouted request counts (they replace what the same paths had)."""
-        if self._db is None or not rows:
-            return
-        at = _now()
-        await self._db.executemany(
-            "INSERT INTO unrouted_requests (method, path, requests, last_status, at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (method, path) DO UPDATE SET requests = excluded.requests,"
-            " last_status = excluded.last_status, at = excluded.at",
-            [(r["method"], r["path"], r["requests"], r["last_status"], at) for r in rows],
-        )
-        await self._db.commit()
+        if self._open and rows:
+            await self.backend.save_unrouted(rows)
 
     async def mismatches(self, route: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        assert self._db is not None
-        where, args = ("WHERE route = ?", [route]) if route else ("", [])
-        rows = await self._db.execute_fetchall(
-            f"SELECT id, at, route, method, path, diff_text FROM shadow_mismatches {where} ORDER BY id DESC LIMIT ?",
-            (*args, limit),
-        )
-        return [dict(r) for r in rows]
+        """The newest stored mismatches (of the whole fleet, on PostgreSQL), without their bodies."""
+        return await self.backend.mismatches(route, limit)
 
     async def mismatch(self, mismatch_id: int) -> dict[str, Any] | None:
-        assert self._db is not None
-        rows = await self._db.execute_fetchall("SELECT * FROM shadow_mismatches WHERE id = ?", (mismatch_id,))
-        if not rows:
-            return None
-        row = dict(rows[0])
-        for key in ("request", "legacy", "modern", "diff"):
-            row[key] = json.loads(row[key])
-        return row
+        """One stored mismatch in full: the request, both answers, the diff."""
+        return await self.backend.mismatch(mismatch_id)
 
     def stats(self) -> dict[str, Any]:
         """Per route: the outcome counts (numbers only: the metrics read every key) and the mismatch rate."""
