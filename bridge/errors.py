@@ -7,6 +7,9 @@ does, and a cancelled call, which raises the caller's own ``CancelledError``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
 
 class PoolError(Exception):
     """Base class of the shared pool's own errors."""
@@ -89,3 +92,47 @@ class StoreUnavailable(StoreError, ConnectionError):
 
 class SchemaError(StoreError):
     """The database's schema cannot be used by this version of cutover (for example, it is newer)."""
+
+
+@dataclass(frozen=True)
+class ErrorAnswer:
+    """How an HTTP endpoint answers one error: the status, the code and message of the JSON body, any headers.
+
+    Both stacks of a service answer the toolkit's errors alike by asking :func:`answer_for`,
+    each in its own handlers (that is what parity compares), so the table is written once.
+    """
+
+    status: int
+    code: str
+    message: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, dict[str, str]]:
+        """The contract's error body, ``{"error": {"code", "message"}}``."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+def answer_for(exc: BaseException) -> ErrorAnswer | None:
+    """The toolkit's answer to one of its own errors (and the builtins its pool raises); None for any other.
+
+    * a call over its timeout (:class:`TimeoutError`): 504 ``timeout``
+    * :class:`PoolBusy`: 503 ``busy``, ``Retry-After: 1``
+    * :class:`PoolUnavailable` (the Dask scheduler is gone): 503 ``pool_unavailable``, ``Retry-After: 5``
+    * :class:`StoreUnavailable`: 503 ``store_unavailable``, ``Retry-After: 5``
+    * :class:`WorkerCrashed`: 500 ``worker_crashed``
+    * :class:`MemoryError` (a worker at its memory ceiling): 500 ``out_of_memory``
+    """
+    if isinstance(exc, TimeoutError):
+        return ErrorAnswer(504, "timeout", str(exc))
+    if isinstance(exc, PoolBusy):
+        return ErrorAnswer(503, "busy", str(exc), {"Retry-After": "1"})
+    if isinstance(exc, PoolUnavailable):
+        return ErrorAnswer(503, "pool_unavailable", str(exc), {"Retry-After": "5"})
+    if isinstance(exc, StoreUnavailable):  # its message names the database: not for clients
+        return ErrorAnswer(503, "store_unavailable", "the job store is unreachable; retry later", {"Retry-After": "5"})
+    if isinstance(exc, WorkerCrashed):
+        return ErrorAnswer(500, "worker_crashed", str(exc))
+    if isinstance(exc, MemoryError):
+        return ErrorAnswer(500, "out_of_memory",
+                           "the worker ran out of memory on this request" + (f": {exc}" if str(exc) else ""))
+    return None

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import PoolBusy, PoolUnavailable, StoreUnavailable, WorkerCrashed
+from .errors import PoolBusy, PoolUnavailable, StoreUnavailable, WorkerCrashed, answer_for
 from .jobrecord import STATUSES, JobFinished, JobNotFound, JobRecord, attempts_text, dumps_json
 from .jobstore import DEFAULT_DB_PATH, JobStore
 from .shadowing import ShadowMarker
@@ -462,18 +462,14 @@ class JobRunner:
 
     async def _retry_or_fail(self, record: JobRecord, policy: KindPolicy, exc: BaseException) -> None:
         n = record.attempts
-        if isinstance(exc, WorkerCrashed):
-            reason, what, retryable = "worker_crashed", str(exc), True
-        elif isinstance(exc, PoolUnavailable | PoolBusy):  # the pool, not the job: the same attempt may work later
-            reason = "pool_unavailable" if isinstance(exc, PoolUnavailable) else "busy"
-            what, retryable = str(exc), True
-        elif isinstance(exc, StoreUnavailable):  # the database went away mid-attempt (loading the payload)
-            reason, what, retryable = "store_unavailable", str(exc), True
+        found = answer_for(exc)  # the toolkit's error table gives the reason's code
+        reason = found.code if found is not None else "timeout"
+        if isinstance(exc, TimeoutError):
+            what, retryable = f"the job did not finish within {policy.timeout}s", policy.retry_on_timeout
         elif isinstance(exc, MemoryError):
-            reason, what, retryable = "out_of_memory", "the worker ran out of memory" + (f": {exc}" if str(exc) else ""), True
-        else:
-            reason, what = "timeout", f"the job did not finish within {policy.timeout}s"
-            retryable = policy.retry_on_timeout
+            what, retryable = "the worker ran out of memory" + (f": {exc}" if str(exc) else ""), True
+        else:  # the worker, the pool or the store failed, not the job: the same attempt may work later
+            what, retryable = str(exc), True
         if retryable and n < policy.max_attempts:
             delay = policy.backoff(n)
             detail = {"attempt": n, "reason": reason, "message": what, "delay": delay}

@@ -7,14 +7,9 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from workloads.contract import ApiError
 
-class ApiError(Exception):
-    """An error the client caused, with the status and code the contract gives it."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
+__all__ = ["ApiError", "error_body", "write_error", "write_json"]
 
 
 def error_body(code: str, message: str) -> bytes:

@@ -11,8 +11,8 @@ from twisted.internet import defer
 from twisted.python import log
 from twisted.python.failure import Failure
 
-import workloads
-from bridge import PoolBusy, PoolUnavailable, SharedPool, WorkerCrashed
+from bridge import SharedPool
+from workloads.contract import job_error
 
 from .settings import LegacySettings
 from .work import run_kind
@@ -90,18 +90,8 @@ class JobStore:
             job.error = {"code": "cancelled", "message": "the job was cancelled"}
             return
         job.status = "failed"
-        if failure.check(workloads.InvalidInput):
-            job.error = failure.value.as_dict()
-        elif failure.check(TimeoutError):
-            job.error = {"code": "timeout", "message": str(failure.value)}
-        elif failure.check(WorkerCrashed):
-            job.error = {"code": "worker_crashed", "message": str(failure.value)}
-        elif failure.check(MemoryError):
-            job.error = {"code": "out_of_memory", "message": workloads.out_of_memory_message(failure.value)}
-        elif failure.check(PoolUnavailable):
-            job.error = {"code": "pool_unavailable", "message": str(failure.value)}
-        elif failure.check(PoolBusy):
-            job.error = {"code": "busy", "message": str(failure.value)}
-        else:
+        error = job_error(failure.value)
+        if error is None:
             log.err(failure, f"job {job.id} ({job.kind}) failed")
-            job.error = {"code": "internal_error", "message": "the job failed; see the service log"}
+            error = {"code": "internal_error", "message": "the job failed; see the service log"}
+        job.error = error

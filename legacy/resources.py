@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 from twisted.internet import defer
@@ -13,14 +11,14 @@ from twisted.web import resource
 from twisted.web.error import UnsupportedMethod
 from twisted.web.server import NOT_DONE_YET, Request
 
-import workloads
-from bridge import PoolBusy, PoolUnavailable, SharedPool, WorkerCrashed
+from bridge import SharedPool
+from workloads.contract import INTERNAL, KINDS, answer_for, check_kind, job_from_json, required_text
 
 from .errors import ApiError, write_error, write_json
 from .jobs import JobStore
 from .settings import LegacySettings
 from .uploads import AUDIO_TYPES, IMAGE_TYPES, media_type, query_float, read_json, read_upload
-from .work import KINDS, run_kind
+from .work import run_kind
 
 UPLOADS = {"faces": (IMAGE_TYPES, "an image"), "ocr": (IMAGE_TYPES, "an image"), "audio": (AUDIO_TYPES, "a WAV file")}
 
@@ -29,22 +27,11 @@ def _error_for(failure: Failure) -> ApiError | None:
     """The contract's answer to a failure; None when the client is gone."""
     if failure.check(defer.CancelledError):
         return None
-    if failure.check(ApiError):
-        return failure.value
-    if failure.check(workloads.InvalidInput):
-        return ApiError(422, failure.value.code, failure.value.message)
-    if failure.check(TimeoutError):
-        return ApiError(504, "timeout", str(failure.value))
-    if failure.check(PoolBusy):
-        return ApiError(503, "busy", str(failure.value), {"Retry-After": "1"})
-    if failure.check(PoolUnavailable):  # the Dask scheduler is gone: the same request may work in a moment
-        return ApiError(503, "pool_unavailable", str(failure.value), {"Retry-After": "5"})
-    if failure.check(WorkerCrashed):
-        return ApiError(500, "worker_crashed", str(failure.value))
-    if failure.check(MemoryError):  # the worker hit its memory ceiling, and Python noticed first
-        return ApiError(500, "out_of_memory", workloads.out_of_memory_message(failure.value))
-    log.err(failure, "request failed")
-    return ApiError(500, "internal_error", "the request failed; see the service log")
+    found = answer_for(failure.value)
+    if found is None:
+        log.err(failure, "request failed")
+        found = INTERNAL
+    return ApiError(found.status, found.code, found.message, dict(found.headers))
 
 
 def respond(request: Request, d: defer.Deferred[Any], status: int = 200) -> Any:
@@ -150,14 +137,6 @@ class Domains(ApiResource):
         return result
 
 
-def required_text(body: dict[str, Any]) -> str:
-    if "text" not in body:
-        raise ApiError(422, "missing_field", "the JSON body needs a `text` field")
-    if not isinstance(body["text"], str):
-        raise ApiError(422, "invalid_parameter", "`text` must be a string")
-    return body["text"]
-
-
 class Jobs(ApiResource):
     def __init__(self, store: JobStore) -> None:
         super().__init__()
@@ -189,35 +168,6 @@ def query_kind(request: Request) -> str:
     if not values:
         raise ApiError(422, "missing_field", f"say what to run: ?kind= one of {', '.join(KINDS)}")
     return check_kind(values[0].decode("utf-8", "replace"))
-
-
-def check_kind(kind: Any) -> str:
-    if kind not in KINDS:
-        raise ApiError(422, "invalid_parameter", f"`kind` must be one of {', '.join(KINDS)}, got {kind!r}")
-    return str(kind)
-
-
-def job_from_json(body: dict[str, Any]) -> tuple[str, Any, dict[str, Any]]:
-    if "kind" not in body:
-        raise ApiError(422, "missing_field", "the JSON body needs a `kind` field")
-    kind = check_kind(body["kind"])
-    if kind == "domains":
-        return kind, required_text(body), {}
-    encoded = body.get("data_base64")
-    if not isinstance(encoded, str):
-        raise ApiError(422, "missing_field", f"a {kind} job needs `data_base64` (the file, base64-encoded)")
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(422, "invalid_parameter", "`data_base64` is not valid base64") from None
-    params: dict[str, Any] = {}
-    if kind == "audio":
-        for field, name, default in (("hop_ms", "hop_ms", 10.0), ("threshold", "threshold_db", 6.0)):
-            value = body.get(field, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ApiError(422, "invalid_parameter", f"`{field}` must be a number")
-            params[name] = float(value)
-    return kind, data, params
 
 
 class Job(ApiResource):

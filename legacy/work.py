@@ -16,8 +16,6 @@ from bridge import SharedPool
 
 from .settings import LegacySettings
 
-KINDS = ("faces", "ocr", "audio", "domains")
-
 
 @defer.inlineCallbacks
 def find_domains(pool: SharedPool, text: str, settings: LegacySettings) -> Any:

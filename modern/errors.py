@@ -12,15 +12,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import workloads
 from bridge import PoolBusy, PoolUnavailable, WorkerCrashed
 from bridge.errors import StoreUnavailable
+from workloads.contract import INTERNAL, ApiError, answer_for
 
-
-class ApiError(Exception):
-    """An error the client caused, with the status and code the contract gives it."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
+__all__ = ["ApiError", "error_response", "install_error_handlers"]
+#: The exceptions the contract's table answers (``workloads.contract.answer_for``), each with its own handler.
+ANSWERED = (ApiError, workloads.InvalidInput, TimeoutError, PoolBusy, PoolUnavailable, StoreUnavailable,
+            WorkerCrashed, MemoryError)
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -61,13 +58,12 @@ def _allowed_methods(request: Request) -> list[str]:
 def install_error_handlers(app: FastAPI) -> None:
     """Map FastAPI's and the kernels' errors onto the contract, exactly as legacy answers them."""
 
-    @app.exception_handler(ApiError)
-    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return error_response(exc.status, exc.code, exc.message, exc.headers)
+    async def answered(_: Request, exc: Exception) -> JSONResponse:
+        found = answer_for(exc) or INTERNAL  # ANSWERED lists only what the table answers
+        return error_response(found.status, found.code, found.message, dict(found.headers) or None)
 
-    @app.exception_handler(workloads.InvalidInput)
-    async def invalid_input(_: Request, exc: workloads.InvalidInput) -> JSONResponse:
-        return error_response(422, exc.code, exc.message)
+    for kind in ANSWERED:
+        app.add_exception_handler(kind, answered)
 
     @app.exception_handler(RequestValidationError)
     async def validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,30 +78,3 @@ def install_error_handlers(app: FastAPI) -> None:
             method = request.method
             return error_response(405, "method_not_allowed", f"{method} is not allowed here; use {allow}", {"Allow": allow})
         return error_response(exc.status_code, "http_error", str(exc.detail))
-
-    @app.exception_handler(TimeoutError)
-    async def timeout(_: Request, exc: TimeoutError) -> JSONResponse:
-        return error_response(504, "timeout", str(exc))
-
-    @app.exception_handler(PoolBusy)
-    async def busy(_: Request, exc: PoolBusy) -> JSONResponse:
-        return error_response(503, "busy", str(exc), {"Retry-After": "1"})
-
-    @app.exception_handler(PoolUnavailable)
-    async def unavailable(_: Request, exc: PoolUnavailable) -> JSONResponse:
-        return error_response(503, "pool_unavailable", str(exc), {"Retry-After": "5"})
-
-    @app.exception_handler(StoreUnavailable)
-    async def store_unavailable(_: Request, exc: StoreUnavailable) -> JSONResponse:
-        return error_response(503, "store_unavailable", "the job store is unreachable; retry later",
-                              {"Retry-After": "5"})
-
-    @app.exception_handler(WorkerCrashed)
-    async def crashed(_: Request, exc: WorkerCrashed) -> JSONResponse:
-        return error_response(500, "worker_crashed", str(exc))
-
-    @app.exception_handler(MemoryError)
-    async def out_of_memory(_: Request, exc: MemoryError) -> JSONResponse:
-        return error_response(500, "out_of_memory", workloads.out_of_memory_message(exc))
-
-

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import time
 from typing import Annotated, Any
 
@@ -13,6 +11,7 @@ from fastapi.responses import JSONResponse
 from bridge import SharedPool
 from bridge.jobs import JobFinished, JobNotFound, JobRunner, JobStore
 from bridge.shadowing import shadow_of
+from workloads.contract import KINDS, check_kind, job_from_json, required_text
 
 from .errors import ApiError
 from .models import (
@@ -29,7 +28,7 @@ from .models import (
 )
 from .settings import ModernSettings
 from .uploads import AUDIO_TYPES, IMAGE_TYPES, media_type, read_json, read_upload
-from .work import KINDS, run_kind
+from .work import run_kind
 
 __version__ = "1.0.0"
 router = APIRouter()
@@ -123,43 +122,6 @@ async def domains(request: Request) -> Any:
     return await run_kind(pool_of(request), "domains", text, {}, settings_of(request))
 
 
-def required_text(body: dict[str, Any]) -> str:
-    if "text" not in body:
-        raise ApiError(422, "missing_field", "the JSON body needs a `text` field")
-    if not isinstance(body["text"], str):
-        raise ApiError(422, "invalid_parameter", "`text` must be a string")
-    return body["text"]
-
-
-def check_kind(kind: Any) -> str:
-    if kind not in KINDS:
-        raise ApiError(422, "invalid_parameter", f"`kind` must be one of {', '.join(KINDS)}, got {kind!r}")
-    return str(kind)
-
-
-def job_from_json(body: dict[str, Any]) -> tuple[str, bytes, dict[str, Any]]:
-    if "kind" not in body:
-        raise ApiError(422, "missing_field", "the JSON body needs a `kind` field")
-    kind = check_kind(body["kind"])
-    if kind == "domains":
-        return kind, required_text(body).encode("utf-8", "surrogatepass"), {}  # JSON may carry lone surrogates
-    encoded = body.get("data_base64")
-    if not isinstance(encoded, str):
-        raise ApiError(422, "missing_field", f"a {kind} job needs `data_base64` (the file, base64-encoded)")
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except (binascii.Error, ValueError):
-        raise ApiError(422, "invalid_parameter", "`data_base64` is not valid base64") from None
-    params: dict[str, Any] = {}
-    if kind == "audio":
-        for field, name, default in (("hop_ms", "hop_ms", 10.0), ("threshold", "threshold_db", 6.0)):
-            value = body.get(field, default)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ApiError(422, "invalid_parameter", f"`{field}` must be a number")
-            params[name] = float(value)
-    return kind, data, params
-
-
 @router.post(
     "/v1/jobs",
     status_code=202,
@@ -185,7 +147,9 @@ async def submit_job(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> JSONResponse:
     if media_type(request) == "application/json":
-        job_kind, payload, params = job_from_json(await read_json(request))
+        job_kind, given, params = job_from_json(await read_json(request))
+        # the text of a domains job is stored as bytes; JSON may carry lone surrogates
+        payload = given.encode("utf-8", "surrogatepass") if isinstance(given, str) else given
     else:
         if kind is None:
             raise ApiError(422, "missing_field", f"say what to run: ?kind= one of {', '.join(KINDS)}")

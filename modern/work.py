@@ -11,8 +11,6 @@ from bridge import SharedPool
 
 from .settings import ModernSettings
 
-KINDS = ("faces", "ocr", "audio", "domains")
-
 
 async def find_domains(pool: SharedPool, text: str, settings: ModernSettings,
                        on_start: Callable[[], None] | None = None) -> dict[str, Any]:

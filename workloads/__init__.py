@@ -12,7 +12,7 @@ by the legacy LoopingCall and the modern ``@task`` so both write the same files.
 from __future__ import annotations
 
 from .audio import analyze_audio
-from .errors import InvalidInput, out_of_memory_message
+from .errors import InvalidInput
 from .faces import detect_faces, load_face_model
 from .images import decode_image
 from .ocr import engine_loads, init_ocr, read_text
@@ -32,7 +32,6 @@ __all__ = [
     "load_face_model",
     "merge_domains",
     "native_threads",
-    "out_of_memory_message",
     "read_text",
     "split_chunks",
     "warm_up",

@@ -9,11 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def out_of_memory_message(exc: BaseException) -> str:
-    """What both services say when a kernel's worker ran out of memory (``out_of_memory``)."""
-    return "the worker ran out of memory on this request" + (f": {exc}" if str(exc) else "")
-
-
 class InvalidInput(ValueError):
     """The caller's input (or a parameter) cannot be processed.
 

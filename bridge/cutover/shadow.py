@@ -35,6 +35,7 @@ from typing import Any
 
 from ..errors import StoreUnavailable
 from ..parity.diff import Diff, DiffRules, Exchange, diff, generalise
+from .shadowstore import SQLITE_SCHEMA as SCHEMA  # noqa: F401  (the tables, for tools reading the file)
 from .shadowstore import ShadowStore, SqliteShadowStore
 
 log = logging.getLogger("cutover.shadow")

@@ -33,12 +33,13 @@ from ..errors import StoreUnavailable
 from ..pgschema import open_migrated, transact
 from ..schema import Step, open_sqlite
 
-__all__ = ["Mismatch", "PostgresShadowStore", "ShadowStore", "SqliteShadowStore"]
+__all__ = ["SQLITE_SCHEMA", "Mismatch", "PostgresShadowStore", "ShadowStore", "SqliteShadowStore"]
 
 #: One mismatch as stored: route, method, path, then request, legacy, modern and diff as JSON text, and the diff's text.
 Mismatch = tuple[str, str, str, str, str, str, str, str]
 
-_SQLITE_STEPS: tuple[Step, ...] = ("""
+#: The SQLite tables as first versioned (``cutover status`` reads them without a host).
+SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS shadow_mismatches (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     at TEXT NOT NULL,
@@ -77,7 +78,8 @@ CREATE TABLE IF NOT EXISTS unrouted_requests (
     at TEXT NOT NULL,
     PRIMARY KEY (method, path)
 )
-""",)
+"""
+_SQLITE_STEPS: tuple[Step, ...] = (SQLITE_SCHEMA,)
 
 _PG_STEPS: tuple[str, ...] = ("""
 CREATE TABLE shadow_mismatches (
