@@ -1,14 +1,25 @@
 """Serve a twisted.web ``Site`` as an ASGI app, in process, without a socket.
 
 The front door routes each request to legacy or modern; for legacy it calls
-:class:`TwistedSiteApp`, which hands the request to the Site's own HTTP/1.1
-channel (``site.buildProtocol``) over an in-memory transport and turns what
-Twisted writes back into ASGI messages. Twisted sees what it would see on a
-socket: the request line and headers as sent, the body as it streams in,
-``request.getClientAddress()`` from ``scope["client"]``, and ``isSecure()``
-from ``scope["scheme"]``. So a ``Site`` subclass such as legacy's
-``LimitedSite``, which answers 413 by writing raw bytes to the transport and
-hanging up before reading the body, behaves exactly as it does over TCP.
+:class:`TwistedSiteApp`, which hands the request to the Site over an in-memory
+transport and turns what Twisted writes back into ASGI messages. Two paths:
+
+* the lean one, for a plain ``server.Site`` (or a subclass that keeps its
+  channel, as legacy's ``LimitedSite`` does): the Site's ``requestFactory``
+  builds the ``Request`` from the head the ASGI server parsed, and
+  :class:`.twisted_request.DirectChannel` plays ``HTTPChannel``'s part, with
+  no second parse of the head and no serialised answer to read back;
+* the byte path, for a Site with its own ``buildProtocol`` or channel class
+  (and a request line or ``Content-Length`` ``HTTPChannel`` would refuse):
+  the head is written out as bytes to the Site's own HTTP/1.1 channel
+  (``site.buildProtocol``), and its answer read by :mod:`.twisted_response`.
+
+Either way Twisted sees what it would see on a socket: the request line and
+headers as sent, the body as it streams in, ``request.getClientAddress()``
+from ``scope["client"]``, and ``isSecure()`` from ``scope["scheme"]``. So a
+``Site`` subclass such as legacy's ``LimitedSite``, which answers 413 by
+writing raw bytes to the transport and hanging up before reading the body,
+behaves exactly as it does over TCP. The rules below hold on both paths.
 
 Semantics, per request:
 
