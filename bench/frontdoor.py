@@ -13,9 +13,10 @@ The load comes from ``wrk`` (C, one thread, keep-alive; ``make bench`` installs
 it from Debian's packages), not a Python client sharing the server's GIL or
 cores more than it must. Each variant runs for ``SECONDS`` at 1 and at 8
 connections, on a pure-overhead route (``GET /status``) and a pool route
-(``POST /v1/domains``), ``REPEATS`` times in alternating order; the table has
-medians, and the ratios are the front door's over the stack alone (or, for
-shadow, over legacy mode through the same front door).
+(``POST /v1/domains``), ``REPEATS`` times in alternating order, each compared
+pair next to each other; the table has medians, and the ratios (medians of the
+per-repeat ratios) are the front door's over the stack alone (or, for shadow,
+over legacy mode through the same front door).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from typing import Any
 
 NAME = "frontdoor"
 SECONDS = float(os.environ.get("BENCH_FRONTDOOR_SECONDS", "4"))
-REPEATS = int(os.environ.get("BENCH_FRONTDOOR_REPEATS", "3"))
+REPEATS = int(os.environ.get("BENCH_FRONTDOOR_REPEATS", "5"))
 CONNECTIONS = (1, 8)
 WARMUP_SECONDS = 1.0
 TOKEN = "bench-token"
@@ -63,14 +64,15 @@ pool_initializer = "workloads:warm_up"
 data_sync = "legacy"
 """
 
-# (label, server, mode, sample): mode None means the stack alone.
+# (label, server, mode, sample): mode None means the stack alone. Each pair that is compared runs next to each
+# other (the order alternates between repeats), so a ratio is taken between two runs seconds apart.
 VARIANTS: list[tuple[str, str, str | None, float | None]] = [
     ("twisted.web alone", "legacy", None, None),
     ("front, legacy", "cutover", "legacy", None),
+    (f"front, shadow {SHADOW_SAMPLE:.0%}", "cutover", "shadow", SHADOW_SAMPLE),
+    ("front, shadow 100%", "cutover", "shadow", 1.0),
     ("uvicorn alone", "modern", None, None),
     ("front, modern", "cutover", "modern", None),
-    ("front, shadow 100%", "cutover", "shadow", 1.0),
-    (f"front, shadow {SHADOW_SAMPLE:.0%}", "cutover", "shadow", SHADOW_SAMPLE),
 ]
 COMPARISONS = [
     # (what, base, new, goal on req/s ratio, goal on p50 ratio, goal on p99 ratio)
@@ -278,14 +280,21 @@ def _run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
                 med = {label: {key: _median([s[key] for s in runs]) for key in ("rps", "p50_ms", "p99_ms", "cpu_us")}
                        for label, runs in samples.items()}
                 for what, base, new, rps_goal, p50_goal, p99_goal in COMPARISONS:
-                    rows.append(_row(route, connections, what, med[base], med[new], rps_goal, p50_goal, p99_goal))
+                    pairs = list(zip(samples[base], samples[new], strict=True))
+                    paired = {key: _median([n[key] / b[key] if b.get(key) else 0.0 for b, n in pairs])
+                              for key in ("rps", "p50_ms", "p99_ms", "cpu_us")}
+                    rows.append(_row(route, connections, what, med[base], med[new], paired, rps_goal, p50_goal,
+                                     p99_goal))
                 print(f"  done: {route} at {connections} connection(s)", flush=True)
     return rows, raw
 
 
 def _row(route: str, connections: int, what: str, base: dict[str, float], new: dict[str, float],
-         rps_goal: float | None, p50_goal: float | None, p99_goal: float | None) -> dict[str, Any]:
-    rps, p50, p99 = new["rps"] / base["rps"], new["p50_ms"] / base["p50_ms"], new["p99_ms"] / base["p99_ms"]
+         paired: dict[str, float], rps_goal: float | None, p50_goal: float | None,
+         p99_goal: float | None) -> dict[str, Any]:
+    """One comparison. The ratios are medians of the per-repeat ratios (each repeat's two runs side by side),
+    which a load swing between repeats moves less than a ratio of medians; the goals are read from them."""
+    rps, p50, p99 = paired["rps"], paired["p50_ms"], paired["p99_ms"]
     goals = []
     if rps_goal is not None:
         goals.append(f"req/s >= {rps_goal}x: {'met' if rps >= rps_goal else 'not met'}")
@@ -298,7 +307,7 @@ def _row(route: str, connections: int, what: str, base: dict[str, float], new: d
         "base req/s": base["rps"], "new req/s": new["rps"], "req/s ratio": rps,
         "base p50 ms": base["p50_ms"], "new p50 ms": new["p50_ms"], "p50 ratio": p50,
         "base p99 ms": base["p99_ms"], "new p99 ms": new["p99_ms"], "p99 ratio": p99,
-        "base CPU us/req": base["cpu_us"], "new CPU us/req": new["cpu_us"], "CPU ratio": new["cpu_us"] / base["cpu_us"],
+        "base CPU us/req": base["cpu_us"], "new CPU us/req": new["cpu_us"], "CPU ratio": paired["cpu_us"],
         "goal": "; ".join(goals),
     }
 
@@ -321,6 +330,8 @@ def main() -> list[dict[str, Any]]:
         "set by a plan reload between runs",
         "ratio = front / alone (req/s: below 1 is slower; p50 and p99: above 1 is slower); shadow rows compare "
         "shadow mode with legacy mode, both through the front door",
+        "the req/s, p50, p99 and CPU columns of each side are medians over the repeats; each ratio is the median of "
+        "the per-repeat ratios (the two variants of a comparison run next to each other in every repeat)",
         "CPU us/req: CPU time of the server process and its children (pool worker) per request, over the run; "
         "its ratio is what a machine to itself would show as the throughput ratio (inverted)",
         f"GET /status is pure overhead; POST /v1/domains sends a {len(DOMAINS_TEXT)}-char text (a pool round trip)",

@@ -1,14 +1,25 @@
 """Serve a twisted.web ``Site`` as an ASGI app, in process, without a socket.
 
 The front door routes each request to legacy or modern; for legacy it calls
-:class:`TwistedSiteApp`, which hands the request to the Site's own HTTP/1.1
-channel (``site.buildProtocol``) over an in-memory transport and turns what
-Twisted writes back into ASGI messages. Twisted sees what it would see on a
-socket: the request line and headers as sent, the body as it streams in,
-``request.getClientAddress()`` from ``scope["client"]``, and ``isSecure()``
-from ``scope["scheme"]``. So a ``Site`` subclass such as legacy's
-``LimitedSite``, which answers 413 by writing raw bytes to the transport and
-hanging up before reading the body, behaves exactly as it does over TCP.
+:class:`TwistedSiteApp`, which hands the request to the Site over an in-memory
+transport and turns what Twisted writes back into ASGI messages. Two paths:
+
+* the lean one, for a plain ``server.Site`` (or a subclass that keeps its
+  channel, as legacy's ``LimitedSite`` does): the Site's ``requestFactory``
+  builds the ``Request`` from the head the ASGI server parsed, and
+  :class:`.twisted_request.DirectChannel` plays ``HTTPChannel``'s part, with
+  no second parse of the head and no serialised answer to read back;
+* the byte path, for a Site with its own ``buildProtocol`` or channel class
+  (and a request line or ``Content-Length`` ``HTTPChannel`` would refuse):
+  the head is written out as bytes to the Site's own HTTP/1.1 channel
+  (``site.buildProtocol``), and its answer read by :mod:`.twisted_response`.
+
+Either way Twisted sees what it would see on a socket: the request line and
+headers as sent, the body as it streams in, ``request.getClientAddress()``
+from ``scope["client"]``, and ``isSecure()`` from ``scope["scheme"]``. So a
+``Site`` subclass such as legacy's ``LimitedSite``, which answers 413 by
+writing raw bytes to the transport and hanging up before reading the body,
+behaves exactly as it does over TCP. The rules below hold on both paths.
 
 Semantics, per request:
 
@@ -83,6 +94,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from ..asgi import send_error
+from .twisted_request import DirectChannel, channel_limits, serves_directly
 from .twisted_response import ResponseError, ResponseReader
 
 Scope = MutableMapping[str, Any]
@@ -105,6 +117,8 @@ _SERVER_SET_RESPONSE = frozenset({b"date", b"server"})
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"  # RFC 3986 pchar without '%': a decoded '%' is re-encoded
+#: The bytes HTTPChannel takes in a request target (its _parseRequestLine: above 32, up to 176).
+_TARGET_BYTES = bytes(range(33, 177))
 
 
 class IncompleteResponse(Exception):
@@ -303,23 +317,30 @@ class _Transport:
 
 
 class _Exchange:
-    """One request through a fresh channel: feed the request in, pump the response out."""
+    """One request into the Site, through a :class:`.DirectChannel` or a fresh ``HTTPChannel``: feed the
+    request in, pump the response out."""
 
     def __init__(self, site: Any, scope: Scope, receive: Receive, send: Send) -> None:
         self.site, self.scope, self.receive, self.send = site, scope, receive, send
         self.chunked = False
         self.declared: int | None = None
+        self.lengths = 0  # Content-Length fields the client sent
         self.body_complete = False  # Twisted has been fed the whole request body
         self.response_done = False  # the last body message is (being) sent
         self.client_gone = False
-        self.added: list[bytes] = []  # header lines this adapter adds, on top of the client's
+        self.added: list[tuple[bytes, bytes]] = []  # header fields this adapter adds, on top of the client's
         self.fed = 0  # body bytes fed to Twisted
         self.feeder: asyncio.Task[None] | None = None
+        self.channel: DirectChannel | None = None  # the lean path's; None on the byte path
+        self.request: Any = None
 
     async def run(self) -> None:
         reactor = _shared_reactor()
         scope = self.scope
-        self.line = self._request_line()
+        method = scope["method"].encode("ascii")
+        target = self._target()
+        version = b"HTTP/1.0" if scope.get("http_version") == "1.0" else b"HTTP/1.1"
+        self.line = method + b" " + target + b" " + version + b"\r\n"
         headers = self._headers()
         first: Message | None = None
         if self.declared is None:
@@ -328,16 +349,11 @@ class _Exchange:
                 return  # gone before Twisted saw anything
             if first.get("more_body", False):
                 self.chunked = True
-                self.added.append(b"Transfer-Encoding: chunked")
+                self.added.append((b"Transfer-Encoding", b"chunked"))
                 headers.append(self.added[-1])
             elif first.get("body", b""):
-                self.added.append(b"Content-Length: %d" % len(first["body"]))
+                self.added.append((b"Content-Length", b"%d" % len(first["body"])))
                 headers.append(self.added[-1])
-        head = self.line + b"".join(h + b"\r\n" for h in headers) + b"\r\n"
-        if self.declared == 0 or (first is not None and not self.chunked):
-            # Twisted gets the whole body with the head. Set before it can answer: its answer is a normal one.
-            self.body_complete = True
-            head += first.get("body", b"") if first is not None else b""
         default_port = 443 if scope.get("scheme") == "https" else 80
         self.transport = transport = _Transport(
             reactor,
@@ -345,30 +361,14 @@ class _Exchange:
             host=_address(scope.get("server"), default_port),
             secure=scope.get("scheme") == "https",
         )
-        protocol = self.site.buildProtocol(transport.peer)
-        if protocol is None:
-            raise RuntimeError(f"{self.site!r} refused to build a protocol")
-        transport.protocol = protocol
-        protocol.makeConnection(transport)
-        # An HTTPChannel registers itself with its transport as the producer of the response: that is the
-        # object whose head limits apply (buildProtocol may return a wrapper around it).
-        too_big = self._over_channel_limits(transport.producer)
-        if too_big is not None:
-            transport.connection_lost(Failure(ConnectionDone("the request head is over the channel's limits")))
-            await send_error(self.send, 431, "header_too_large", too_big)
-            return
-        self._allow_added_lines(transport.producer)
-        self.feeder: asyncio.Task[None] | None = None
+        direct = serves_directly(self.site) and self._parses_as_twisted(method, target) and self.lengths <= 1 \
+            and (self.declared is None or self.declared >= 0)
         try:
-            protocol.dataReceived(head)
-            if not self.body_complete and not self.chunked and not transport.disconnecting:
-                # A body with a Content-Length: its first piece is fed here, with no task of its own, so a
-                # small POST costs none. Twisted has seen the head: a 413 by length has hung up, pulling nothing.
-                await transport.reading.wait()
-                if not transport.disconnecting:
-                    message = await self.receive()
-                    if not transport.disconnecting:
-                        self._take(message)
+            if direct:
+                if not await self._start_direct(method, target, version, headers, first):
+                    return
+            elif not await self._start_bytes(headers, first):
+                return
             await self._pump(first if self.chunked else None)
         finally:
             transport.detached = True
@@ -379,13 +379,82 @@ class _Exchange:
                     await feeder
                 except asyncio.CancelledError:
                     pass
-            if not self.response_done and not transport.disconnecting:
+            if not self.response_done and not transport.disconnecting and transport.protocol is not None:
                 # Cancelled, or failed: the request will never be answered through us.
                 transport.connection_lost(Failure(ConnectionLost("the ASGI request ended without a response")))
 
+    async def _start_direct(self, method: bytes, target: bytes, version: bytes, headers: list[tuple[bytes, bytes]],
+                            first: Message | None) -> bool:
+        """Build the Request from the parsed head (the lean path); False if it was answered here (431)."""
+        too_big = self._over_channel_limits(*channel_limits())
+        if too_big is not None:
+            await send_error(self.send, 431, "header_too_large", too_big)
+            return False
+        transport = self.transport
+        self.channel = channel = DirectChannel(self.site, transport, head_only=method == b"HEAD",
+                                               http10=version == b"HTTP/1.0")
+        transport.protocol = channel
+        self.method, self.target, self.version = method, target, version
+        if self.chunked:
+            length: int | None = None
+        elif self.declared is not None:
+            length = self.declared
+        else:
+            length = len(first.get("body", b"")) if first is not None else 0
+        self.request = channel.start(headers, length)
+        if transport.disconnecting:
+            return True  # refused on the head (a 413 by length): the pump reads the answer, no body is pulled
+        if length == 0:
+            self.body_complete = True
+            self.request.requestReceived(method, target, version)
+        elif first is not None and not self.chunked:
+            self._take(first)  # the whole body came with the head
+        elif self.declared is not None:
+            await self._first_piece()
+        return True
+
+    async def _start_bytes(self, headers: list[tuple[bytes, bytes]], first: Message | None) -> bool:
+        """Hand the head, as bytes, to a fresh channel of the Site's own (the byte path); False if answered here."""
+        transport = self.transport
+        head = self.line + b"".join(name + b": " + value + b"\r\n" for name, value in headers) + b"\r\n"
+        if self.declared == 0 or (first is not None and not self.chunked):
+            # Twisted gets the whole body with the head. Set before it can answer: its answer is a normal one.
+            self.body_complete = True
+            head += first.get("body", b"") if first is not None else b""
+        protocol = self.site.buildProtocol(transport.peer)
+        if protocol is None:
+            raise RuntimeError(f"{self.site!r} refused to build a protocol")
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        # An HTTPChannel registers itself with its transport as the producer of the response: that is the
+        # object whose head limits apply (buildProtocol may return a wrapper around it).
+        channel = transport.producer
+        too_big = self._over_channel_limits(getattr(channel, "MAX_LENGTH", None), getattr(channel, "totalHeadersSize", None),
+                                            getattr(channel, "maxHeaders", None))
+        if too_big is not None:
+            transport.connection_lost(Failure(ConnectionDone("the request head is over the channel's limits")))
+            await send_error(self.send, 431, "header_too_large", too_big)
+            return False
+        self._allow_added_lines(channel)
+        protocol.dataReceived(head)
+        if not self.body_complete and not self.chunked and not transport.disconnecting:
+            await self._first_piece()
+        return True
+
+    async def _first_piece(self) -> None:
+        """A body with a Content-Length: its first piece is fed here, with no task of its own, so a small POST
+        costs none. Twisted has seen the head: a 413 by length has hung up, pulling nothing."""
+        transport = self.transport
+        await transport.reading.wait()
+        if not transport.disconnecting:
+            message = await self.receive()
+            if not transport.disconnecting:
+                self._take(message)
+
     # ------------------------------------------------------------------ request
 
-    def _request_line(self) -> bytes:
+    def _target(self) -> bytes:
+        """The request target as the client sent it: ``raw_path`` and the query, byte for byte."""
         scope = self.scope
         raw_path = scope.get("raw_path")
         if raw_path:
@@ -395,12 +464,11 @@ class _Exchange:
         query = scope.get("query_string") or b""
         if query:
             target += b"?" + bytes(query)
-        version = b"HTTP/1.0" if scope.get("http_version") == "1.0" else b"HTTP/1.1"
-        return scope["method"].encode("ascii") + b" " + target + b" " + version + b"\r\n"
+        return target
 
-    def _headers(self) -> list[bytes]:
-        """Header lines for Twisted (without framing, which the body decides); records Content-Length."""
-        lines: list[bytes] = []
+    def _headers(self) -> list[tuple[bytes, bytes]]:
+        """Header fields for Twisted (without framing, which the body decides); records Content-Length."""
+        fields: list[tuple[bytes, bytes]] = []
         has_host = False
         for name, value in self.scope.get("headers") or ():
             name, value = bytes(name), bytes(value)
@@ -410,26 +478,31 @@ class _Exchange:
             if lower in _HOP_BY_HOP_REQUEST:
                 continue
             if lower == b"content-length":
+                self.lengths += 1
                 self.declared = int(value) if value.strip().isdigit() else -1  # Twisted answers 400 to junk
             has_host = has_host or lower == b"host"
-            lines.append(name + b": " + value)
+            fields.append((name, value))
         if not has_host:
-            self.added.append(b"Host: " + self._host_header())
-        self.added.append(b"Connection: close")
-        return lines + self.added
+            self.added.append((b"Host", self._host_header()))
+        self.added.append((b"Connection", b"close"))
+        return fields + self.added
 
-    def _over_channel_limits(self, channel: Any) -> str | None:
-        """Why the channel would refuse this head as the client sent it, or None."""
-        protocol = channel
-        line_limit = getattr(protocol, "MAX_LENGTH", None)
-        size_limit = getattr(protocol, "totalHeadersSize", None)
-        count_limit = getattr(protocol, "maxHeaders", None)
+    @staticmethod
+    def _parses_as_twisted(method: bytes, target: bytes) -> bool:
+        """Whether ``HTTPChannel`` would take this request line (else the byte path lets Twisted answer it)."""
+        return bool(_TOKEN.match(method)) and bool(target) and not target.translate(None, _TARGET_BYTES)
+
+    def _over_channel_limits(self, line_limit: Any, size_limit: Any, count_limit: Any) -> str | None:
+        """Why a channel with these limits would refuse this head as the client sent it, or None."""
         raw = self.scope.get("headers") or ()
-        lines = [self.line[:-2], *(bytes(name) + b": " + bytes(value) for name, value in raw)]
-        longest = max(len(line) for line in lines)
+        longest = size = len(self.line) - 2
+        for name, value in raw:
+            length = len(name) + 2 + len(value)
+            size += length
+            if length > longest:
+                longest = length
         if isinstance(line_limit, int) and longest > line_limit:
             return f"a request line or header line is {longest} bytes; the limit is {line_limit}"
-        size = sum(len(line) for line in lines)
         if isinstance(size_limit, int) and size > size_limit:
             return f"the request head is {size} bytes; the limit is {size_limit}"
         if isinstance(count_limit, int) and len(raw) > count_limit:
@@ -439,7 +512,7 @@ class _Exchange:
     def _allow_added_lines(self, protocol: Any) -> None:
         """Raise this channel's head limits by the lines we add, so they are judged on the client's head."""
         if isinstance(getattr(protocol, "totalHeadersSize", None), int):
-            protocol.totalHeadersSize += sum(len(line) for line in self.added)
+            protocol.totalHeadersSize += sum(len(name) + 2 + len(value) for name, value in self.added)
         if isinstance(getattr(protocol, "maxHeaders", None), int):
             protocol.maxHeaders += len(self.added)
 
@@ -483,6 +556,8 @@ class _Exchange:
         if message["type"] == "http.disconnect":
             self._client_left()
             return False
+        if message["type"] == "http.request" and self.request is not None:
+            return self._take_direct(message)
         if message["type"] == "http.request":
             protocol = self.transport.protocol
             body = message.get("body", b"")
@@ -506,6 +581,29 @@ class _Exchange:
                 self.body_complete = True  # Twisted has all it will read; the rest is dropped
         return True
 
+    def _take_direct(self, message: Message) -> bool:
+        """:meth:`_take` on the lean path: each piece to ``handleContentChunk``, as Twisted's decoders do, up to
+        the Content-Length; ``requestReceived`` once the body is whole."""
+        request, declared = self.request, self.declared
+        body = message.get("body", b"")
+        if body:
+            if declared is not None:
+                body = body[: declared - self.fed]
+            self.fed += len(body)
+            if body:
+                request.handleContentChunk(body)
+            if self.transport.disconnecting:
+                return True  # refused mid-body (a 413): nothing more is fed
+        more = message.get("more_body", False)
+        if not more and declared is not None and self.fed < declared:
+            self._client_left()  # the body ended short of its Content-Length
+            return False
+        if not more or (declared is not None and self.fed >= declared):
+            # No await between the last piece and the flag: Twisted may answer at once.
+            self.body_complete = True
+            request.requestReceived(self.method, self.target, self.version)
+        return True
+
     def _client_left(self) -> None:
         if self.response_done or self.client_gone:
             return
@@ -518,7 +616,8 @@ class _Exchange:
         """Send what Twisted writes, as it writes it. The feeder task starts only if the pump must wait:
         a request Twisted answers at once (most GETs, small POSTs) needs none."""
         transport = self.transport
-        reader = ResponseReader(head_only=self.scope["method"] == "HEAD")
+        direct = self.channel is not None
+        reader: DirectChannel | ResponseReader = self.channel or ResponseReader(head_only=self.scope["method"] == "HEAD")
         eof_fed = False
         while True:
             if not transport.wake.is_set():
@@ -536,7 +635,7 @@ class _Exchange:
                 raise IncompleteResponse("Twisted aborted the connection")
             data = transport.take()
             try:
-                events = reader.feed(data) if data else []
+                events = reader.feed(data) if data or direct else []
                 if transport.disconnecting and not eof_fed:  # Twisted hung up, and all it wrote is in the reader
                     eof_fed = True
                     events += reader.close()

@@ -10,6 +10,7 @@ llhttp, left to itself, answers differently.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,7 +20,7 @@ import uvicorn
 
 from bridge.asgi import MAX_HEAD_BYTES, BodyLimitMiddleware, httptools_protocol
 from bridge.testing import asyncio_fixture, asyncio_test
-from tests.conftest import until
+from tests.conftest import WAIT, until
 from tests.hardening.rawhttp import exchange
 
 HEADER_TIMEOUT = 1.0
@@ -41,21 +42,28 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": answer})
 
 
-@pytest.fixture
-@asyncio_fixture
-async def port() -> AsyncIterator[int]:
-    config = uvicorn.Config(BodyLimitMiddleware(echo, 1024), host="127.0.0.1", port=0, lifespan="off",
+@contextlib.asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[int]:
+    """uvicorn with the shipped protocol on a loopback port, serving ``app``; yields the port."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
                             log_level="warning", http=httptools_protocol(HEADER_TIMEOUT), ws="none")
     server = uvicorn.Server(config)
-    serving = asyncio.ensure_future(server.serve())
-    await until(lambda: server.started or serving.done(), "uvicorn to start")
-    if serving.done():
-        serving.result()
+    task = asyncio.ensure_future(server.serve())
+    await until(lambda: server.started or task.done(), "uvicorn to start")
+    if task.done():
+        task.result()
     try:
         yield int(server.servers[0].sockets[0].getsockname()[1])
     finally:
         server.should_exit = True
-        await serving
+        await task
+
+
+@pytest.fixture
+@asyncio_fixture
+async def port() -> AsyncIterator[int]:
+    async with serving(BodyLimitMiddleware(echo, 1024)) as bound:
+        yield bound
 
 
 @asyncio_test
@@ -108,3 +116,73 @@ async def test_an_upgrade_is_ignored_the_request_served_and_the_connection_close
 async def test_a_client_that_half_closes_after_its_request_still_gets_the_answer(port: int) -> None:
     answer = await exchange(port, b"GET /half HTTP/1.1\r\nHost: x\r\n\r\n", eof=True)
     assert answer.status == 200 and json.loads(answer.raw.partition(b"\r\n\r\n")[2])["path"] == "/half"
+
+
+# ---------------------------------------------------------------- writes held to one send, and the deadline per connection
+
+
+class Gated:
+    """Streams a response: its head and first piece, then the rest once ``gate`` opens."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"first;", "more_body": True})
+        await self.gate.wait()
+        await send({"type": "http.response.body", "body": b"last", "more_body": False})
+
+
+@pytest.fixture
+@asyncio_fixture
+async def gated() -> AsyncIterator[tuple[int, Gated]]:
+    app = Gated()
+    async with serving(app) as bound:
+        try:
+            yield bound, app
+        finally:
+            app.gate.set()
+
+
+@asyncio_test
+async def test_a_streamed_first_piece_goes_out_before_the_rest_is_written(gated: tuple[int, Gated]) -> None:
+    """Writes are held only to the end of a loop turn: a response that streams is never held back."""
+    port, app = gated
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        seen = b""
+        deadline = asyncio.get_running_loop().time() + WAIT
+        while b"first;" not in seen:  # the gate is shut: these bytes came before the rest was even sent
+            assert asyncio.get_running_loop().time() < deadline, seen
+            seen += await asyncio.wait_for(reader.read(4096), WAIT)
+        assert seen.startswith(b"HTTP/1.1 200 ")
+        app.gate.set()
+        seen += await asyncio.wait_for(reader.read(), WAIT)
+        assert b"last" in seen and seen.endswith(b"0\r\n\r\n")
+    finally:
+        writer.close()
+
+
+@asyncio_test
+async def test_the_head_deadline_holds_for_each_request_on_a_kept_alive_connection(port: int) -> None:
+    """One timer per connection, moved on by each response: a later request's slow head still gets 408."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i in range(3):
+            writer.write(b"GET /k%d HTTP/1.1\r\nHost: x\r\n\r\n" % i)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            length = int(head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
+            assert json.loads(await asyncio.wait_for(reader.readexactly(length), WAIT))["path"] == f"/k{i}"
+        started = asyncio.get_running_loop().time()
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+        rest = await asyncio.wait_for(reader.read(), WAIT)  # answered, then closed
+        assert rest.startswith(b"HTTP/1.1 408 ") and b"request_timeout" in rest
+        assert asyncio.get_running_loop().time() - started >= HEADER_TIMEOUT * 0.9
+    finally:
+        writer.close()
