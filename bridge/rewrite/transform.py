@@ -578,6 +578,10 @@ class Prepared:
         else:
             assert self.wrapper is not None
             new_module = self.wrapper.module.visit(rewriter)
+            if target == "asyncio" and extra.wraps:
+                from .to_asyncio import WrapCallbacks
+
+                new_module = new_module.visit(WrapCallbacks(extra.newly_async, index))
         before = names_of(planner.tree.tree, planner.tree.nodes) if planner.tree.parsed else None
         if target == "twisted" and before is not None:
             # The names the new code uses follow from what the rewrite removed and added: no codegen to find out.

@@ -29,7 +29,7 @@ CASES = sorted(p.name.removesuffix(".before.py") for p in CORPUS.glob("*.before.
 
 EXPECTED_REPORTS: dict[str, list[tuple[int, str]]] = {
     "gather": [],
-    "reported": [(7, "@task(every=30)"), (12, ".addCallbacks() chain"), (13, "deferLater() with a callable")],
+    "reported": [(7, "@task(every=30)"), (7, "wrapped in deferred_api()"), (12, ".addCallbacks() chain"), (13, "deferLater() with a callable")],
     "step_two": [],
     "threads_and_sleeps": [],
     "twisted_sources": [(30, "lookup_twice() now returns a coroutine, not a Deferred: .addCallback() on it fails")],
