@@ -204,11 +204,13 @@ class AsyncioPlanner(cst.CSTVisitor):
                 self.handled.update(id(e) for e in elements)
         chained = (isinstance(node.func, cst.Attribute) and node.func.attr.value in _CALLBACK_METHODS
                    and isinstance(node.func.value, cst.Call) and self._calls_newly_async(node.func.value))
-        if not self._in_converted() and self._calls_newly_async(node) and not self._chained_on(node):
+        if id(node) in self.handled:
+            pass  # awaited, or an element of a gatherResults that becomes asyncio.gather
+        elif not self._in_converted() and self._calls_newly_async(node) and not self._chained_on(node):
             self._report(node, f"{_code(node.func)}() is a coroutine function now, but this caller is not converted "
                                "and gets a coroutine where it had a Deferred: wrap it in as_deferred() or port it")
-        elif self._in_converted() and self._calls_newly_async(node) and not self._awaited(node) \
-                and not self._chained_on(node) and not self._handed_on(node):
+        elif self._in_converted() and self._calls_newly_async(node) and not self._chained_on(node) \
+                and not self._handed_on(node):
             self._report(node, f"{_code(node.func)}() is a coroutine function now and this call is not awaited: "
                                "its body runs only once the coroutine is awaited (inlineCallbacks ran it at once), "
                                "and never if it is not; await it where it is called")
