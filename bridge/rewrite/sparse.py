@@ -131,18 +131,31 @@ def _names(node: ast.AST) -> set[str]:
     return {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node) if isinstance(n, ast.Name | ast.Attribute)}
 
 
-def _unchanged(stmt: ast.stmt, lines: list[str]) -> bool:
-    """A simple statement the rewrite never changes: no yield, no returnValue, alone on its lines."""
+class Marks:
+    """Where, in one module, the nodes are that keep a statement in the parse: found in one pass over its ``ast``."""
+
+    def __init__(self, nodes: list[ast.AST]) -> None:
+        self.lines: set[int] = set()  # first lines of yields, awaits, := and returnValue names
+        self.yields: list[ast.Yield] = []
+        for node in nodes:
+            if isinstance(node, _BINDS):
+                self.lines.add(node.lineno)  # type: ignore[attr-defined]
+                if isinstance(node, ast.Yield):
+                    self.yields.append(node)
+            elif (isinstance(node, ast.Name) and node.id == "returnValue") or (
+                    isinstance(node, ast.Attribute) and node.attr == "returnValue"):
+                self.lines.add(node.lineno)
+
+
+def _unchanged(stmt: ast.stmt, lines: list[str], marks: Marks) -> bool:
+    """A simple statement the rewrite never changes: no yield, no returnValue, alone on its lines (so every
+    node that starts on its lines is its own)."""
     if not isinstance(stmt, _SIMPLE + _ASSIGNS) or not _alone(stmt, lines):
         return False
-    for node in ast.walk(stmt):
-        if isinstance(node, _BINDS) or (isinstance(node, ast.Name | ast.Attribute)
-                                        and (node.id if isinstance(node, ast.Name) else node.attr) == "returnValue"):
-            return False
-    return True
+    return not any(line in marks.lines for line in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
 
 
-def _elidable(fn: ast.FunctionDef, lines: list[str]) -> list[ast.stmt]:
+def _elidable(fn: ast.FunctionDef, lines: list[str], marks: Marks) -> list[ast.stmt]:
     """The statements of ``fn`` (nested scopes too) that neither the rewrite nor its analysis needs to see.
 
     The analysis reads the values assigned to local names, for the names a ``yield`` awaits
@@ -153,7 +166,7 @@ def _elidable(fn: ast.FunctionDef, lines: list[str]) -> list[ast.stmt]:
 
     def visit(body: list[ast.stmt]) -> None:
         for stmt in body:
-            if _unchanged(stmt, lines):
+            if _unchanged(stmt, lines, marks):
                 found.append(stmt)
                 continue
             for attr in _STATEMENT_SUITES:
@@ -165,8 +178,9 @@ def _elidable(fn: ast.FunctionDef, lines: list[str]) -> list[ast.stmt]:
 
     visit(fn.body)
     wanted: set[str] = set()
-    for node in ast.walk(fn):
-        if isinstance(node, ast.Yield) and node.value is not None:
+    last = fn.end_lineno or fn.lineno
+    for node in marks.yields:
+        if fn.lineno <= node.lineno <= last and node.value is not None:
             wanted |= _consulted(node.value)
     assigns = {id(s): s for s in found if isinstance(s, _ASSIGNS)}
     kept: set[int] = set()
@@ -193,12 +207,13 @@ def _consulted(value: ast.expr) -> set[str]:
     return set()
 
 
-def _elide(fn: ast.FunctionDef, lines: list[str], first: int, last: int) -> tuple[str, dict[int, tuple[int, int]]]:
+def _elide(fn: ast.FunctionDef, lines: list[str], first: int, last: int, marks: Marks
+           ) -> tuple[str, dict[int, tuple[int, int]]]:
     """The unit's text with each statement nothing looks into in a placeholder of as many lines, so libcst parses
     (and the rewrite visits, and codegen writes) a fraction of it; the kept statements' line spans by number."""
     kept: dict[int, tuple[int, int]] = {}
     out = lines[first - 1:last]
-    for stmt in _elidable(fn, lines):
+    for stmt in _elidable(fn, lines, marks):
         start, end = stmt.lineno, stmt.end_lineno or stmt.lineno
         original = lines[start - 1]
         ending = original[len(original.rstrip("\r\n")):] or "\n"
@@ -234,11 +249,11 @@ def restore(code: str, unit: Unit, lines: list[str]) -> str:
     return "".join(out)
 
 
-def _parse_unit(lines: list[str], fn: ast.FunctionDef, tree: AstLines) -> Unit:
+def _parse_unit(lines: list[str], fn: ast.FunctionDef, tree: AstLines, marks: Marks) -> Unit:
     first = min([d.lineno for d in fn.decorator_list] + [fn.lineno])
     last = fn.end_lineno or fn.lineno
     source = "".join(lines[first - 1:last])
-    text, kept = _elide(fn, lines, first, last) if _KEEP not in source else (source, {})
+    text, kept = _elide(fn, lines, first, last, marks) if _KEEP not in source else (source, {})
     if not text.endswith(("\n", "\r")):
         text += "\n"
     prefixed = text[:1] in (" ", "\t")
@@ -273,6 +288,7 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
     planner.line = result.lines
     lines = _lines(source)
     mapping: dict[int, cst.FunctionDef] = {}  # id of an ast function -> its libcst node, inside a unit
+    marks = Marks(tree.nodes)
     wrapped = planner.wrapped_names
     for node in tree.nodes:
         if isinstance(node, ast.Call) and dotted_name(node.func) in _IC:
@@ -321,7 +337,7 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
             planner.reports.append(_report(fn.lineno, f"{fn.name}(): also passed to inlineCallbacks(); left unchanged"))
             return in_unit
         if not in_unit:
-            unit = _parse_unit(lines, fn, tree)
+            unit = _parse_unit(lines, fn, tree, marks)
             result.units.append(unit)
             result.lines.units.append(unit)
             mapping.update(zip(map(id, unit.asts), unit.functions, strict=True))
