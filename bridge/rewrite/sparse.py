@@ -53,6 +53,7 @@ class Unit:
     prefixed: bool
     functions: list[cst.FunctionDef]  # in source order, as ``asts``
     asts: list[ast.FunctionDef | ast.AsyncFunctionDef]
+    kept: dict[int, tuple[int, int]] = field(default_factory=dict)  # placeholder -> the lines it stands for
     _positions: Any = None
 
     @property
@@ -108,10 +109,151 @@ def _functions(node: cst.CSTNode, found: list[cst.FunctionDef]) -> list[cst.Func
     return found
 
 
-def _parse_unit(lines: list[str], fn: ast.FunctionDef, tree: AstLines) -> Unit:
+_KEEP = "_cutover_kept_"  # a placeholder statement: ``_cutover_kept_<k>`` stands for the k-th kept statement
+_KEPT = re.compile(rf"[ \t]*{_KEEP}(\d+)(?:\r\n|\r|\n)?\Z")
+_SIMPLE = (ast.Expr, ast.Return, ast.Raise, ast.Assert, ast.Delete, ast.Pass, ast.Break, ast.Continue)
+_ASSIGNS = (ast.Assign, ast.AugAssign, ast.AnnAssign)
+_BINDS = (ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Await)
+_STATEMENT_SUITES = ("body", "orelse", "finalbody")
+
+
+def _alone(stmt: ast.stmt, lines: list[str]) -> bool:
+    """Alone on its lines: nothing before it, only a comment after."""
+    if stmt.end_lineno is None or stmt.end_col_offset is None:
+        return False
+    head = lines[stmt.lineno - 1].encode()[:stmt.col_offset]
+    tail = lines[stmt.end_lineno - 1].encode()[stmt.end_col_offset:].strip()
+    return not head.strip() and (not tail or tail.startswith(b"#"))
+
+
+def _names(node: ast.AST) -> set[str]:
+    """Every name in ``node``, attribute names too (libcst counts ``x`` in ``self.x = v`` as a bound name)."""
+    return {n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(node) if isinstance(n, ast.Name | ast.Attribute)}
+
+
+class Marks:
+    """Where, in one module, the nodes are that keep a statement in the parse: found in one pass over its ``ast``."""
+
+    def __init__(self, nodes: list[ast.AST]) -> None:
+        self.lines: set[int] = set()  # first lines of yields, awaits, := and returnValue names
+        self.yields: list[ast.Yield] = []
+        for node in nodes:
+            if isinstance(node, _BINDS):
+                self.lines.add(node.lineno)  # type: ignore[attr-defined]
+                if isinstance(node, ast.Yield):
+                    self.yields.append(node)
+            elif (isinstance(node, ast.Name) and node.id == "returnValue") or (
+                    isinstance(node, ast.Attribute) and node.attr == "returnValue"):
+                self.lines.add(node.lineno)
+
+
+def _unchanged(stmt: ast.stmt, lines: list[str], marks: Marks) -> bool:
+    """A simple statement the rewrite never changes: no yield, no returnValue, alone on its lines (so every
+    node that starts on its lines is its own)."""
+    if not isinstance(stmt, _SIMPLE + _ASSIGNS) or not _alone(stmt, lines):
+        return False
+    return not any(line in marks.lines for line in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+
+
+def _elidable(fn: ast.FunctionDef, lines: list[str], marks: Marks) -> list[ast.stmt]:
+    """The statements of ``fn`` (nested scopes too) that neither the rewrite nor its analysis needs to see.
+
+    The analysis reads the values assigned to local names, for the names a ``yield`` awaits
+    (``d = Deferred(); ...; yield d``): an assignment is kept when it binds a name that a yield
+    or a kept assignment mentions.
+    """
+    found: list[ast.stmt] = []
+
+    def visit(body: list[ast.stmt]) -> None:
+        for stmt in body:
+            if _unchanged(stmt, lines, marks):
+                found.append(stmt)
+                continue
+            for attr in _STATEMENT_SUITES:
+                visit(getattr(stmt, attr, []))
+            for handler in getattr(stmt, "handlers", []):
+                visit(handler.body)
+            for case in getattr(stmt, "cases", []):
+                visit(case.body)
+
+    visit(fn.body)
+    wanted: set[str] = set()
+    last = fn.end_lineno or fn.lineno
+    for node in marks.yields:
+        if fn.lineno <= node.lineno <= last and node.value is not None:
+            wanted |= _consulted(node.value)
+    assigns = {id(s): s for s in found if isinstance(s, _ASSIGNS)}
+    kept: set[int] = set()
+    changed = True
+    while changed:
+        changed = False
+        for key, stmt in assigns.items():
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            if key not in kept and set().union(*map(_names, targets)) & wanted:
+                kept.add(key)
+                if stmt.value is not None and not isinstance(stmt, ast.AugAssign):
+                    wanted |= _consulted(stmt.value)
+                changed = True
+    return [s for s in found if id(s) not in kept]
+
+
+def _consulted(value: ast.expr) -> set[str]:
+    """The local names whose values the analysis consults to tell whether ``value`` is awaitable: the name
+    itself, or the receiver of a method call (``x.m()``: a module, unless it is a local)."""
+    if isinstance(value, ast.Name):
+        return {value.id}
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Attribute) and isinstance(value.func.value, ast.Name):
+        return {value.func.value.id}
+    return set()
+
+
+def _elide(fn: ast.FunctionDef, lines: list[str], first: int, last: int, marks: Marks
+           ) -> tuple[str, dict[int, tuple[int, int]]]:
+    """The unit's text with each statement nothing looks into in a placeholder of as many lines, so libcst parses
+    (and the rewrite visits, and codegen writes) a fraction of it; the kept statements' line spans by number."""
+    kept: dict[int, tuple[int, int]] = {}
+    out = lines[first - 1:last]
+    for stmt in _elidable(fn, lines, marks):
+        start, end = stmt.lineno, stmt.end_lineno or stmt.lineno
+        original = lines[start - 1]
+        ending = original[len(original.rstrip("\r\n")):] or "\n"
+        indent = original[:len(original) - len(original.lstrip(" \t"))]
+        k = len(kept)
+        kept[k] = (start, end)
+        out[start - first] = f"{indent}{_KEEP}{k}{ending}"
+        for at in range(start + 1, end + 1):
+            line = lines[at - 1]
+            out[at - first] = line[len(line.rstrip("\r\n")):] or "\n"
+    return "".join(out), kept
+
+
+def restore(code: str, unit: Unit, lines: list[str]) -> str:
+    """The unit's rewritten code with each placeholder back as the statement's original lines."""
+    if not unit.kept:
+        return code
+    out: list[str] = []
+    skip = 0
+    for line in _lines(code):
+        if skip:
+            skip -= 1
+            if line.strip("\r\n"):
+                raise Mismatch("a kept statement's lines moved in the rewrite")
+            continue
+        found = _KEPT.match(line) if _KEEP in line else None
+        if found is None:
+            out.append(line)
+            continue
+        start, end = unit.kept[int(found.group(1))]
+        out += lines[start - 1:end]
+        skip = end - start
+    return "".join(out)
+
+
+def _parse_unit(lines: list[str], fn: ast.FunctionDef, tree: AstLines, marks: Marks) -> Unit:
     first = min([d.lineno for d in fn.decorator_list] + [fn.lineno])
     last = fn.end_lineno or fn.lineno
-    text = "".join(lines[first - 1:last])
+    source = "".join(lines[first - 1:last])
+    text, kept = _elide(fn, lines, first, last, marks) if _KEEP not in source else (source, {})
     if not text.endswith(("\n", "\r")):
         text += "\n"
     prefixed = text[:1] in (" ", "\t")
@@ -120,7 +262,7 @@ def _parse_unit(lines: list[str], fn: ast.FunctionDef, tree: AstLines) -> Unit:
     asts = [f for f in tree.functions if first <= f.lineno <= last]
     if [f.name for f in asts] != [f.name.value for f in found]:
         raise Mismatch(f"the functions of lines {first}-{last} differ between the trees")
-    return Unit(first, last, module, prefixed, found, asts)
+    return Unit(first, last, module, prefixed, found, asts, kept)
 
 
 def _decorated(fn: ast.FunctionDef | ast.AsyncFunctionDef, names: frozenset[str]) -> bool:
@@ -146,6 +288,7 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
     planner.line = result.lines
     lines = _lines(source)
     mapping: dict[int, cst.FunctionDef] = {}  # id of an ast function -> its libcst node, inside a unit
+    marks = Marks(tree.nodes)
     wrapped = planner.wrapped_names
     for node in tree.nodes:
         if isinstance(node, ast.Call) and dotted_name(node.func) in _IC:
@@ -194,7 +337,7 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
             planner.reports.append(_report(fn.lineno, f"{fn.name}(): also passed to inlineCallbacks(); left unchanged"))
             return in_unit
         if not in_unit:
-            unit = _parse_unit(lines, fn, tree)
+            unit = _parse_unit(lines, fn, tree, marks)
             result.units.append(unit)
             result.lines.units.append(unit)
             mapping.update(zip(map(id, unit.asts), unit.functions, strict=True))
@@ -257,6 +400,7 @@ def splice(source: str, units: list[Unit], rewritten: list[cst.Module]) -> str:
         code = module.code
         if unit.prefixed:
             code = code[len(_PREFIX):]
+        code = restore(code, unit, lines)
         if not lines[unit.last - 1].endswith(("\n", "\r")):
             code = code.rstrip("\r\n")
         out.append(code)

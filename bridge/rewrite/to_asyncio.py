@@ -59,6 +59,20 @@ _POOL_DEFERRED_METHODS = {"defer": "run", "defer_to_thread": "run_in_thread"}
 _POOL_ASYNC_METHODS = frozenset(_POOL_DEFERRED_METHODS.values())
 
 
+_RUNS_COROUTINES = frozenset({"as_deferred", "ensureDeferred", "fromCoroutine", "ensure_future", "create_task",
+                               "gather", "wait_for", "shield", "run", "run_until_complete", "iscoroutinefunction",
+                               "maybeDeferred", "deferred_api"})
+
+
+_TAKES_CALLBACKS = frozenset({"addCallback", "addCallbacks", "addErrback", "addBoth", "callLater", "callWhenRunning",
+                              "deferLater", "LoopingCall"})
+
+
+def _last_name(func: cst.BaseExpression) -> str:
+    """``f`` of ``f``, ``a.b.f``; else ""."""
+    return func.value if isinstance(func, cst.Name) else func.attr.value if isinstance(func, cst.Attribute) else ""
+
+
 def method_call(index: ProjectIndex, func: cst.Attribute) -> str:
     """How ``recv.attr(...)`` on a receiver other than self/cls is awaited: "coroutine" when every method of
     that name in the tree is a coroutine function, "ambiguous" when some are, else "deferred"."""
@@ -102,6 +116,38 @@ def _sequence_elements(arg: cst.BaseExpression) -> bool:
     return isinstance(arg, cst.List | cst.Tuple | cst.ListComp | cst.GeneratorExp)
 
 
+def newly_async(func: cst.BaseExpression, converted: set[str], index: ProjectIndex) -> bool:
+    """See :meth:`AsyncioPlanner._newly_async`; ``converted``: names of the functions converted in this file."""
+    if isinstance(func, cst.Name):
+        return func.value in converted or "new" in index.function_kinds(func.value)
+    if not isinstance(func, cst.Attribute):
+        return False
+    attr = func.attr.value
+    if _self_call(func):
+        return attr in converted or method_call(index, func) == "coroutine" and "new" in index.method_kinds(attr)
+    kinds = index.method_kinds(attr)
+    if kinds:
+        return "new" in kinds
+    return isinstance(func.value, cst.Name) and "new" in index.function_kinds(attr)
+
+
+class WrapCallbacks(cst.CSTTransformer):
+    """``d.addCallback(self.setup)`` -> ``d.addCallback(deferred_api(self.setup))`` where ``setup`` was converted:
+    Twisted then gets a Deferred from the callback, and the body runs at once, as the generator's did."""
+
+    def __init__(self, converted: set[str], index: ProjectIndex) -> None:
+        super().__init__()
+        self.converted, self.index = converted, index
+
+    def leave_Call(self, original_node: cst.Call, updated_node: cst.Call) -> cst.Call:
+        if _last_name(updated_node.func) not in _TAKES_CALLBACKS:
+            return updated_node
+        args = [a.with_changes(value=cst.Call(func=cst.Name("deferred_api"), args=[cst.Arg(a.value)]))
+                if isinstance(a.value, cst.Name | cst.Attribute) and newly_async(a.value, self.converted, self.index)
+                else a for a in updated_node.args]
+        return updated_node.with_changes(args=args)
+
+
 class AsyncioPlanner(cst.CSTVisitor):
     """Reports, with lines of the original, what the asyncio target leaves for a person."""
 
@@ -117,6 +163,7 @@ class AsyncioPlanner(cst.CSTVisitor):
         self.scopes: list[bool] = []  # per enclosing scope: is it a converted function's own body?
         self.handled: set[int] = set()  # ids of calls the body rewrite converts
         self.intervals: dict[str, str] = {}  # LoopingCall variable -> the interval its .start() is given
+        self.wraps = 0  # converted functions given to a Twisted callback registration: wrapped by the rewrite
 
     def _line(self, node: cst.CSTNode) -> int:
         return self.get_metadata(PositionProvider, node).start.line
@@ -157,9 +204,16 @@ class AsyncioPlanner(cst.CSTVisitor):
                 self.handled.update(id(e) for e in elements)
         chained = (isinstance(node.func, cst.Attribute) and node.func.attr.value in _CALLBACK_METHODS
                    and isinstance(node.func.value, cst.Call) and self._calls_newly_async(node.func.value))
-        if not self._in_converted() and self._calls_newly_async(node) and not self._chained_on(node):
+        if id(node) in self.handled:
+            pass  # awaited, or an element of a gatherResults that becomes asyncio.gather
+        elif not self._in_converted() and self._calls_newly_async(node) and not self._chained_on(node):
             self._report(node, f"{_code(node.func)}() is a coroutine function now, but this caller is not converted "
                                "and gets a coroutine where it had a Deferred: wrap it in as_deferred() or port it")
+        elif self._in_converted() and self._calls_newly_async(node) and not self._chained_on(node) \
+                and not self._handed_on(node):
+            self._report(node, f"{_code(node.func)}() is a coroutine function now and this call is not awaited: "
+                               "its body runs only once the coroutine is awaited (inlineCallbacks ran it at once), "
+                               "and never if it is not; await it where it is called")
         if self._awaited(node) and isinstance(node.func, cst.Attribute) and not _self_call(node.func) \
                 and method_call(self.index, node.func) == "ambiguous":
             self._report(node, f"{_code(node.func)}(): the receiver's type is unknown and .{node.func.attr.value}() "
@@ -189,25 +243,50 @@ class AsyncioPlanner(cst.CSTVisitor):
                 self._report(node, "reactor.callLater() with keyword arguments or its IDelayedCall kept: "
                                    "use loop.call_later (functools.partial for keywords) by hand; left unchanged")
 
+    def _handed_on(self, node: cst.Call) -> bool:
+        """Whether ``node`` is passed straight to what runs or wraps a coroutine (``as_deferred``, ``gather``...)."""
+        parent = self.get_metadata(ParentNodeProvider, node)
+        if not isinstance(parent, cst.Arg):
+            return False
+        call = self.get_metadata(ParentNodeProvider, parent)
+        return isinstance(call, cst.Call) and _last_name(call.func) in _RUNS_COROUTINES
+
+    def _reference(self, node: cst.Name | cst.Attribute) -> None:
+        """A converted function passed as a value (``d.addCallback(self.setup)``, ``callLater(0, f)``): whoever
+        calls it now gets a coroutine, which Twisted neither awaits nor runs."""
+        parent = self.get_metadata(ParentNodeProvider, node)
+        if not isinstance(parent, cst.Arg) or not self._newly_async(node):
+            return
+        call = self.get_metadata(ParentNodeProvider, parent)
+        called = _last_name(call.func) if isinstance(call, cst.Call) else ""
+        if called in _RUNS_COROUTINES:
+            return
+        if called in _TAKES_CALLBACKS:
+            self.wraps += 1
+            self._report(node, f"{_code(node)} is a coroutine function now, given to .{called}(): wrapped in "
+                               "deferred_api() so that Twisted gets a Deferred and the body runs at once; port the "
+                               "caller to await it")
+            return
+        self._report(node, f"{_code(node)} is a coroutine function now and is passed as a value: whatever calls it "
+                           "gets a coroutine, which runs only once awaited; pass a function that wraps the call in "
+                           "as_deferred(), or await it")
+
+    def visit_Arg(self, node: cst.Arg) -> None:
+        if isinstance(node.value, cst.Name | cst.Attribute):
+            self._reference(node.value)
+
     def _chained_on(self, node: cst.Call) -> bool:
         """Whether ``node`` is the receiver of an ``.addCallback``-like call (reported as such instead)."""
         parent = self.get_metadata(ParentNodeProvider, node)
         return isinstance(parent, cst.Attribute) and parent.attr.value in _CALLBACK_METHODS
 
     def _calls_newly_async(self, node: cst.Call) -> bool:
-        func = node.func
-        if isinstance(func, cst.Name):
-            return func.value in self.newly_async or "new" in self.index.function_kinds(func.value)
-        if not isinstance(func, cst.Attribute):
-            return False
-        attr = func.attr.value
-        if _self_call(func):
-            return attr in self.newly_async or method_call(self.index, func) == "coroutine" and \
-                "new" in self.index.method_kinds(attr)
-        kinds = self.index.method_kinds(attr)
-        if kinds:
-            return "new" in kinds and kinds <= COROUTINE
-        return isinstance(func.value, cst.Name) and "new" in self.index.function_kinds(attr)
+        return self._newly_async(node.func)
+
+    def _newly_async(self, func: cst.BaseExpression) -> bool:
+        """Whether ``func`` names a function this run made a coroutine function; on a receiver of unknown type,
+        whether a method of that name was converted in any class of the tree (conservative: reported)."""
+        return newly_async(func, self.newly_async, self.index)
 
     def _report_looping_call(self, node: cst.Call) -> None:
         parent = self.get_metadata(ParentNodeProvider, node)

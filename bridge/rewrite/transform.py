@@ -90,6 +90,7 @@ _TRIAL_FIXTURES = frozenset({"setUp", "tearDown"})
 _CALLED_IC = re.compile(r"inlineCallbacks\s*\)?\s*\(")  # ``inlineCallbacks(f)``, written as a call somewhere
 NESTED_SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
 _NESTED = frozenset(NESTED_SCOPES)  # ``type(node) in _NESTED``: the same test (no subclasses), cheaper
+_CARRIERS = EXPRESSIONS | {cst.SimpleStatementLine}  # what the body rewrite skips unless it holds a change
 
 
 def _is_decorator(dec: cst.Decorator, matcher: m.BaseMatcherNode) -> bool:
@@ -119,6 +120,11 @@ class _Analyzer(Assignments):
         self.yields: list[cst.Yield] = []  # of its own scope, in source order
         self.problems: list[Report] = []
         self.statement_calls: set[int] = set()  # ids of returnValue calls that are a whole statement
+        self.carriers: list[cst.CSTNode] = []  # the statement lines and expressions around the node visited
+        self.hot: set[int] = set()  # ids of those that hold a yield or returnValue of this function's own scope
+
+    def _mark_hot(self) -> None:
+        self.hot.update(map(id, self.carriers))
 
     def _problem(self, node: cst.CSTNode, what: str) -> None:
         self.problems.append(Report(self.line_of(node), f"{self.fn_name}(): {what}; left unchanged"))
@@ -126,25 +132,34 @@ class _Analyzer(Assignments):
     def on_visit(self, node: cst.CSTNode) -> bool:
         if isinstance(node, cst.FunctionDef) and has_inline_callbacks(node):
             return False  # a nested inlineCallbacks function is converted (or reported) on its own
-        if type(node) in _NESTED:
+        kind = type(node)
+        if kind in _NESTED:
             self.depth += 1
+        if kind in _CARRIERS:
+            self.carriers.append(node)
         return super().on_visit(node)
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         # on_leave runs even for a node whose on_visit returned False
-        if type(original_node) in _NESTED and not (
+        kind = type(original_node)
+        if kind in _NESTED and not (
             isinstance(original_node, cst.FunctionDef) and has_inline_callbacks(original_node)
         ):
             self.depth -= 1
+        if kind in _CARRIERS:
+            self.carriers.pop()
         super().on_leave(original_node)
 
     def visit_Expr(self, node: cst.Expr) -> None:
         if calls_one_of(node.value, RETURN_VALUE_NAMES):
             self.statement_calls.add(id(node.value))
+            if not self.depth:
+                self._mark_hot()
 
     def visit_Yield(self, node: cst.Yield) -> None:
         if not self.depth:
             self.yields.append(node)
+            self._mark_hot()
         if self.depth:
             self._problem(node, "yield inside a nested function, lambda, class or comprehension")
         elif node.value is None:
@@ -188,10 +203,16 @@ class _BodyRewriter(ScopedTransformer):
     awaited as ``maybe_awaitable(X)`` unless ``helper`` is False.
     """
 
-    def __init__(self, known: Known | None = None, helper: bool = True) -> None:
+    def __init__(self, known: Known | None = None, helper: bool = True, hot: set[int] | None = None) -> None:
         super().__init__()
-        self.known, self.helper = known, helper
+        self.known, self.helper, self.hot = known, helper, hot
         self.removed: Counter[str] = Counter()  # names of the returnValue calls taken out
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        # ``hot``: the statement lines and expressions that hold what changes; libcst rebuilds every node
+        # it visits, so the rest (most of a body) is left as it is, unvisited
+        go = super().on_visit(node)
+        return go and (self.hot is None or type(node) not in _CARRIERS or id(node) in self.hot)
 
     def leave_Yield(self, original_node: cst.Yield, updated_node: cst.Yield) -> cst.BaseExpression:
         if self.depth or not isinstance(updated_node.value, cst.BaseExpression):
@@ -483,7 +504,8 @@ class _Rewriter(cst.CSTTransformer):
                 elif trial:
                     decorators.append(d.with_changes(decorator=cst.Name("asyncio_test")))
                     trial = False
-        body_rewriter = _BodyRewriter(known, self.helper)
+        analyzed = self.contexts.planner.analyzed.get(original_node) if self.contexts is not None else None
+        body_rewriter = _BodyRewriter(known, self.helper, analyzed.hot if analyzed is not None else None)
         body = updated_node.body.visit(body_rewriter)
         self.removed.update(body_rewriter.removed)
         if self.finish_body is not None:
@@ -556,6 +578,10 @@ class Prepared:
         else:
             assert self.wrapper is not None
             new_module = self.wrapper.module.visit(rewriter)
+            if target == "asyncio" and extra.wraps:
+                from .to_asyncio import WrapCallbacks
+
+                new_module = new_module.visit(WrapCallbacks(extra.newly_async, index))
         before = names_of(planner.tree.tree, planner.tree.nodes) if planner.tree.parsed else None
         if target == "twisted" and before is not None:
             # The names the new code uses follow from what the rewrite removed and added: no codegen to find out.

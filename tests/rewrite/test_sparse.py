@@ -42,6 +42,12 @@ EDGE_CASES = {
         "class B:\n    # about f\n    @inlineCallbacks\n    def f(self, a,\n          b):  # trailing\n"
         "        r = yield (a)\n        yield  b\n\n    # after f\n"
     ),
+    "statements nothing looks into, kept out of the parse (multi-line, comments, CRLF)": (
+        "from twisted.internet import defer\r\n\r\n\r\n@defer.inlineCallbacks\r\ndef f(self, d):\r\n"
+        "    \"doc\"\r\n    x = compute(1,\r\n\r\n                2)  # trailing\r\n    self.log('a')\r\n"
+        "    if x:\r\n        e = defer.Deferred()\r\n        other = [\r\n            1]\r\n        yield e\r\n"
+        "    else:\r\n        e = x; yield e\r\n    r = self.call()\r\n    yield r\r\n    defer.returnValue(x)\r\n"
+    ),
 }
 
 
@@ -63,3 +69,17 @@ def test_edge_cases(name: str) -> None:
     sparse, whole = prepared.rewrite(), prepare(source, "twisted", sparse=False).rewrite()
     assert sparse.converted  # there was something to do
     assert (sparse.code, sparse.reports, sparse.helpers) == (whole.code, whole.reports, whole.helpers)
+
+
+def test_statements_nothing_looks_into_are_parsed_as_placeholders() -> None:
+    source = EDGE_CASES["statements nothing looks into, kept out of the parse (multi-line, comments, CRLF)"]
+    prepared = prepare(source, "twisted")
+    assert prepared.units is not None
+    (unit,) = prepared.units
+    # the docstring, the multi-line call, self.log(...), other = [...]; not e = ... nor r = ... (yielded)
+    assert sorted(unit.kept.values()) == [(6, 6), (7, 9), (10, 10), (13, 14)]
+    assert "compute" not in unit.module.code  # libcst never saw it
+    code = prepared.rewrite().code
+    assert "_cutover_kept_" not in code
+    assert "    x = compute(1,\r\n\r\n                2)  # trailing\r\n" in code
+    assert "    r = self.call()\r\n    await maybe_awaitable(r)\r\n    return x\r\n" in code

@@ -1,11 +1,11 @@
-from bridge import as_future
+from bridge import as_future, deferred_api
 from twisted.internet import reactor, task
 
 
 class Poller:
     def __init__(self, fetch):
         self.fetch = fetch
-        self.loop = task.LoopingCall(self.poll)
+        self.loop = task.LoopingCall(deferred_api(self.poll))
         self.loop.start(30)
 
     async def poll(self):
