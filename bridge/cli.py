@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from .cpu import CpuBudgetError, CpuBudgetWarning, cpu_budget
+from .cpu import CpuBudgetWarning, cpu_budget
 from .database import DatabaseURL
-from .errors import StoreUnavailable
+from .errors import CpuBudgetError, StoreUnavailable
 
 PROG = "cutover"
 
@@ -83,9 +83,9 @@ def _add_serve(subparsers: Subparsers) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from .cutover.host import HostSettings, HostStartError
+    from .cutover.host import HostSettings
     from .cutover.host import serve as serve_host
-    from .cutover.plan import PlanError
+    from .errors import HostStartError, PlanError
 
     if not args.plan.is_file():
         return _error(f"no plan at {args.plan}: pass --plan FILE (a TOML file with an [apps] table; see README)")
@@ -163,7 +163,8 @@ def _add_status(subparsers: Subparsers) -> None:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from .cutover.plan import Plan, PlanError
+    from .cutover.plan import Plan
+    from .errors import PlanError
 
     if not args.plan.is_file():
         return _error(f"no plan at {args.plan}: pass --plan FILE")
@@ -483,7 +484,8 @@ def _add_plan(subparsers: Subparsers) -> None:
 
 def _run_plan_export(args: argparse.Namespace) -> int:
     from .cutover.export import export_toml
-    from .cutover.plan import Plan, PlanError
+    from .cutover.plan import Plan
+    from .errors import PlanError
 
     if not args.plan.is_file():
         return _error(f"no plan at {args.plan}: pass --plan FILE")

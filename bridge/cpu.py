@@ -33,7 +33,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-__all__ = ["ENV_VAR", "CpuBudget", "CpuBudgetError", "CpuBudgetWarning", "Limit", "cpu_budget"]
+from .errors import CpuBudgetError
+
+__all__ = ["ENV_VAR", "CpuBudget", "CpuBudgetWarning", "Limit", "cpu_budget"]
 
 ENV_VAR = "CUTOVER_CPUS"
 
@@ -42,10 +44,6 @@ logger = logging.getLogger("cutover.cpu")
 # below already reaches the user once; applications that configure logging
 # still get the record through propagation.
 logger.addHandler(logging.NullHandler())
-
-
-class CpuBudgetError(ValueError):
-    """``CUTOVER_CPUS`` is set but is not a positive integer."""
 
 
 class CpuBudgetWarning(RuntimeWarning):

@@ -1,17 +1,155 @@
-"""The errors cutover raises, in one place so callers can catch them by family.
+"""The errors cutover raises, in one place, under one root, so callers can catch them by family.
 
-Every pool failure is a :class:`PoolError`, except a call that overruns its
-timeout, which raises the builtin :class:`TimeoutError` like ``asyncio.timeout``
-does, and a cancelled call, which raises the caller's own ``CancelledError``.
+The tree (builtin bases in brackets, for the callers that catch those)::
+
+    CutoverError
+    ├── CpuBudgetError [ValueError]        CUTOVER_CPUS is not a positive integer
+    ├── PlanError [ValueError]             a plan that cannot be used, with its file and line
+    ├── GateRefused                        a forward move the evidence does not support
+    │                                      (defined with its figures in bridge.cutover.control)
+    ├── HostStartError                     the host could not start
+    ├── AppLoadError                       an app named in [apps] cannot be loaded
+    ├── ReactorInstallError [RuntimeError] a reactor cutover cannot run on the asyncio loop
+    ├── IncompleteResponse                 twisted.web closed before its answer was complete
+    ├── LeaseBusy [RuntimeError]           a task's lease is held elsewhere
+    ├── PoolError                          the shared pool's own failures
+    │   ├── PoolClosed
+    │   ├── PoolBusy
+    │   ├── PoolUnavailable
+    │   ├── WorkerCrashed
+    │   ├── WorkerStartupError
+    │   ├── MainModuleGuardError
+    │   └── SerializationError [TypeError]
+    ├── RemoteError                        a worker's exception that could not be pickled back
+    ├── RemoteTraceback                    (a worker's traceback, attached as ``__cause__``)
+    ├── JobNotFound [LookupError]
+    ├── JobFinished
+    └── StoreError                         cutover's durable store (SQLite or PostgreSQL)
+        ├── StoreUnavailable [ConnectionError]
+        └── SchemaError
+
+A call that overruns its timeout raises the builtin :class:`TimeoutError`, as
+``asyncio.timeout`` does, and a cancelled call the caller's own
+``CancelledError``. :func:`answer_for` gives the HTTP answer to each of the
+toolkit's errors, so every stack of a service answers them alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    from .jobrecord import JobRecord
+
+__all__ = [
+    "AppLoadError",
+    "CpuBudgetError",
+    "CutoverError",
+    "ErrorAnswer",
+    "HostStartError",
+    "IncompleteResponse",
+    "JobFinished",
+    "JobNotFound",
+    "LeaseBusy",
+    "MainModuleGuardError",
+    "PlanError",
+    "PoolBusy",
+    "PoolClosed",
+    "PoolError",
+    "PoolUnavailable",
+    "ReactorInstallError",
+    "RemoteError",
+    "RemoteTraceback",
+    "SchemaError",
+    "SerializationError",
+    "StoreError",
+    "StoreUnavailable",
+    "WorkerCrashed",
+    "WorkerStartupError",
+    "answer_for",
+]
 
 
-class PoolError(Exception):
+class CutoverError(Exception):
+    """The root of every error cutover defines."""
+
+
+class CpuBudgetError(CutoverError, ValueError):
+    """``CUTOVER_CPUS`` is set but is not a positive integer."""
+
+
+class PlanError(CutoverError, ValueError):
+    """A plan is invalid. ``str()`` reads ``cutover.toml:7: unknown mode "canery" (...)``.
+
+    ``line`` is 1-based, or None when the error has no place in a file (a change
+    made through :meth:`Plan.with_mode`); ``reason`` is the message without the place.
+    """
+
+    def __init__(self, reason: str, *, line: int | None = None, source: str | PathLike[str] | None = None) -> None:
+        self.reason = reason
+        self.line = line
+        self.source = Path(source) if source is not None else None
+        super().__init__(where_in(self.source, line) + reason)
+
+    def at(self, line: int | None, source: Path | None) -> PlanError:
+        """The same error, placed in a file."""
+        return PlanError(self.reason, line=line, source=source)
+
+
+def where_in(source: Path | None, line: int | None) -> str:
+    """``cutover.toml:7: ``, the prefix that places a message in a file (empty with no place)."""
+    if source is not None and line is not None:
+        return f"{source}:{line}: "
+    if source is not None:
+        return f"{source}: "
+    if line is not None:
+        return f"line {line}: "
+    return ""
+
+
+class HostStartError(CutoverError):
+    """The host could not start; ``str()`` is one line, with the plan's file and line where there is one."""
+
+
+class AppLoadError(CutoverError):
+    """An app named in ``[apps]`` cannot be loaded or is not something the host can serve.
+
+    ``str()`` is one line: what was named, and what is wrong with it.
+    """
+
+
+class IncompleteResponse(CutoverError):
+    """Twisted closed the connection before its response was complete (or sent bytes that are not HTTP)."""
+
+
+class LeaseBusy(CutoverError, RuntimeError):
+    """Someone else holds the lease: another process, or another TaskLease in this one."""
+
+    def __init__(self, path: Path, holder: int | None) -> None:
+        who = f"pid {holder}" if holder is not None else "another holder"
+        super().__init__(f"the lease {path} is held by {who}")
+        self.path = path
+        self.holder = holder
+
+
+class JobNotFound(CutoverError, LookupError):
+    """No job has this id."""
+
+
+class JobFinished(CutoverError):
+    """The job already reached a final status, so it cannot be cancelled; ``record`` is how it ended."""
+
+    def __init__(self, record: JobRecord) -> None:
+        super().__init__(f"job {record.id} already {record.status}")
+        self.record = record
+
+
+class PoolError(CutoverError):
     """Base class of the shared pool's own errors."""
 
 
@@ -59,7 +197,7 @@ class SerializationError(PoolError, TypeError):
     """A function, an argument or a result could not be pickled across the process boundary."""
 
 
-class RemoteTraceback(Exception):
+class RemoteTraceback(CutoverError):
     """The formatted traceback of an exception raised in a worker, attached as ``__cause__``."""
 
     def __init__(self, tb: str) -> None:
@@ -70,15 +208,15 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
-class RemoteError(Exception):
+class RemoteError(CutoverError):
     """Stands in for a worker exception that could not be pickled back to the caller."""
 
 
-class ReactorInstallError(RuntimeError):
+class ReactorInstallError(CutoverError, RuntimeError):
     """Twisted already has a reactor that cutover cannot run on the asyncio loop."""
 
 
-class StoreError(Exception):
+class StoreError(CutoverError):
     """Base class of the errors of cutover's durable store (jobs on SQLite or PostgreSQL)."""
 
 

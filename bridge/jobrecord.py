@@ -21,8 +21,6 @@ __all__ = [
     "MAX_LIST_LIMIT",
     "RECORD_COLUMNS",
     "STATUSES",
-    "JobFinished",
-    "JobNotFound",
     "JobRecord",
     "SubmitListeners",
     "attempts_text",
@@ -62,18 +60,6 @@ def started_flag(row: Mapping[str, Any]) -> bool | None:
     """The row's ``attempt_started`` as a bool, None when unknown (a row older than the column)."""
     value = row["attempt_started"]
     return None if value is None else bool(value)
-
-
-class JobNotFound(LookupError):
-    """No job has this id."""
-
-
-class JobFinished(Exception):
-    """The job already reached a final status, so it cannot be cancelled; ``record`` is how it ended."""
-
-    def __init__(self, record: JobRecord) -> None:
-        super().__init__(f"job {record.id} already {record.status}")
-        self.record = record
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PoolBusy, PoolUnavailable, StoreUnavailable, WorkerCrashed, answer_for
-from .jobrecord import STATUSES, JobFinished, JobNotFound, JobRecord, attempts_text, dumps_json
+from .jobrecord import STATUSES, JobRecord, attempts_text, dumps_json
 from .jobstore import DEFAULT_DB_PATH, JobStore
 from .shadowing import ShadowMarker
 from .tasks import TaskLease
@@ -52,8 +52,6 @@ from .tasks import TaskLease
 __all__ = [
     "DEFAULT_DB_PATH",
     "STATUSES",
-    "JobFinished",
-    "JobNotFound",
     "JobRecord",
     "JobRunner",
     "JobStore",

@@ -63,12 +63,10 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
+from .errors import JobFinished, JobNotFound
 from .jobrecord import (
     FINAL_STATUSES,
     RECORD_COLUMNS,
-    STATUSES,
-    JobFinished,
-    JobNotFound,
     JobRecord,
     SubmitListeners,
     attempts_text,
@@ -83,7 +81,7 @@ from .jobrecord import (
 )
 from .schema import Step, migrate_sqlite, statements
 
-__all__ = ["DEFAULT_DB_PATH", "STATUSES", "JobFinished", "JobNotFound", "JobRecord", "JobStore"]
+__all__ = ["DEFAULT_DB_PATH", "JobStore"]
 
 T = TypeVar("T")
 log = logging.getLogger("cutover.jobs")

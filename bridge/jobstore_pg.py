@@ -40,12 +40,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
-from .errors import StoreUnavailable
+from .errors import JobFinished, JobNotFound, StoreUnavailable
 from .jobrecord import (
     FINAL_STATUSES,
     RECORD_COLUMNS,
-    JobFinished,
-    JobNotFound,
     JobRecord,
     SubmitListeners,
     attempts_text,

@@ -74,13 +74,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from .errors import SerializationError
+from .errors import LeaseBusy, SerializationError
 from .ownership import TaskBoard, get_task_board
 
 if TYPE_CHECKING:
     from .pool import SharedPool
 
-__all__ = ["LeaseBusy", "TaskLease", "TaskManager", "TaskRegistry", "TaskSpec", "task", "tasks"]
+__all__ = ["TaskLease", "TaskManager", "TaskRegistry", "TaskSpec", "task", "tasks"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("cutover.tasks")
@@ -684,16 +684,6 @@ class TaskManager:
 
 
 # ---------------------------------------------------------------------- leases
-
-
-class LeaseBusy(RuntimeError):
-    """Someone else holds the lease: another process, or another TaskLease in this one."""
-
-    def __init__(self, path: Path, holder: int | None) -> None:
-        who = f"pid {holder}" if holder is not None else "another holder"
-        super().__init__(f"the lease {path} is held by {who}")
-        self.path = path
-        self.holder = holder
 
 
 class TaskLease:

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from bridge import SharedPool
-from bridge.jobs import JobFinished, JobNotFound, JobRunner, JobStore
+from bridge.errors import JobFinished, JobNotFound
+from bridge.jobs import JobRunner, JobStore
 from bridge.shadowing import shadow_of
 from workloads.contract import KINDS, check_kind, job_from_json, required_text
 

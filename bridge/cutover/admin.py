@@ -31,10 +31,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..asgi import BodyLimitMiddleware
-from ..errors import StoreUnavailable
+from ..errors import PlanError, StoreUnavailable
 from .control import GateRefused, Steering
 from .export import export_toml
-from .plan import Plan, PlanError
+from .plan import Plan
 
 #: Admin requests are a few small JSON objects; nothing bigger is read.
 ADMIN_MAX_BODY = 64 * 1024

@@ -39,20 +39,14 @@ from twisted.internet.defer import Deferred
 
 from ..asgi import Message, Receive, Scope, Send
 from ..deferreds import as_future
+from ..errors import AppLoadError
 
-__all__ = ["AppLoadError", "LegacyApp", "ModernApp", "add_app_dir", "import_from_string", "load_legacy", "load_modern"]
+__all__ = ["LegacyApp", "ModernApp", "add_app_dir", "import_from_string", "load_legacy", "load_modern"]
 
 log = logging.getLogger(__name__)
 _STARLETTE_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(:[^}]*)?\}")
 _WERKZEUG_PARAM = re.compile(r"<(?:([A-Za-z_][A-Za-z0-9_]*)(?:\([^)]*\))?:)?([A-Za-z_][A-Za-z0-9_]*)>")
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
-
-
-class AppLoadError(Exception):
-    """An app named in ``[apps]`` cannot be loaded or is not something the host can serve.
-
-    ``str()`` is one line: what was named, and what is wrong with it.
-    """
 
 
 def add_app_dir(folder: str | os.PathLike[str]) -> Path:

@@ -25,11 +25,11 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from ..errors import StoreUnavailable
+from ..errors import CutoverError, PlanError, StoreUnavailable
 from .evidence import STACKS, EvidenceBook, Steps
 from .gates import Verdict, interval, is_forward, judge, regression
 from .history import Change, PlanStore, apply_overrides, file_value
-from .plan import Plan, PlanError, Route
+from .plan import Plan, Route
 
 __all__ = ["AUTOMATIC", "GateRefused", "Steering"]
 
@@ -37,7 +37,7 @@ log = logging.getLogger("cutover.control")
 AUTOMATIC = "cutover"  # who the host's own moves are recorded as
 
 
-class GateRefused(Exception):
+class GateRefused(CutoverError):
     """A forward move the evidence does not support; ``verdict`` holds each gate's figures."""
 
     def __init__(self, route: str, target: dict[str, Any], verdict: Verdict, evidence: dict[str, Any]) -> None:

@@ -24,8 +24,9 @@ from typing import Any
 
 import aiosqlite
 
+from ..errors import PlanError
 from ..schema import Step, open_sqlite
-from .plan import Plan, PlanError
+from .plan import Plan
 
 __all__ = ["Change", "PlanStore", "apply_overrides", "file_value"]
 

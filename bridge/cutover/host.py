@@ -44,34 +44,30 @@ from typing import Any
 
 from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, BodyGuard, Receive, Scope, Send, httptools_protocol
 from ..database import database_url
-from ..errors import StoreUnavailable
+from ..errors import AppLoadError, HostStartError, PlanError, StoreUnavailable
 from ..ownership import TaskBoard, use_task_board
 from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
 from ..reactor import install_reactor, stop_reactor
 from .admin import FailureLimiter, admin_app
-from .apps import AppLoadError, LegacyApp, ModernApp, add_app_dir, import_from_string, load_legacy, load_modern
-from .control import GateRefused, Steering
+from .apps import LegacyApp, ModernApp, add_app_dir, import_from_string, load_legacy, load_modern
+from .control import Steering
 from .evidence import EvidenceBook, RouteEvidence
 from .frontdoor import ADMIN_PREFIX, FrontDoor, route_label
 from .history import PlanStore
 from .metrics import LoopLagProbe, Metrics
-from .plan import OWNERS, Plan, PlanError
+from .plan import OWNERS, Plan
 from .shadow import ShadowRecorder
 from .shadowstore import PostgresShadowStore, ShadowStore, SqliteShadowStore
 from .twisted_asgi import TwistedSiteApp
 
-__all__ = ["GateRefused", "Host", "HostSettings", "HostStartError", "serve"]
+__all__ = ["Host", "HostSettings", "serve"]
 
 log = logging.getLogger(__name__)
 LAG_WINDOW = 60.0  # seconds of loop-lag samples the probe keeps
 MIN_INFLIGHT = 64  # the admission floor: a small pool must not refuse a handful of cheap requests
 UNROUTED_FLUSH = 5.0  # seconds between writes of the unrouted counts to the store
 STACKS = OWNERS
-
-
-class HostStartError(Exception):
-    """The host could not start; ``str()`` is one line, with the plan's file and line where there is one."""
 
 
 @dataclass

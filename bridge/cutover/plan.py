@@ -85,12 +85,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from ..errors import PlanError, where_in
 from ..parity.diff import HEADER_RULE_NAMES, DiffRules
 from ..shadowing import RUN, WRITE_MODES
 
 __all__ = [
     "CATCH_ALL", "GATE_KEYS", "GATE_STEPS", "METHODS", "MODES", "NEEDS_MODERN", "OWNERS", "SAFE_METHODS", "Plan",
-    "PlanError", "Route",
+    "Route",
 ]
 
 MODES = ("legacy", "shadow", "canary", "modern")  # the order a route moves in
@@ -122,34 +123,6 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an RFC 9110 token
 _IMPORT_STRING = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 Shape = tuple[str | None, ...]  # a template's segments, None for a placeholder
-
-
-class PlanError(ValueError):
-    """A plan is invalid. ``str()`` reads ``cutover.toml:7: unknown mode "canery" (...)``.
-
-    ``line`` is 1-based, or None when the error has no place in a file (a change
-    made through :meth:`Plan.with_mode`); ``reason`` is the message without the place.
-    """
-
-    def __init__(self, reason: str, *, line: int | None = None, source: str | PathLike[str] | None = None) -> None:
-        self.reason = reason
-        self.line = line
-        self.source = Path(source) if source is not None else None
-        super().__init__(_place(self.source, line) + reason)
-
-    def at(self, line: int | None, source: Path | None) -> PlanError:
-        """The same error, placed in a file."""
-        return PlanError(self.reason, line=line, source=source)
-
-
-def _place(source: Path | None, line: int | None) -> str:
-    if source is not None and line is not None:
-        return f"{source}:{line}: "
-    if source is not None:
-        return f"{source}: "
-    if line is not None:
-        return f"line {line}: "
-    return ""
 
 
 class _FieldError(PlanError):
@@ -601,7 +574,7 @@ class Plan:
             routes.append(route)
             declared = (known_r or frozenset()) | (modern_r or frozenset())
             if known_r is not None and not _declares(declared, route):
-                warnings.append(_place(src, at.line("routes", key)) + f"route {_show(route.key)} is declared by "
+                warnings.append(where_in(src, at.line("routes", key)) + f"route {_show(route.key)} is declared by "
                                 "neither app (fine for a twisted.web resource tree, which cannot be listed)")
 
         sticky_header = None
@@ -664,7 +637,7 @@ class Plan:
 
     def place(self, apps_key: str) -> str:
         """``"cutover.toml:12: "`` for an ``[apps]`` key, as errors begin."""
-        return _place(self.source, self.app_lines.get(apps_key))
+        return where_in(self.source, self.app_lines.get(apps_key))
 
     def owner_of(self, task: str) -> str:
         """The stack that runs ``task``: legacy unless the plan moved it."""

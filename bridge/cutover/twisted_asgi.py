@@ -94,6 +94,7 @@ from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
 from ..asgi import send_error
+from ..errors import IncompleteResponse
 from .twisted_request import DirectChannel, channel_limits, serves_directly
 from .twisted_response import ResponseError, ResponseReader
 
@@ -102,7 +103,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-__all__ = ["HIGH_WATER", "IncompleteResponse", "TwistedSiteApp"]
+__all__ = ["HIGH_WATER", "TwistedSiteApp"]
 
 #: Unsent response bytes above which the channel is asked to pause producing.
 HIGH_WATER = 64 * 1024
@@ -119,10 +120,6 @@ _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _PATH_SAFE = "/!$&'()*+,;=:@-._~"  # RFC 3986 pchar without '%': a decoded '%' is re-encoded
 #: The bytes HTTPChannel takes in a request target (its _parseRequestLine: above 32, up to 176).
 _TARGET_BYTES = bytes(range(33, 177))
-
-
-class IncompleteResponse(Exception):
-    """Twisted closed the connection before its response was complete (or sent bytes that are not HTTP)."""
 
 
 class TwistedSiteApp:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import CutoverError
+
 __all__ = ["MAX_HEAD", "ResponseError", "ResponseReader"]
 
 #: The longest response head accepted (h11's default limit was raised to this too).
@@ -28,7 +30,7 @@ _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILERS, _UNTIL_CLOSE, _
 _NO_BODY = frozenset({204, 304})
 
 
-class ResponseError(Exception):
+class ResponseError(CutoverError):
     """The bytes are not a response this reader can frame; ``closed`` says the writer hung up first."""
 
     def __init__(self, message: str, *, closed: bool = False) -> None:

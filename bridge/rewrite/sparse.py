@@ -25,6 +25,7 @@ from typing import Any
 import libcst as cst
 from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
+from ..errors import CutoverError
 from .ast_lines import AstLines, dotted_name, patched_names
 from .imports import Names, fix_imports
 from .index import ClassInfo
@@ -39,7 +40,7 @@ _HEAD_END = "class _CutoverHeadEnd: pass\n"  # stands for the module's first def
 _DROPPABLE = ("twisted", "bridge")
 
 
-class Mismatch(Exception):
+class Mismatch(CutoverError):
     """The two trees disagree about a unit: rewrite the whole module instead."""
 
 

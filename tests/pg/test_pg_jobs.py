@@ -19,9 +19,9 @@ import pytest
 
 from bridge import SharedPool
 from bridge.database import open_job_store, parse_database_url
-from bridge.errors import SchemaError, StoreUnavailable
+from bridge.errors import JobFinished, JobNotFound, SchemaError, StoreUnavailable
 from bridge.jobrecord import JobRecord
-from bridge.jobs import JobFinished, JobNotFound, JobRunner, KindPolicy
+from bridge.jobs import JobRunner, KindPolicy
 from bridge.jobstore_pg import SCHEMA_VERSION, PostgresJobStore
 from bridge.testing import asyncio_test
 from tests.conftest import WAIT, Gate, process_gone

@@ -10,7 +10,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from bridge.cpu import CpuBudget, CpuBudgetError, CpuBudgetWarning, cpu_budget
+from bridge.cpu import CpuBudget, CpuBudgetWarning, cpu_budget
+from bridge.errors import CpuBudgetError
 
 HOST = 64  # os.cpu_count() during these tests, so every cgroup limit below is tighter
 

@@ -26,7 +26,8 @@ import pytest
 
 from bridge import SharedPool
 from bridge import jobstore as bridge_jobstore
-from bridge.jobs import JobFinished, JobNotFound, JobRecord, JobRunner, JobStore, KindPolicy
+from bridge.errors import JobFinished, JobNotFound
+from bridge.jobs import JobRecord, JobRunner, JobStore, KindPolicy
 from bridge.testing import asyncio_fixture, asyncio_test
 from tests.conftest import WAIT, Gate, in_daemon_thread, process_gone, until
 from tests.reliability import record as record_row

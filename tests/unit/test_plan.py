@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cutover import Plan, PlanError, Route
+from bridge.cutover import Plan, Route
+from bridge.errors import PlanError
 
 ROOT = Path(__file__).resolve().parents[2]
 

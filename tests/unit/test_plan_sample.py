@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.cutover.plan import Plan, PlanError
+from bridge.cutover.plan import Plan
+from bridge.errors import PlanError
 
 
 def parse(text: str) -> Plan:

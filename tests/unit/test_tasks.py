@@ -26,7 +26,8 @@ from typing import Any
 import pytest
 
 from bridge import SerializationError, SharedPool
-from bridge.tasks import LeaseBusy, TaskLease, TaskManager, TaskRegistry, TaskSpec, task, tasks
+from bridge.errors import LeaseBusy
+from bridge.tasks import TaskLease, TaskManager, TaskRegistry, TaskSpec, task, tasks
 from bridge.testing import asyncio_test
 from tests.conftest import WAIT, in_daemon_thread, until
 from tests.unit import taskfns
