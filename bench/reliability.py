@@ -7,7 +7,7 @@ event loop are its own. The client, in this process, sends each burst at once
 (one connection per request) while a sampler polls ``/_cutover/metrics`` for
 the pool's queue and reads the server's RSS from ``/proc``. Peak memory is
 ``VmHWM`` after resetting it (``/proc/PID/clear_refs``) at the start of the
-burst; loop lag is the host's own :class:`~bridge.cutover.metrics.LoopLagProbe`
+burst; loop lag is the host's own :class:`~bridge.host.metrics.LoopLagProbe`
 read through the admin API, once idle and once after the saturated waves
 (its sleep set to :data:`LAG_INTERVAL` through ``CUTOVER_LAG_INTERVAL``, so a
 p99 rests on hundreds of samples, not a handful).

@@ -10,8 +10,8 @@ Public surface:
 * background work: :class:`TaskRegistry`, :class:`TaskManager`, :class:`TaskLease`
   (``from bridge.tasks import task`` for the default registry); Twisted's side:
   ``bridge.looping.LoopingTasks``; who runs what: the host's ``bridge.ownership.get_task_board()``
-* hosting both stacks: ``cutover serve`` (``bridge.cutover.host``), apps named in the plan's
-  ``[apps]`` (``bridge.cutover.apps`` says what each may be)
+* hosting both stacks: ``cutover serve`` (``bridge.host.runtime``), apps named in the plan's
+  ``[apps]`` (``bridge.host.apps`` says what each may be)
 * durable jobs: :class:`JobStore`, :class:`JobRunner`, :class:`KindPolicy`, :class:`JobRecord`
 * errors: :mod:`bridge.errors` (root :class:`CutoverError`; the common ones re-exported here)
 

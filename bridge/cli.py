@@ -83,9 +83,9 @@ def _add_serve(subparsers: Subparsers) -> None:
 def _run_serve(args: argparse.Namespace) -> int:
     import logging
 
-    from .cutover.host import HostSettings
-    from .cutover.host import serve as serve_host
     from .errors import HostStartError, PlanError
+    from .host.runtime import HostSettings
+    from .host.runtime import serve as serve_host
 
     if not args.plan.is_file():
         return _error(f"no plan at {args.plan}: pass --plan FILE (a TOML file with an [apps] table; see README)")
@@ -163,8 +163,8 @@ def _add_status(subparsers: Subparsers) -> None:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    from .cutover.plan import Plan
     from .errors import PlanError
+    from .host.plan import Plan
 
     if not args.plan.is_file():
         return _error(f"no plan at {args.plan}: pass --plan FILE")
@@ -483,9 +483,9 @@ def _add_plan(subparsers: Subparsers) -> None:
 
 
 def _run_plan_export(args: argparse.Namespace) -> int:
-    from .cutover.export import export_toml
-    from .cutover.plan import Plan
     from .errors import PlanError
+    from .host.export import export_toml
+    from .host.plan import Plan
 
     if not args.plan.is_file():
         return _error(f"no plan at {args.plan}: pass --plan FILE")
@@ -509,14 +509,14 @@ def _run_plan_export(args: argparse.Namespace) -> int:
 
 def _effective(base: Any, db: Path | DatabaseURL) -> Any:
     """The plan file ``base`` with the run-time changes stored in ``db`` laid on top (as the host does)."""
-    from .cutover.history import apply_overrides
+    from .host.history import apply_overrides
 
     if isinstance(db, Path):
-        from .cutover.history import PlanStore
+        from .host.history import PlanStore
 
         store: Any = PlanStore(db) if db.is_file() else None
     else:
-        from .cutover.history_pg import PostgresPlanStore
+        from .host.history_pg import PostgresPlanStore
 
         store = PostgresPlanStore(db.dsn or "", replica=f"{PROG} plan")
 

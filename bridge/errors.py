@@ -6,7 +6,7 @@ The tree (builtin bases in brackets, for the callers that catch those)::
     ├── CpuBudgetError [ValueError]        CUTOVER_CPUS is not a positive integer
     ├── PlanError [ValueError]             a plan that cannot be used, with its file and line
     ├── GateRefused                        a forward move the evidence does not support
-    │                                      (defined with its figures in bridge.cutover.control)
+    │                                      (defined with its figures in bridge.host.control)
     ├── HostStartError                     the host could not start
     ├── AppLoadError                       an app named in [apps] cannot be loaded
     ├── ReactorInstallError [RuntimeError] a reactor cutover cannot run on the asyncio loop

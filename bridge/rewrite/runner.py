@@ -20,9 +20,10 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, TextIO
 
+from .base import Report
 from .index import FileIndex, ProjectIndex
 from .project import first_party
-from .transform import Prepared, Report, Target, UnknownYields, prepare, quick_index
+from .transform import Prepared, Target, UnknownYields, prepare, quick_index
 
 __all__ = ["Outcome", "Progress", "collect_files", "main", "rewrite_files"]
 

@@ -374,7 +374,7 @@ def _segment(lines: list[str], node: ast.expr) -> str:
 
 
 def _report(line: int, reason: str) -> Any:
-    from .transform import Report
+    from .base import Report
 
     return Report(line, reason)
 

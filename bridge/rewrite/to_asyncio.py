@@ -39,6 +39,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import ParentNodeProvider, PositionProvider
 
+from .base import NESTED_SCOPES, Report, ScopedTransformer
 from .index import COROUTINE, ClassInfo, ProjectIndex
 from .names import (
     ASYNCIO_CALL,
@@ -50,7 +51,6 @@ from .names import (
     REACTOR_CALL_LATER,
     call_named,
 )
-from .transform import NESTED_SCOPES, Report, ScopedTransformer
 
 __all__ = ["AsyncioPlanner", "asyncio_body"]
 

@@ -48,6 +48,7 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 
 from .ast_lines import AstLines, patched_names, twisted_kinds
 from .awaitables import Assignments, Known, local_awaitables
+from .base import NESTED, Report, ScopedTransformer
 from .decorators import decorator_name, needs_review
 from .imports import fix_imports, names_of
 from .index import ClassInfo, FileIndex, ProjectIndex
@@ -55,23 +56,16 @@ from .layout import realign_parameters
 from .names import DEFERRED_API, EXPRESSIONS, INLINE_CALLBACKS, RETURN_VALUE_NAMES, calls_one_of
 from .sparse import Mismatch, Unit, splice, splice_imports
 from .sparse import plan as sparse_plan
+from .to_asyncio import AsyncioPlanner, WrapCallbacks, asyncio_body
 from .walk import walk
 
-__all__ = ["Prepared", "Report", "quick_index", "RewriteResult", "Target", "UnknownYields", "async_functions", "prepare",
+__all__ = ["Prepared", "quick_index", "RewriteResult", "Target", "UnknownYields", "async_functions", "prepare",
            "rewrite_source"]
 
 Target = Literal["twisted", "asyncio"]
 UnknownYields = Literal["helper", "report"]  # a yield of what may not be awaitable: helper, or plain await + report
 LineOf = Callable[[cst.CSTNode], int]
 FinishBody = Callable[[cst.BaseSuite, bool], cst.BaseSuite]  # (body, was an inlineCallbacks generator)
-
-
-@dataclass(frozen=True)
-class Report:
-    """Something left unchanged (or for a person to finish): the 1-based line and why."""
-
-    line: int
-    reason: str
 
 
 @dataclass
@@ -88,8 +82,6 @@ class RewriteResult:
 
 _TRIAL_FIXTURES = frozenset({"setUp", "tearDown"})
 _CALLED_IC = re.compile(r"inlineCallbacks\s*\)?\s*\(")  # ``inlineCallbacks(f)``, written as a call somewhere
-NESTED_SCOPES = (cst.FunctionDef, cst.Lambda, cst.ClassDef, cst.ListComp, cst.SetComp, cst.DictComp, cst.GeneratorExp)
-_NESTED = frozenset(NESTED_SCOPES)  # ``type(node) in _NESTED``: the same test (no subclasses), cheaper
 _CARRIERS = EXPRESSIONS | {cst.SimpleStatementLine}  # what the body rewrite skips unless it holds a change
 
 
@@ -133,7 +125,7 @@ class _Analyzer(Assignments):
         if isinstance(node, cst.FunctionDef) and has_inline_callbacks(node):
             return False  # a nested inlineCallbacks function is converted (or reported) on its own
         kind = type(node)
-        if kind in _NESTED:
+        if kind in NESTED:
             self.depth += 1
         if kind in _CARRIERS:
             self.carriers.append(node)
@@ -142,7 +134,7 @@ class _Analyzer(Assignments):
     def on_leave(self, original_node: cst.CSTNode) -> None:
         # on_leave runs even for a node whose on_visit returned False
         kind = type(original_node)
-        if kind in _NESTED and not (
+        if kind in NESTED and not (
             isinstance(original_node, cst.FunctionDef) and has_inline_callbacks(original_node)
         ):
             self.depth -= 1
@@ -176,24 +168,6 @@ class _Analyzer(Assignments):
             self._problem(node, "returnValue() used inside an expression")
         elif not _simple_return_value(node):
             self._problem(node, "returnValue() without exactly one positional argument")
-
-
-class ScopedTransformer(cst.CSTTransformer):
-    """A transformer that knows whether it is inside a nested scope of the function it rewrites."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.depth = 0
-
-    def on_visit(self, node: cst.CSTNode) -> bool:
-        if type(node) in _NESTED:
-            self.depth += 1
-        return super().on_visit(node)
-
-    def on_leave(self, original_node, updated_node):  # type: ignore[no-untyped-def]
-        if type(original_node) in _NESTED:
-            self.depth -= 1
-        return super().on_leave(original_node, updated_node)
 
 
 class _BodyRewriter(ScopedTransformer):
@@ -549,7 +523,6 @@ class Prepared:
         finish_body: FinishBody | None = None
         contexts = _Contexts(planner, index)
         if target == "asyncio":
-            from .to_asyncio import AsyncioPlanner, asyncio_body
 
             extra = AsyncioPlanner(planner.convert, index, planner.index.classes)
             assert self.wrapper is not None
@@ -579,7 +552,6 @@ class Prepared:
             assert self.wrapper is not None
             new_module = self.wrapper.module.visit(rewriter)
             if target == "asyncio" and extra.wraps:
-                from .to_asyncio import WrapCallbacks
 
                 new_module = new_module.visit(WrapCallbacks(extra.newly_async, index))
         before = names_of(planner.tree.tree, planner.tree.nodes) if planner.tree.parsed else None

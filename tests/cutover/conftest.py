@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from bridge import SharedPool
-from bridge.cutover.host import Host, HostSettings
+from bridge.host.runtime import Host, HostSettings
 from bridge.testing import asyncio_fixture
 from tests.conftest import WAIT, until
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from bridge import SharedPool
-from bridge.cutover.admin import FailureLimiter
+from bridge.host.admin import FailureLimiter
 from bridge.testing import asyncio_fixture, asyncio_test
 from tests.conftest import WAIT
 from tests.cutover.conftest import TOKEN, Running, start_host

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.cutover.plan import Plan
+from bridge.host.plan import Plan
 from tests.conftest import WAIT
 from tests.ownservice.conftest import Served, cutover_command, env, serve
 

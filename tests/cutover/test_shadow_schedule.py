@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
-from bridge.cutover.frontdoor import FrontDoor
-from bridge.cutover.metrics import LoopLagProbe, Metrics
-from bridge.cutover.plan import Plan
-from bridge.cutover.shadow import ShadowRecorder
+from bridge.host.frontdoor import FrontDoor
+from bridge.host.metrics import LoopLagProbe, Metrics
+from bridge.host.plan import Plan
+from bridge.host.shadow import ShadowRecorder
 from bridge.testing import asyncio_fixture, asyncio_test
 from tests.conftest import WAIT, until
 

@@ -89,7 +89,7 @@ async def test_past_max_inflight_the_host_answers_busy_at_once_and_the_admin_api
 
 
 def test_an_admission_limit_below_one_is_refused(tmp_path: Path) -> None:
-    from bridge.cutover.host import Host, HostSettings
+    from bridge.host.runtime import Host, HostSettings
 
     plan = tmp_path / "cutover.toml"
     plan.write_text('[apps]\nlegacy = "legacy.service:cohost"\nmodern = "modern.app:cohost"\n[routes]\n"GET /status" = "legacy"\n')

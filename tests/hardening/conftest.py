@@ -24,7 +24,7 @@ import uvicorn
 
 from bridge import SharedPool, as_deferred
 from bridge.asgi import httptools_protocol
-from bridge.cutover.host import Host, HostSettings
+from bridge.host.runtime import Host, HostSettings
 from tests.conftest import WAIT, until
 from tests.cutover.conftest import TOKEN
 

@@ -20,8 +20,8 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from bridge.cutover import admin
-from bridge.cutover.host import HostSettings
+from bridge.host import admin
+from bridge.host.runtime import HostSettings
 from bridge.testing import asyncio_test
 from legacy import LegacySettings
 from modern import ModernSettings

@@ -74,7 +74,7 @@ def test_the_wheel_holds_bridge_only_with_the_toolkits_dependencies(wheel: Path)
         metadata = Parser().parsestr(zf.read(metadata_name).decode())
         entry_points = zf.read(metadata_name.replace("METADATA", "entry_points.txt")).decode()
     assert {t for t in top if not t.endswith(".dist-info")} == {"bridge"}
-    assert "bridge/cutover/dashboard.html" in names
+    assert "bridge/host/dashboard.html" in names
     assert metadata["Name"] == "twisted-cutover"
     required = [r for r in metadata.get_all("Requires-Dist") or [] if "extra ==" not in r]
     names_required = {re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower() for r in required}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cutover.shadow import SCHEMA
+from bridge.host.shadow import SCHEMA
 
 REPO = Path(__file__).resolve().parents[2]
 PLAN = """

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from twisted.web.server import Site
 
-from bridge.cutover.apps import add_app_dir, asgi_routes, klein_routes, load_legacy, load_modern
 from bridge.errors import AppLoadError
+from bridge.host.apps import add_app_dir, asgi_routes, klein_routes, load_legacy, load_modern
 from bridge.testing import asyncio_test
 
 MODULE = '''

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bridge.cutover.evidence import EvidenceBook, RouteEvidence, Steps, combine
-from bridge.cutover.gates import judge
-from bridge.cutover.plan import Plan, Route
+from bridge.host.evidence import EvidenceBook, RouteEvidence, Steps, combine
+from bridge.host.gates import judge
+from bridge.host.plan import Plan, Route
 
 ROUTE = "GET /q/{n}"
 

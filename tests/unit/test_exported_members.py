@@ -28,7 +28,7 @@ def test_errors_all_lists_every_error_defined_there() -> None:
 
 def test_every_exception_class_cutover_defines_is_a_cutover_error() -> None:
     import bridge.cli  # noqa: F401  (the command line, the host and everything they load)
-    import bridge.cutover.host  # noqa: F401
+    import bridge.host.runtime  # noqa: F401
     import bridge.jobs  # noqa: F401
     import bridge.rewrite  # noqa: F401
 

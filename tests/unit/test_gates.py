@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cutover.evidence import EvidenceBook, RouteEvidence, wilson_upper
-from bridge.cutover.export import export_toml
-from bridge.cutover.gates import judge, regression
-from bridge.cutover.history import Change, PlanStore, apply_overrides
-from bridge.cutover.plan import Plan
+from bridge.host.evidence import EvidenceBook, RouteEvidence, wilson_upper
+from bridge.host.export import export_toml
+from bridge.host.gates import judge, regression
+from bridge.host.history import Change, PlanStore, apply_overrides
+from bridge.host.plan import Plan
 from bridge.testing import asyncio_test
 
 PLAN = """

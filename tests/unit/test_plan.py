@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cutover import Plan, Route
 from bridge.errors import PlanError
+from bridge.host import Plan, Route
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -578,7 +578,7 @@ def test_gate_keys_are_checked_with_the_line(text: str, message: str) -> None:
 
 
 def test_gates_resolve_from_defaults_plan_step_route_and_route_step() -> None:
-    from bridge.cutover.gates import DEFAULTS, thresholds
+    from bridge.host.gates import DEFAULTS, thresholds
 
     plan = parse(
         '[gates]\nmin_comparisons = 50\nmin_time = 10\n[gates.canary]\nmin_time = 20\n'

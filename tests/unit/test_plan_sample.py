@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.cutover.plan import Plan
 from bridge.errors import PlanError
+from bridge.host.plan import Plan
 
 
 def parse(text: str) -> Plan:

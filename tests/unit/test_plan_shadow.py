@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.cutover.plan import Plan
 from bridge.errors import PlanError
+from bridge.host.plan import Plan
 
 JOBS = '''[routes]
 "POST /v1/jobs" = { mode = "shadow", shadow_safe = true, id_from = "job_id", shadow_write = "validate" }

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.cutover.history import PlanStore
-from bridge.cutover.shadowstore import SqliteShadowStore
 from bridge.errors import SchemaError
+from bridge.host.history import PlanStore
+from bridge.host.shadowstore import SqliteShadowStore
 from bridge.jobstore import JobStore
 from bridge.testing import asyncio_test
 

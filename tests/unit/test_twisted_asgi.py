@@ -25,9 +25,9 @@ from twisted.web import http, resource, server
 from zope.interface import implementer
 
 from bridge import SharedPool
-from bridge.cutover.twisted_asgi import HIGH_WATER, TwistedSiteApp, _Transport
 from bridge.errors import IncompleteResponse
 from bridge.testing import asyncio_test
+from bridge.twisted_asgi import HIGH_WATER, TwistedSiteApp, _Transport
 from legacy import LegacyService, LegacySettings
 from tests.conftest import WAIT, in_daemon_thread, until
 from tests.synth import encode, render

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 from twisted.web import resource, server, static
 
-from bridge.cutover.twisted_asgi import HIGH_WATER, TwistedSiteApp
-from bridge.cutover.twisted_request import serves_directly
 from bridge.testing import asyncio_test
+from bridge.twisted_asgi import HIGH_WATER, TwistedSiteApp
+from bridge.twisted_request import serves_directly
 from legacy.request import LimitedSite
 from tests.conftest import WAIT
 from tests.unit.test_twisted_asgi import Boom, Driver, ThreeWrites, scope

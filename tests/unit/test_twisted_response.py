@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bridge.cutover.twisted_response import ResponseError, ResponseReader
+from bridge.twisted_response import ResponseError, ResponseReader
 
 HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
 

@@ -4,7 +4,7 @@ A plan is a small TOML file (``cutover.toml`` at the repository root is the
 default, and documents the format)::
 
     [apps]
-    legacy = "shop.legacy:app"     # a twisted.web Site, IResource or Klein app (bridge.cutover.apps)
+    legacy = "shop.legacy:app"     # a twisted.web Site, IResource or Klein app (bridge.host.apps)
     modern = "shop.api:app"        # an ASGI app
 
     [routes]
@@ -52,7 +52,7 @@ How often it compares is ``sample``: the share of a shadowed route's requests
 bounded (``sample = 0.1``) while a rare one is mirrored every time. Its default
 is ``[diff] sample`` (1 when unset); a route's own ``sample`` wins.
 
-Shadow on stateful routes (:mod:`bridge.cutover.mirror`): a route that creates
+Shadow on stateful routes (:mod:`bridge.host.mirror`): a route that creates
 a resource says where its id is in the answer (``id_from = "job_id"``, a dotted
 JSON path), and a route that names one says which path parameter holds it
 (``id_param = "job_id"``); the host maps legacy's id to modern's and rewrites
@@ -79,6 +79,7 @@ import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from functools import cached_property
 from os import PathLike
 from pathlib import Path
@@ -90,11 +91,23 @@ from ..parity.diff import HEADER_RULE_NAMES, DiffRules
 from ..shadowing import RUN, WRITE_MODES
 
 __all__ = [
-    "CATCH_ALL", "GATE_KEYS", "GATE_STEPS", "METHODS", "MODES", "NEEDS_MODERN", "OWNERS", "SAFE_METHODS", "Plan",
+    "CATCH_ALL", "GATE_KEYS", "GATE_STEPS", "METHODS", "MODES", "Mode", "NEEDS_MODERN", "OWNERS", "SAFE_METHODS", "Plan",
     "Route",
 ]
 
-MODES = ("legacy", "shadow", "canary", "modern")  # the order a route moves in
+class Mode(StrEnum):
+    """Who answers a route, in the order a route moves through them (compare it with plain strings, too)."""
+
+    LEGACY = "legacy"  #: legacy answers; modern never sees the request
+    SHADOW = "shadow"  #: legacy answers; modern gets a copy whose answer is only compared
+    CANARY = "canary"  #: a sticky ``percent`` of requests go to modern
+    MODERN = "modern"  #: modern answers
+
+    def __repr__(self) -> str:
+        return repr(self.value)
+
+
+MODES = tuple(Mode)  # the order a route moves in
 OWNERS = ("legacy", "modern")
 METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # mirrored in shadow mode unless told otherwise
@@ -106,7 +119,7 @@ _DIFF_KEYS = ("ignore", "ignore_values", "skip", "float_tolerance", "headers", "
 _SHADOW_KEYS = ("aa_sample", "settle")
 _ID_KEYS = ("id_from", "id_param", "shadow_write")
 _ROUTE_KEYS = ("mode", "percent", "shadow_safe", *_ID_KEYS, *_SHADOW_KEYS, *_DIFF_KEYS, "auto", "gates")
-#: Promotion gates (bridge.cutover.gates): thresholds a route's evidence must meet before it moves on.
+#: Promotion gates (bridge.host.gates): thresholds a route's evidence must meet before it moves on.
 GATE_KEYS = ("min_comparisons", "max_mismatch", "max_p99_ratio", "max_error_increase", "min_time", "rollback_after")
 GATE_STEPS = ("shadow", "canary", "modern")  # the modes whose evidence is judged (modern: for rollback only)
 _GATES_PLAN_KEYS = ("interval",)  # [gates] keys that are not thresholds
@@ -148,7 +161,7 @@ class Route:
 
     method: str
     template: str
-    mode: str = "legacy"
+    mode: Mode | str = Mode.LEGACY  # a string is taken and checked: the route then holds its Mode
     percent: float = 0.0
     shadow_safe: bool | None = None
     #: This route's shadow diff rules, over the plan's ``[diff]`` defaults (keys of :data:`_DIFF_KEYS`).
@@ -192,6 +205,7 @@ class Route:
         self.shape  # noqa: B018 - validates the template
         if self.mode not in MODES:
             raise _FieldError("mode", f"unknown mode {_show(self.mode)} (one of {', '.join(MODES)})")
+        object.__setattr__(self, "mode", Mode(self.mode))
         self._check_shadow_keys()
         object.__setattr__(self, "percent", _check_percent(self.percent, self.mode))
         if self.shadow_safe is None:
@@ -256,14 +270,14 @@ class Route:
         legacy -> shadow -> canary 10 -> canary 50 -> modern, which stays modern; a
         canary below 10 goes to 10, below 50 to 50, at 50 or more to modern.
         """
-        if self.mode == "legacy":
-            return "shadow", 0.0
-        if self.mode == "shadow":
-            return "canary", CANARY_STEPS[0]
-        if self.mode == "canary":
+        if self.mode == Mode.LEGACY:
+            return Mode.SHADOW, 0.0
+        if self.mode == Mode.SHADOW:
+            return Mode.CANARY, CANARY_STEPS[0]
+        if self.mode == Mode.CANARY:
             step = next((p for p in CANARY_STEPS if self.percent < p), None)
-            return ("canary", step) if step is not None else ("modern", 0.0)
-        return "modern", 0.0
+            return (Mode.CANARY, step) if step is not None else (Mode.MODERN, 0.0)
+        return Mode.MODERN, 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -49,6 +49,7 @@ from ..ownership import TaskBoard, use_task_board
 from ..parity.diff import DiffRules
 from ..pool import SharedPool, set_pool
 from ..reactor import install_reactor, stop_reactor
+from ..twisted_asgi import TwistedSiteApp
 from .admin import FailureLimiter, admin_app
 from .apps import LegacyApp, ModernApp, add_app_dir, import_from_string, load_legacy, load_modern
 from .control import Steering
@@ -59,7 +60,6 @@ from .metrics import LoopLagProbe, Metrics
 from .plan import OWNERS, Plan
 from .shadow import ShadowRecorder
 from .shadowstore import PostgresShadowStore, ShadowStore, SqliteShadowStore
-from .twisted_asgi import TwistedSiteApp
 
 __all__ = ["Host", "HostSettings", "serve"]
 
@@ -167,7 +167,7 @@ class Host:
         self.steering = Steering(self.store, self.evidence, plan=lambda: self.plan, set_plan=self._set_plan,
                                  base=lambda: self.file_plan, registry=self.metrics_.registry)
         self.board = TaskBoard()  # this host's: two hosts in one process (tests) never share owners
-        #: The legacy app as loaded (:class:`~bridge.cutover.apps.LegacyApp`; ``.obj`` is the team's own object).
+        #: The legacy app as loaded (:class:`~bridge.host.apps.LegacyApp`; ``.obj`` is the team's own object).
         self.legacy_app: LegacyApp | None = None
         self.modern_app: ModernApp | None = None
         self.frontdoor: FrontDoor | None = None

@@ -1,18 +1,18 @@
 """The plan's run-time changes, history and evidence on PostgreSQL, shared by every replica.
 
-The same methods as :class:`~bridge.cutover.history.PlanStore` (SQLite), plus
+The same methods as :class:`~bridge.host.history.PlanStore` (SQLite), plus
 what a fleet needs:
 
 * **Changes reach every replica.** Each recorded change sends ``NOTIFY
   cutover_plan`` in its transaction; every replica's host listens, and also
   polls :meth:`latest_change` every ``poll_interval`` seconds in case a
   notification was lost with a connection. Either way it lays the stored
-  overrides over its file again (:meth:`Host.refresh <bridge.cutover.host.Host.refresh>`).
+  overrides over its file again (:meth:`Host.refresh <bridge.host.runtime.Host.refresh>`).
 * **Evidence is gathered per replica and judged per fleet.** Each host
   checkpoints and restores its own figures (``replica`` column);
   :meth:`fleet_evidence` gives them all and :meth:`route_steps` when each
   route's step began, so a host sums its peers' figures of the same step
-  (:func:`bridge.cutover.evidence.combine`) before a gate judges them.
+  (:func:`bridge.host.evidence.combine`) before a gate judges them.
 * **Replicas are seen.** Each host beats its row in ``cutover_replicas``;
   :meth:`replicas` lists who beat within ``alive_after`` seconds.
 """

@@ -280,7 +280,7 @@ def admin_app(host: HostControl, token: str | None, *, labels: Mapping[str, str]
         return Response(host.metrics(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def dashboard(_: Request) -> Response:
-        page = resources.files("bridge.cutover").joinpath("dashboard.html").read_text(encoding="utf-8")
+        page = resources.files("bridge.host").joinpath("dashboard.html").read_text(encoding="utf-8")
         return HTMLResponse(page, headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                                            "Content-Security-Policy": "default-src 'self'; script-src 'unsafe-inline'; "
                                            "style-src 'unsafe-inline'; img-src 'self' data:; connect-src 'self'"})

@@ -1,6 +1,6 @@
 """The lean path into twisted.web: a ``Request`` built from a head the ASGI server has already parsed.
 
-Through :class:`~bridge.cutover.twisted_asgi.TwistedSiteApp`'s byte path a
+Through :class:`~bridge.twisted_asgi.TwistedSiteApp`'s byte path a
 legacy request is parsed three times: by the front door's HTTP parser, again
 by Twisted's ``HTTPChannel`` (after the adapter wrote the head back out as
 bytes), and Twisted's answer once more by :mod:`.twisted_response`. Profiled

@@ -93,8 +93,8 @@ from twisted.internet.interfaces import IConsumer, IPushProducer, ISSLTransport,
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
-from ..asgi import send_error
-from ..errors import IncompleteResponse
+from .asgi import send_error
+from .errors import IncompleteResponse
 from .twisted_request import DirectChannel, channel_limits, serves_directly
 from .twisted_response import ResponseError, ResponseReader
 

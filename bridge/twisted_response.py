@@ -1,6 +1,6 @@
 """Read back the HTTP/1.1 response a twisted.web channel writes, without a general-purpose parser.
 
-:class:`~bridge.cutover.twisted_asgi.TwistedSiteApp` hands each request to
+:class:`~bridge.twisted_asgi.TwistedSiteApp` hands each request to
 Twisted's own channel and must turn what Twisted writes into ASGI messages.
 h11 did that, and cost as much per request as Twisted's whole rendering of a
 small JSON answer (its state machine, event objects and header validation run
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import CutoverError
+from .errors import CutoverError
 
 __all__ = ["MAX_HEAD", "ResponseError", "ResponseReader"]
 

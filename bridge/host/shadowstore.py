@@ -1,6 +1,6 @@
 """Where shadow traffic's findings are kept: one small interface, SQLite for one host, PostgreSQL for a fleet.
 
-:class:`~bridge.cutover.shadow.ShadowRecorder` diffs and counts in memory; a
+:class:`~bridge.host.shadow.ShadowRecorder` diffs and counts in memory; a
 store keeps what must outlive the process or be seen by other replicas:
 
 * ``shadow_mismatches``: each mismatch, with the request, both answers (cut)
@@ -143,7 +143,7 @@ def _expand(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class ShadowStore(Protocol):
-    """What :class:`~bridge.cutover.shadow.ShadowRecorder` needs of a store. Rows are plain dicts."""
+    """What :class:`~bridge.host.shadow.ShadowRecorder` needs of a store. Rows are plain dicts."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

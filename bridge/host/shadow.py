@@ -4,14 +4,14 @@ The front door hands each mirrored exchange to :class:`ShadowRecorder`, which
 diffs the two responses (``bridge.parity.diff``, the same engine the parity
 tests use), counts the outcome per route, and stores mismatches with the
 request, both responses (truncated) and the readable diff, in its
-:mod:`store <bridge.cutover.shadowstore>`: the host's SQLite file, or the
+:mod:`store <bridge.host.shadowstore>`: the host's SQLite file, or the
 fleet's PostgreSQL. Work is bounded: at most ``max_inflight`` modern calls run
 at once, and a request arriving past that is skipped and counted, never
 queued. A store that is away costs nothing but the record: the comparison
 still counts, and the write it could not make is counted as ``unrecorded``.
 
 The noise floor: on a sample of requests legacy answers twice
-(:mod:`bridge.cutover.mirror`), and :meth:`ShadowRecorder.learn_noise` keeps,
+(:mod:`bridge.host.mirror`), and :meth:`ShadowRecorder.learn_noise` keeps,
 per route, how many such A/A pairs there were, how many differed, and which
 fields did (list indexes generalised: ``body.lines[].score``). Those fields
 are left out of the route's legacy-vs-modern diffs, as Diffy does with its
