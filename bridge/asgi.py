@@ -29,7 +29,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-log = logging.getLogger("cutover.asgi")
+log = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",

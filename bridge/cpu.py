@@ -39,7 +39,7 @@ __all__ = ["ENV_VAR", "CpuBudget", "CpuBudgetWarning", "Limit", "cpu_budget"]
 
 ENV_VAR = "CUTOVER_CPUS"
 
-logger = logging.getLogger("cutover.cpu")
+logger = logging.getLogger(__name__)
 # A library must not print through logging's last-resort handler: the warning
 # below already reaches the user once; applications that configure logging
 # still get the record through propagation.

@@ -204,4 +204,4 @@ class SubmitListeners:
             try:
                 callback(record)
             except Exception:  # the job is committed: a listener's bug must not fail the submit
-                logging.getLogger("cutover.jobs").exception("an on_submit listener failed for job %s", record.id)
+                logging.getLogger(__name__).exception("an on_submit listener failed for job %s", record.id)

@@ -44,23 +44,14 @@ from pathlib import Path
 from typing import Any
 
 from .errors import PoolBusy, PoolUnavailable, StoreUnavailable, WorkerCrashed, answer_for
-from .jobrecord import STATUSES, JobRecord, attempts_text, dumps_json
-from .jobstore import DEFAULT_DB_PATH, JobStore
+from .jobrecord import JobRecord, attempts_text, dumps_json
+from .jobstore import JobStore
 from .shadowing import ShadowMarker
 from .tasks import TaskLease
 
-__all__ = [
-    "DEFAULT_DB_PATH",
-    "STATUSES",
-    "JobRecord",
-    "JobRunner",
-    "JobStore",
-    "KindPolicy",
-    "ShadowJobs",
-    "shadow_path",
-]
+__all__ = ["JobRunner", "KindPolicy", "ShadowJobs", "shadow_path"]
 
-log = logging.getLogger("cutover.jobs")
+log = logging.getLogger(__name__)
 _STOP_GRACE = 5.0  # how long stop() waits for workers after cancelling their jobs
 
 

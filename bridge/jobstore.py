@@ -84,7 +84,7 @@ from .schema import Step, migrate_sqlite, statements
 __all__ = ["DEFAULT_DB_PATH", "JobStore"]
 
 T = TypeVar("T")
-log = logging.getLogger("cutover.jobs")
+log = logging.getLogger(__name__)
 
 DEFAULT_DB_PATH = Path("var/cutover.db")
 

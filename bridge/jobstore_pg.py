@@ -61,7 +61,7 @@ from .pgschema import migrate, open_pool
 __all__ = ["SCHEMA_VERSION", "PostgresJobStore"]
 
 T = TypeVar("T")
-log = logging.getLogger("cutover.jobs")
+log = logging.getLogger(__name__)
 CHANNEL = "cutover_jobs"
 _COLUMNS = RECORD_COLUMNS
 _DB_NOW = "extract(epoch from clock_timestamp())"

@@ -22,7 +22,7 @@ from .schema import refuse_newer
 __all__ = ["migrate", "open_migrated", "open_pool", "transact"]
 
 T = TypeVar("T")
-log = logging.getLogger("cutover.schema")
+log = logging.getLogger(__name__)
 _LOCK_KEY = 0x6375746F  # "cuto": the advisory lock that serialises migrations
 
 

@@ -29,7 +29,7 @@ from .errors import SchemaError
 
 __all__ = ["Step", "migrate_sqlite", "open_sqlite", "refuse_newer"]
 
-log = logging.getLogger("cutover.schema")
+log = logging.getLogger(__name__)
 
 #: A step: SQL statements separated by ``;``, or a coroutine function given the connection.
 Step = str | Callable[[Any], Awaitable[None]]

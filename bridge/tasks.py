@@ -83,7 +83,7 @@ if TYPE_CHECKING:
 __all__ = ["TaskLease", "TaskManager", "TaskRegistry", "TaskSpec", "task", "tasks"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-log = logging.getLogger("cutover.tasks")
+log = logging.getLogger(__name__)
 
 # Slack, in slots, when placing a time on the periodic grid: float sums such as
 # origin + k * every land a few ulps either side of a slot boundary.

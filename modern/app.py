@@ -12,10 +12,10 @@ from fastapi import FastAPI
 
 import bridge
 import workloads
-from bridge import SharedPool
+from bridge import JobRecord, SharedPool
 from bridge.asgi import BodyLimitMiddleware, h11_protocol
 from bridge.database import database_url, open_job_store
-from bridge.jobs import JobRecord, JobRunner, KindPolicy, ShadowJobs
+from bridge.jobs import JobRunner, KindPolicy, ShadowJobs
 from bridge.tasks import TaskManager, TaskRegistry
 
 from . import sync

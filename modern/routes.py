@@ -8,9 +8,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from bridge import SharedPool
+from bridge import JobStore, SharedPool
 from bridge.errors import JobFinished, JobNotFound
-from bridge.jobs import JobRunner, JobStore
+from bridge.jobs import JobRunner
 from bridge.shadowing import shadow_of
 from workloads.contract import KINDS, check_kind, job_from_json, required_text
 

@@ -33,7 +33,7 @@ from .plan import Plan, Route
 
 __all__ = ["AUTOMATIC", "GateRefused", "Steering"]
 
-log = logging.getLogger("cutover.control")
+log = logging.getLogger(__name__)
 AUTOMATIC = "cutover"  # who the host's own moves are recorded as
 
 

@@ -58,7 +58,7 @@ from .mirror import Mirror, mirrors
 from .plan import Plan, Route
 from .shadow import ShadowRecorder
 
-log = logging.getLogger("cutover.frontdoor")
+log = logging.getLogger(__name__)
 ADMIN_PREFIX = "/_cutover"
 #: Seconds a shadow copy waits for a moment with no client request in flight before it runs anyway.
 SHADOW_MAX_DELAY = 0.5

@@ -38,7 +38,7 @@ from ..parity.diff import Diff, DiffRules, Exchange, diff, generalise
 from .shadowstore import SQLITE_SCHEMA as SCHEMA  # noqa: F401  (the tables, for tools reading the file)
 from .shadowstore import ShadowStore, SqliteShadowStore
 
-log = logging.getLogger("cutover.shadow")
+log = logging.getLogger(__name__)
 TRUNCATE = 4096
 
 def _body_text(body: bytes) -> dict[str, Any]:

@@ -90,7 +90,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DaskBackend", "InitializerPlugin"]
 
-log = logging.getLogger("cutover.pool.dask")
+log = logging.getLogger(__name__)
 _REFRESH_EVERY = 1.0  # seconds between background refreshes of the cluster's worker count
 
 

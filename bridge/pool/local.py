@@ -59,7 +59,7 @@ from . import wire
 from .protocol import LOOP, Call, RunStats, decode_error, decode_result, describe_exit
 from .worker import worker_main
 
-log = logging.getLogger("cutover.pool")
+log = logging.getLogger(__name__)
 
 _STARTING, _READY, _DEAD = "starting", "ready", "dead"
 _MAX_STARTUP_DEATHS = 3

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..errors import RemoteTraceback, SerializationError
 
-log = logging.getLogger("cutover.pool")
+log = logging.getLogger(__name__)
 DURATION_SAMPLES = 2048
 COUNTS = ("completed", "failed", "crashed", "timeouts", "cancelled", "restarts")
 LOOP, DEFERRED, THREADSAFE = 0, 1, 2

@@ -104,8 +104,8 @@ def running(quotes: Path, tmp_path: Path) -> Iterator[Callable[[], Served]]:
         return served
 
     yield start
-    for served in started:
-        output = served.stop()
+    outputs = [served.stop() for served in started]  # every server stopped before any is judged
+    for output in outputs:
         assert "Traceback" not in output, output
 
 

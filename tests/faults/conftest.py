@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from bridge import SharedPool
-from bridge.jobs import JobRecord, JobRunner, JobStore, KindPolicy
+from bridge import JobRecord, JobStore, SharedPool
+from bridge.jobs import JobRunner, KindPolicy
 from bridge.testing import asyncio_fixture
 from tests.conftest import WAIT
 from tests.faults import jobfns

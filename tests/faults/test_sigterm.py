@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from bridge.jobs import JobStore
+from bridge import JobStore
 from bridge.testing import asyncio_test
 from tests.conftest import WAIT, in_daemon_thread
 from tests.modern.test_jobs import start_modern, url_of

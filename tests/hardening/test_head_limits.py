@@ -140,7 +140,7 @@ async def test_a_client_that_half_closes_after_its_request_gets_its_answer(door:
 @asyncio_test
 async def test_a_client_that_half_closes_mid_body_costs_one_log_line_not_a_traceback(door: Door) -> None:
     handler = Lines()
-    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "cutover.asgi")]
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "bridge.asgi")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.addHandler(handler)
@@ -150,7 +150,7 @@ async def test_a_client_that_half_closes_mid_body_costs_one_log_line_not_a_trace
         answer = await exchange(door.port, head + b'{"text": "a', eof=True)
         assert answer.status in (0, 408), answer.raw[:300]  # nobody is left to answer, or the body timed out
         def left() -> list[logging.LogRecord]:
-            return [r for r in handler.records if r.name == "cutover.asgi" and "left before the answer" in r.getMessage()]
+            return [r for r in handler.records if r.name == "bridge.asgi" and "left before the answer" in r.getMessage()]
 
         if door.stack == "modern":  # Starlette raises ClientDisconnect reading the body; Twisted just stops
             await until(lambda: bool(left()), "the one line about the client that left")

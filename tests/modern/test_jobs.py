@@ -17,8 +17,7 @@ import httpx
 import pytest
 from skimage import data as skdata
 
-from bridge import SharedPool
-from bridge.jobs import JobStore
+from bridge import JobStore, SharedPool
 from bridge.testing import asyncio_fixture, asyncio_test
 from tests.api.conftest import ModernServer
 from tests.conftest import WAIT, in_daemon_thread

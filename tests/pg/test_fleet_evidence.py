@@ -51,8 +51,8 @@ def fleet(own_pg_server: PostgresServer, tmp_path: Path, monkeypatch: pytest.Mon
             started.append(serve(quotes / "cutover.toml", tmp_path / name))
         yield started
     finally:
-        for served in started:
-            output = served.stop()
+        outputs = [served.stop() for served in started]  # every replica stopped before any is judged
+        for output in outputs:
             assert "Traceback" not in output, output
 
 

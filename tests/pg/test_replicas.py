@@ -49,8 +49,8 @@ def replicas(pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
             started.append(serve(plan, tmp_path / f"replica{i}"))
         yield started
     finally:
-        for served in started:
-            output = served.stop()
+        outputs = [served.stop() for served in started]  # every replica stopped before any is judged
+        for output in outputs:
             assert "Traceback" not in output, output
 
 

@@ -305,14 +305,14 @@ def test_malformed_cpu_max_is_skipped_with_a_warning(
     file = write(tmp_path, "/sys/fs/cgroup/app/cpu.max", content)
     write(tmp_path, "/sys/fs/cgroup/cpu.max", "400000 100000\n")  # a valid parent still counts
     with (
-        caplog.at_level(logging.WARNING, logger="cutover.cpu"),
+        caplog.at_level(logging.WARNING, logger="bridge.cpu"),
         pytest.warns(CpuBudgetWarning, match="cpu.max") as record,
     ):
         budget = cpu_budget(tmp_path, environ={})
     assert budget.cpus == 4
     assert budget.reason.startswith("cgroup v2 cpu.max 400000/100000 = 4 at /sys/fs/cgroup -> 4")
     assert str(file) in str(record[0].message)
-    assert [r.name for r in caplog.records] == ["cutover.cpu"]
+    assert [r.name for r in caplog.records] == ["bridge.cpu"]
     assert str(file) in caplog.records[0].getMessage()
 
 

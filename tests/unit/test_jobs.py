@@ -24,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from bridge import SharedPool
+from bridge import JobRecord, JobStore, SharedPool
 from bridge import jobstore as bridge_jobstore
 from bridge.errors import JobFinished, JobNotFound
-from bridge.jobs import JobRecord, JobRunner, JobStore, KindPolicy
+from bridge.jobs import JobRunner, KindPolicy
 from bridge.testing import asyncio_fixture, asyncio_test
 from tests.conftest import WAIT, Gate, in_daemon_thread, process_gone, until
 from tests.reliability import record as record_row
@@ -188,7 +188,7 @@ async def test_invalid_input_fails_the_job_at_once_without_retry(store: JobStore
 async def test_a_bug_fails_the_job_as_internal_error_and_logs_the_worker_traceback(
     store: JobStore, pool: SharedPool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.ERROR, logger="cutover.jobs")
+    caplog.set_level(logging.ERROR, logger="bridge.jobs")
     async with running(store, pool) as runner:
         bug, _ = await store.submit("explode", b"x", {})
         not_json, _ = await store.submit("unjsonable", b"raw bytes", {})

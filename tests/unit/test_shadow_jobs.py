@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from bridge import SharedPool
-from bridge.jobs import JobStore, ShadowJobs, shadow_path
+from bridge import JobStore, SharedPool
+from bridge.jobs import ShadowJobs, shadow_path
 from bridge.shadowing import EXTENSION, ShadowMarker, mark, shadow_of
 from bridge.testing import asyncio_test
 from tests.conftest import until

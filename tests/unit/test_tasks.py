@@ -198,7 +198,7 @@ async def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_success(cap
     state = manager.state()["flaky"]
     assert (state["runs"], state["failures"], state["missed"]) == (10, 7, 0)
     assert state["last_error"] == "ConnectionError: inbox unreachable (attempt 8)"
-    failures = [r for r in caplog.records if r.name == "cutover.tasks" and r.levelno == logging.ERROR]
+    failures = [r for r in caplog.records if r.name == "bridge.tasks" and r.levelno == logging.ERROR]
     assert len(failures) == 7
     assert all(r.exc_info and isinstance(r.exc_info[1], ConnectionError) for r in failures)
     assert [f.getMessage().rsplit(" ", 1)[1] for f in failures] == ["1s", "2s", "4s", "8s", "8s", "1s", "2s"]
@@ -354,7 +354,7 @@ async def test_a_failing_periodic_task_is_logged_retried_and_recovers(caplog: py
     gaps = [b - a for a, b in zip(attempts[:4], attempts[1:5], strict=True)]
     for gap, backoff in zip(gaps, [0.02, 0.04, 0.05, 0.05], strict=True):
         assert gap >= backoff - 0.001, gaps  # never sooner than the backoff; later only under load
-    logged = [r for r in caplog.records if r.name == "cutover.tasks" and r.levelno == logging.ERROR]
+    logged = [r for r in caplog.records if r.name == "bridge.tasks" and r.levelno == logging.ERROR]
     assert len(logged) == 4 and all(r.exc_info for r in logged)
     assert "OSError: inbox missing (1)" in caplog.text and "in sync_inbox" in caplog.text
 

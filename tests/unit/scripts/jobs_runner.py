@@ -21,9 +21,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from bridge import SharedPool
+from bridge import JobRecord, SharedPool
 from bridge.database import open_job_store
-from bridge.jobs import JobRecord, JobRunner, KindPolicy
+from bridge.jobs import JobRunner, KindPolicy
 from tests.unit import jobfns
 
 FUNCTIONS = {"crunch": jobfns.crunch, "gate": jobfns.wait_at_gate}
