@@ -356,7 +356,11 @@ class LocalBackend:
             self.loop.call_soon(self._pump)
 
     def _depth(self) -> int:
-        """Calls a worker may hold: the running one and one behind it, more while recent calls were short."""
+        """Calls a worker may hold: the running one and one behind it, more while recent calls were short.
+
+        "Short" is what the workers measured (each answer carries its call's run time). A time taken
+        across the pipe would count a busy machine's scheduling delays as run time: the depth would
+        shrink just when a worker most needs calls in its pipe to outlast its parent's absences."""
         limit = self.config.prefetch
         ewma = self._ewma
         if limit <= 2 or ewma is None:

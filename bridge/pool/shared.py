@@ -51,7 +51,7 @@ T = TypeVar("T")
 StartMethod = Literal["forkserver", "spawn"]
 
 #: Calls a worker's pipe may hold by default (1 running + prefetched), when calls are short.
-DEFAULT_PREFETCH = 256
+DEFAULT_PREFETCH = 32
 #: Of the memory budget, what calls waiting for queue room may hold by default (their pickled arguments).
 WAITING_SHARE = 0.25
 
