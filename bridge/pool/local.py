@@ -67,6 +67,8 @@ _MAX_STARTUP_DEATHS = 3
 PREFETCH_BYTES = 1 << 18
 #: Prefetch as many calls as recent run times say fit in this window (at least 1 behind the running one).
 PREFETCH_WINDOW = 0.002
+#: A deep pipe is topped up once this many of its calls are answered (or half of them, if fewer).
+REFILL = 8
 _EXIT_GRACE = 5.0
 _MAX_WINDOW = 1 << 10
 #: Payloads under this size travel in one buffer with their header.
@@ -390,9 +392,11 @@ class LocalBackend:
 
     def _dispatch(self) -> None:
         depth = self._depth()
-        # Refill a worker only once it is down to half its depth: one write then carries several calls
-        # (a write that wakes a sleeping worker is the dearest part of a tiny call), never one per answer.
-        low = depth // 2
+        # Refill a worker only once it is down to half its depth, or REFILL calls below it if that comes
+        # first: one write then carries several calls (a write that wakes a sleeping worker is the dearest
+        # part of a tiny call), never one per answer; and the answers of one read, all settled in one loop
+        # turn, stay few enough not to hold the loop while the worker still has plenty in its pipe.
+        low = max(depth // 2, depth - REFILL)
         ready = [w for w in self.workers
                  if w.state == _READY and not w.killed and not w.retiring and len(w.calls) <= low]
         if not ready:

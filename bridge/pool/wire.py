@@ -30,9 +30,11 @@ CALL, CANCEL, EXIT, CALL_BUFFERS = 1, 2, 3, 4
 READY, INIT_FAILED, OK, ERROR, ERROR_EXIT, SKIPPED, OK_BYTES = 10, 11, 12, 13, 14, 15, 16
 _COUNT = struct.Struct("<I")
 CHUNK = 256 * 1024
-#: The parent reads less at a time: the frames of one read are handled in one loop callback, and
-#: a thousand tiny results at once would hold the loop for milliseconds.
-PARENT_CHUNK = 16 * 1024
+#: The parent reads much less at a time: the frames of one read are settled in one loop callback (and
+#: their waiters resumed in the next), so a read of a few dozen tiny answers keeps the loop's turns short
+#: while 4000 calls are in flight. A larger answer is read straight into its own buffer (see
+#: :class:`FrameReader`), so it still takes two reads, not one per chunk.
+PARENT_CHUNK = 512
 BIG = 64 * 1024
 IOV_MAX = 512
 
@@ -65,12 +67,16 @@ def split_buffers(body: bytes | bytearray) -> tuple[memoryview, list[bytes]]:
 
 
 class FrameReader:
-    """Turns whatever a read returns into whole frames; keeps the partial rest for the next read."""
+    """Turns whatever a read returns into whole frames; keeps the partial rest for the next read.
 
-    __slots__ = ("_buf", "_big", "_filled", "_big_head", "_chunk")
+    A frame that does not fit in the rest of a read and is larger than a read (or than :data:`BIG`)
+    gets a buffer of its own, which the next read fills directly."""
+
+    __slots__ = ("_buf", "_big", "_filled", "_big_head", "_chunk", "_direct")
 
     def __init__(self, chunk: int = CHUNK) -> None:
         self._chunk = chunk
+        self._direct = min(BIG, chunk)
         self._buf = bytearray()
         self._big: bytearray | None = None
         self._filled = 0
@@ -103,7 +109,7 @@ class FrameReader:
             start = pos + size
             end = start + length
             if end > end_of_data:
-                if length >= BIG:  # read the rest straight into the body's own buffer
+                if length >= self._direct:  # read the rest straight into the body's own buffer
                     big = self._big = bytearray(length)
                     with memoryview(data) as view:
                         big[:end_of_data - start] = view[start:end_of_data]

@@ -121,6 +121,9 @@ async def test_a_batch_holding_one_bad_argument_fails_only_that_call(pool: Share
 async def test_large_arguments_and_results_cross_intact_in_one_batch(pool: SharedPool) -> None:
     blobs = [os.urandom(size) for size in (10, 70_000, 300_000, 3_000_000, 5)]
     assert await asyncio.gather(*(pool.run(poolfns.echo, blob) for blob in blobs)) == blobs
+    # Sizes around the parent's read size and the out-of-band threshold, pickled results among raw ones.
+    mixed = [os.urandom(size) for size in (500, 511, 512, 513, 2_000, 40_000, 65_535, 65_536, 1)] + [list(range(3000))]
+    assert await asyncio.gather(*(pool.run(poolfns.echo, value) for value in mixed)) == mixed
 
 
 @asyncio_test
