@@ -67,6 +67,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _bridge_loop: asyncio.AbstractEventLoop | None = None
+_TwistedCancelled = defer.CancelledError
 
 
 def set_bridge_loop(loop: asyncio.AbstractEventLoop | None) -> None:
@@ -210,7 +211,13 @@ def _future_here(d: Deferred[T], loop: asyncio.AbstractEventLoop, home: int) -> 
         if threading.get_ident() != home:
             loop.call_soon_threadsafe(_fail, future, failure)
         elif not future.done():  # done: cancelled from asyncio, which cancelled this Deferred
-            _fail(future, failure)
+            exc = failure.value  # what _fail does, inlined on this hot path
+            if isinstance(exc, _TwistedCancelled):
+                future.cancel()
+            else:
+                if exc.__traceback__ is None and failure.tb is not None:
+                    exc = exc.with_traceback(failure.tb)
+                future.set_exception(exc)
         return None
 
     d.addCallbacks(on_result, on_failure)
