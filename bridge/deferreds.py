@@ -67,6 +67,7 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 _bridge_loop: asyncio.AbstractEventLoop | None = None
+_TwistedCancelled = defer.CancelledError
 
 
 def set_bridge_loop(loop: asyncio.AbstractEventLoop | None) -> None:
@@ -167,12 +168,18 @@ def as_future(d: Deferred[T], loop: asyncio.AbstractEventLoop | None = None) -> 
     """
     if not isinstance(d, Deferred):
         raise TypeError(f"as_future() takes a Deferred, got {type(d).__name__}")
-    running = _current_loop()
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
     target = loop or running
     if target is None:
         raise RuntimeError("as_future() needs an asyncio loop: call it from a running loop or pass loop=")
-    if target is running and _in_reactor_thread():
-        return _future_here(d, target)
+    if target is running:
+        home = threading.get_ident()
+        io_thread = threadable.ioThread  # what _in_reactor_thread() reads, inlined on this hot path
+        if io_thread is None or io_thread == home:
+            return _future_here(d, target, home)
     # The Deferred already exists: nothing runs in the caller's context, so none is carried.
     return _future_from(lambda: d, target, _EMPTY_CONTEXT)
 
@@ -180,7 +187,7 @@ def as_future(d: Deferred[T], loop: asyncio.AbstractEventLoop | None = None) -> 
 _EMPTY_CONTEXT = contextvars.Context()
 
 
-def _future_here(d: Deferred[T], loop: asyncio.AbstractEventLoop) -> asyncio.Future[T]:
+def _future_here(d: Deferred[T], loop: asyncio.AbstractEventLoop, home: int) -> asyncio.Future[T]:
     """:func:`as_future` when the loop and the reactor share this thread: direct calls only.
 
     It pays for what Twisted's ``asFuture`` pays (a future, two callbacks and,
@@ -192,7 +199,6 @@ def _future_here(d: Deferred[T], loop: asyncio.AbstractEventLoop) -> asyncio.Fut
     ``call_soon_threadsafe``.
     """
     future: _DeferredFuture[T] = _DeferredFuture(loop=loop)
-    home = threading.get_ident()
 
     def on_result(result: T) -> T:
         if threading.get_ident() != home:
@@ -205,7 +211,13 @@ def _future_here(d: Deferred[T], loop: asyncio.AbstractEventLoop) -> asyncio.Fut
         if threading.get_ident() != home:
             loop.call_soon_threadsafe(_fail, future, failure)
         elif not future.done():  # done: cancelled from asyncio, which cancelled this Deferred
-            _fail(future, failure)
+            exc = failure.value  # what _fail does, inlined on this hot path
+            if isinstance(exc, _TwistedCancelled):
+                future.cancel()
+            else:
+                if exc.__traceback__ is None and failure.tb is not None:
+                    exc = exc.with_traceback(failure.tb)
+                future.set_exception(exc)
         return None
 
     d.addCallbacks(on_result, on_failure)
@@ -276,13 +288,18 @@ class _DeferredAwareCoroutine(Coroutine[Any, Any, T]):
     Cancelling the Task cancels the Deferred it waits on.
     """
 
+    __slots__ = ("_coro", "_loop", "_awaiting")
+
     def __init__(self, coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop) -> None:
         self._coro, self._loop = coro, loop
         self._awaiting: Deferred[Any] | None = None
 
     def send(self, value: Any) -> Any:
         self._awaiting = None
-        return self._translate(self._coro.send(value))
+        yielded = self._coro.send(value)
+        if isinstance(yielded, Deferred):
+            return self._translate(yielded)
+        return yielded
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:  # type: ignore[override]
         exc = typ if isinstance(typ, BaseException) else (val if isinstance(val, BaseException) else typ())
@@ -318,13 +335,27 @@ class _DeferredAwareCoroutine(Coroutine[Any, Any, T]):
         if not isinstance(yielded, Deferred):
             return yielded
         d = self._awaiting = yielded
-        waiter = self._loop.create_future()
+        loop = self._loop
+        waiter = loop.create_future()
+        home = threading.get_ident()
+        io_thread = threadable.ioThread
+        if io_thread is None or io_thread == home:  # the reactor shares this thread: no hop either way
 
-        def wake(result: Any) -> Any:
-            settle_in(self._loop, lambda: waiter.done() or waiter.set_result(None))
-            return result  # untouched: the coroutine reads it from the Deferred
+            def wake_here(result: Any) -> Any:
+                if threading.get_ident() != home:  # fired outside the reactor thread, against Twisted's rules
+                    loop.call_soon_threadsafe(_set_result, waiter, None)
+                elif not waiter.done():
+                    waiter.set_result(None)
+                return result  # untouched: the coroutine reads it from the Deferred
 
-        in_reactor(lambda: d.addBoth(wake))
+            d.addBoth(wake_here)
+        else:
+
+            def wake(result: Any) -> Any:
+                settle_in(loop, lambda: waiter.done() or waiter.set_result(None))
+                return result
+
+            in_reactor(lambda: d.addBoth(wake))
         waiter._asyncio_future_blocking = True
         return waiter
 
@@ -362,14 +393,16 @@ def as_deferred(awaitable: Awaitable[T] | Deferred[T], loop: asyncio.AbstractEve
     ``Deferred.cancel()`` cancels the task; the task's exception is the
     Deferred's failure, with the original traceback. A Deferred passes through.
     """
-    if isinstance(awaitable, Deferred):
-        return awaitable
     if loop is None and type(awaitable) is CoroutineType:
-        running = _current_loop()
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         if running is not None:
             # The common case: a coroutine, on this loop. The Task copies this context itself.
-            task = running.create_task(_DeferredAwareCoroutine(awaitable, running))
-            return _deferred_for_task(task, running)
+            return _deferred_for_task(running.create_task(_DeferredAwareCoroutine(awaitable, running)), running)
+    if isinstance(awaitable, Deferred):
+        return awaitable
     if not inspect.isawaitable(awaitable):
         raise TypeError(f"as_deferred() takes an awaitable, got {type(awaitable).__name__}")
     target = _loop_for_deferred(loop)

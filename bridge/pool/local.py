@@ -67,12 +67,15 @@ _MAX_STARTUP_DEATHS = 3
 PREFETCH_BYTES = 1 << 18
 #: Prefetch as many calls as recent run times say fit in this window (at least 1 behind the running one).
 PREFETCH_WINDOW = 0.002
+#: A deep pipe is topped up once this many of its calls are answered (or half of them, if fewer).
+REFILL = 8
 _EXIT_GRACE = 5.0
 _MAX_WINDOW = 1 << 10
 #: Payloads under this size travel in one buffer with their header.
 SMALL = 4096
 _HEADER_PACK = wire.HEADER.pack
 _OK = wire.OK
+_loads = pickle.loads
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,8 @@ class LocalBackend:
         self.waiting: deque[Call] = deque()  # idem
         self.n_queued = self.n_waiting = self.n_running = self.prefetched = 0
         self.waiting_bytes = 0
-        self._ewma: float | None = None
+        self._ewma: float | None = None  # of the run times workers report: the prefetch depth's measure
+        self._completed = 0  # completions of the read being settled, counted once per read
         self._pump_pending = False
         self._in_pump = False
         self._dirty: set[_Worker] = set()
@@ -354,7 +358,11 @@ class LocalBackend:
             self.loop.call_soon(self._pump)
 
     def _depth(self) -> int:
-        """Calls a worker may hold: the running one and one behind it, more while recent calls were short."""
+        """Calls a worker may hold: the running one and one behind it, more while recent calls were short.
+
+        "Short" is what the workers measured (each answer carries its call's run time). A time taken
+        across the pipe would count a busy machine's scheduling delays as run time: the depth would
+        shrink just when a worker most needs calls in its pipe to outlast its parent's absences."""
         limit = self.config.prefetch
         ewma = self._ewma
         if limit <= 2 or ewma is None:
@@ -384,9 +392,11 @@ class LocalBackend:
 
     def _dispatch(self) -> None:
         depth = self._depth()
-        # Refill a worker only once it is down to half its depth: one write then carries several calls
-        # (a write that wakes a sleeping worker is the dearest part of a tiny call), never one per answer.
-        low = depth // 2
+        # Refill a worker only once it is down to half its depth, or REFILL calls below it if that comes
+        # first: one write then carries several calls (a write that wakes a sleeping worker is the dearest
+        # part of a tiny call), never one per answer; and the answers of one read, all settled in one loop
+        # turn, stay few enough not to hold the loop while the worker still has plenty in its pipe.
+        low = max(depth // 2, depth - REFILL)
         ready = [w for w in self.workers
                  if w.state == _READY and not w.killed and not w.retiring and len(w.calls) <= low]
         if not ready:
@@ -410,13 +420,13 @@ class LocalBackend:
         size = call.size
         if call.buffers:  # large arguments out of band: each written from its own memory
             head = wire.buffers_head(call.buffers)
-            worker.out.append(_HEADER_PACK(len(head) + size, call.id, wire.CALL_BUFFERS) + head)
+            worker.out.append(_HEADER_PACK(len(head) + size, call.id, wire.CALL_BUFFERS, 0.0) + head)
             worker.out.append(payload)
             worker.out.extend(call.buffers)
         elif size < SMALL:  # one small buffer beats two iovecs; a large payload is never copied
-            worker.out.append(_HEADER_PACK(size, call.id, wire.CALL) + payload)
+            worker.out.append(_HEADER_PACK(size, call.id, wire.CALL, 0.0) + payload)
         else:
-            worker.out.append(_HEADER_PACK(size, call.id, wire.CALL))
+            worker.out.append(_HEADER_PACK(size, call.id, wire.CALL, 0.0))
             worker.out.append(payload)
         self._dirty.add(worker)
         call.worker = worker
@@ -513,47 +523,59 @@ class LocalBackend:
             if not worker.retiring and worker.state != _DEAD and self.state == "running":
                 self._kill(worker)  # a broken pipe with a live process: finish it
             return
-        now = self.loop.time()
-        for call_id, kind, body in frames:
-            self._on_frame(worker, call_id, kind, body, now)
+        self._on_frames(worker, frames, self.loop.time())
 
-    def _on_frame(self, worker: _Worker, call_id: int, kind: int, body: bytes | bytearray, now: float) -> None:
+    def _on_frames(self, worker: _Worker, frames: list[wire.Frame], now: float) -> None:
+        """Settle what one read brought. The hot path, inlined: a result for the running call at the head
+        of the worker's list (the general path, :meth:`_on_frame`, handles every other case)."""
         calls = worker.calls
-        if kind == _OK and calls and calls[0].id == call_id and calls[0].state == "running":
-            # the hot path: a result for the running call (the general path below handles every other case)
-            try:
-                value = pickle.loads(body)
-            except Exception:  # noqa: BLE001 - the general path reports it
-                pass
-            else:
-                call = calls.popleft()
-                duration = now - call.started
-                self._durations.append(duration)
-                ewma = self._ewma
-                self._ewma = duration if ewma is None else 0.8 * ewma + 0.2 * duration
-                self._counts["completed"] += 1
-                self.n_running -= 1
-                if call.timer is not None:
-                    call.timer.cancel()
-                    call.timer = None
-                call.state = "done"
-                if calls:
-                    worker.window = min(worker.window * 2, _MAX_WINDOW)
-                    if calls[0].state == "sent":  # it started, even on a worker we are killing
-                        self._begin(worker, calls[0], now)
-                elif self.n_queued:  # it drained only because the parent was slower: not idle
-                    worker.window = min(worker.window * 2, _MAX_WINDOW)
-                else:
-                    worker.window = 2
-                if not self._pump_pending:
-                    self._pump_pending = True
-                    self.loop.call_soon(self._pump)
-                if call.kind == LOOP:
-                    if not call.target.done():
-                        call.target.set_result(value)
-                else:
-                    call.resolve(value)
-                return
+        durations = self._durations
+        for call_id, kind, body, ran in frames:
+            if kind == _OK and calls:
+                call = calls[0]
+                if call.id == call_id and call.state == "running":
+                    try:
+                        value = _loads(body)
+                    except Exception:  # noqa: BLE001 - the general path reports it
+                        pass
+                    else:
+                        calls.popleft()
+                        durations.append(ran)
+                        ewma = self._ewma
+                        self._ewma = ran if ewma is None else 0.8 * ewma + 0.2 * ran
+                        self._completed += 1
+                        self.n_running -= 1
+                        if call.timer is not None:
+                            call.timer.cancel()
+                            call.timer = None
+                        call.state = "done"
+                        if calls:
+                            worker.window = min(worker.window * 2, _MAX_WINDOW)
+                            head = calls[0]
+                            if head.state == "sent":  # it started, even on a worker we are killing
+                                self._begin(worker, head, now)
+                        elif self.n_queued:  # it drained only because the parent was slower: not idle
+                            worker.window = min(worker.window * 2, _MAX_WINDOW)
+                        else:
+                            worker.window = 2
+                        if call.kind == LOOP:
+                            target = call.target
+                            if not target.done():
+                                target.set_result(value)
+                        else:
+                            call.resolve(value)
+                        continue
+            self._on_frame(worker, call_id, kind, body, ran, now)
+        if self._completed:
+            self._counts["completed"] += self._completed
+            self._completed = 0
+        if not self._pump_pending:
+            self._pump_pending = True
+            self.loop.call_soon(self._pump)
+
+    def _on_frame(self, worker: _Worker, call_id: int, kind: int, body: bytes | bytearray, ran: float,
+                  now: float) -> None:
+        calls = worker.calls
         if kind == wire.READY:
             worker.pid = call_id  # a READY frame carries the worker's pid in its id field
             worker.state = _READY
@@ -574,9 +596,8 @@ class LocalBackend:
         call = calls.popleft()
         outcome: tuple[BaseException | None, Any] | None = None
         if call.state == "running":
-            duration = now - call.started
-            self.run_stats.durations.append(duration)
-            self._ewma = duration if self._ewma is None else 0.8 * self._ewma + 0.2 * duration
+            self.run_stats.durations.append(ran)
+            self._ewma = ran if self._ewma is None else 0.8 * self._ewma + 0.2 * ran
             if kind == wire.OK:
                 outcome = decode_result(body)
             elif kind == wire.OK_BYTES:
@@ -661,9 +682,7 @@ class LocalBackend:
                 return
             if frames is None:
                 return
-            now = self.loop.time()
-            for call_id, kind, body in frames:
-                self._on_frame(worker, call_id, kind, body, now)
+            self._on_frames(worker, frames, self.loop.time())
             if worker.state == _DEAD:
                 return
 

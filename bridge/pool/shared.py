@@ -51,7 +51,7 @@ T = TypeVar("T")
 StartMethod = Literal["forkserver", "spawn"]
 
 #: Calls a worker's pipe may hold by default (1 running + prefetched), when calls are short.
-DEFAULT_PREFETCH = 16
+DEFAULT_PREFETCH = 32
 #: Of the memory budget, what calls waiting for queue room may hold by default (their pickled arguments).
 WAITING_SHARE = 0.25
 
@@ -393,16 +393,23 @@ class SharedPool:
         """
         local = self._local
         if local is not None:
-            loop = _running_loop()
+            try:
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
             if loop is self._home:
                 future: CallFuture[T] = CallFuture(loop=loop)
                 try:
-                    call = self._call(fn, args, kwargs, timeout, future, LOOP, on_start)
+                    if self._state != "running":
+                        raise PoolClosed(self._not_running_message())
+                    payload, buffers = encode_call(fn, args, kwargs, timeout, True)
+                    call = Call(next(self._ids), fn, payload, timeout, future, LOOP, on_start, buffers)
                     local.submit(call, block)
                 except Exception as exc:  # noqa: BLE001 - the caller's answer, given where it awaits
                     future.set_exception(exc)
                 else:
-                    future.on_cancel = functools.partial(local.cancel, call)
+                    future.call = call
+                    future.canceller = local.cancel
                 return future
         return self._run_elsewhere(fn, args, kwargs, timeout, block, on_start)
 
@@ -539,16 +546,17 @@ class CallFuture(asyncio.Future[T]):
     ``__await__``). ``gather`` and ``ensure_future`` take it as the future it is.
     """
 
-    __slots__ = ("on_cancel", "_waiting")
-    on_cancel: Callable[[], None] | None
+    __slots__ = ("call", "canceller", "_waiting")
+    call: Call
+    canceller: Callable[[Call], None]
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg):
             return False
-        hook = getattr(self, "on_cancel", None)
-        self.on_cancel = None
-        if hook is not None:
-            hook()
+        canceller = getattr(self, "canceller", None)
+        if canceller is not None:
+            self.canceller = None  # type: ignore[assignment]
+            canceller(self.call)
         return True
 
     def _steps(self) -> Any:
@@ -567,13 +575,6 @@ class CallFuture(asyncio.Future[T]):
 
     def close(self) -> None:
         self._waiting = None
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:

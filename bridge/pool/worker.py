@@ -21,6 +21,7 @@ import pickle
 import select
 import signal
 import threading
+import time
 import traceback
 from collections import deque
 from multiprocessing.connection import Connection
@@ -160,7 +161,7 @@ class _Inbox:
             if frames is None:
                 return False
             for frame in frames:
-                call_id, kind, _ = frame
+                call_id, kind = frame[0], frame[1]
                 if kind == wire.CANCEL:
                     if call_id in self.ids:
                         self.cancelled.add(call_id)
@@ -169,8 +170,8 @@ class _Inbox:
                     self.pending.append(frame)
 
 
-def _send(fd: int, call_id: int, kind: int, body: bytes = b"") -> None:
-    head = _HEADER_PACK(len(body), call_id, kind)
+def _send(fd: int, call_id: int, kind: int, body: bytes = b"", ran: float = 0.0) -> None:
+    head = _HEADER_PACK(len(body), call_id, kind, ran)
     if len(body) < 65536:  # one small buffer, one write; a large result is never copied into a frame
         frame = head + body
         try:
@@ -184,6 +185,7 @@ def _send(fd: int, call_id: int, kind: int, body: bytes = b"") -> None:
 
 
 _HEADER_PACK = wire.HEADER.pack
+_clock = time.perf_counter
 
 
 def worker_main(conn: Connection, lifeline: Connection, init_blob: bytes, threads: int,
@@ -218,7 +220,7 @@ def _serve(inbox: _Inbox) -> None:
     while True:
         if not inbox.fill(block=True):
             return
-        call_id, kind, body = inbox.pending.popleft()
+        call_id, kind, body, _ = inbox.pending.popleft()
         inbox.ids.discard(call_id)
         if kind == wire.EXIT:
             return
@@ -226,6 +228,7 @@ def _serve(inbox: _Inbox) -> None:
             inbox.cancelled.discard(call_id)
             _send(fd, call_id, wire.SKIPPED)
             continue
+        began = _clock()
         if kind == wire.CALL_BUFFERS:
             pickled, buffers = wire.split_buffers(body)
             status, blob = run_payload(pickled, buffers, raw_bytes=True)
@@ -233,6 +236,6 @@ def _serve(inbox: _Inbox) -> None:
         else:
             status, blob = run_payload(body, raw_bytes=True)
         del body
-        _send(fd, call_id, status, blob)
+        _send(fd, call_id, status, blob, _clock() - began)
         if status == wire.ERROR_EXIT:
             return  # out of memory, the heap may be in a bad state: a fresh worker takes over

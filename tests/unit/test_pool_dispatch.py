@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,19 @@ async def test_calls_prefetched_behind_a_killed_worker_run_elsewhere_exactly_onc
             assert poolfns.runs(str(tmp_path), f"call-{i}") == [pids[i]]  # ran once, on the replacement
         stats = pool.stats()
         assert (stats.crashed, stats.completed, stats.prefetched, stats.queued) == (1, 43, 0, 0)
+
+
+@asyncio_test
+async def test_run_times_are_the_workers_own_even_when_answers_arrive_together() -> None:
+    """Answers read from the pipe together arrive at the same instant; the run times in the stats (and
+    the prefetch depth sized from them) are what each call took in its worker, never 0 for a real call."""
+    async with SharedPool(processes=1, cpus=2) as pool:
+        assert await asyncio.gather(*(pool.run(workfns.square, i) for i in range(400))) == [i * i for i in range(400)]
+        assert pool.stats().run_time_ms["p50"] > 0
+    async with SharedPool(processes=1, cpus=2) as pool:
+        await asyncio.gather(*(pool.run(time.sleep, 0.2) for _ in range(3)))  # queued behind each other
+        times = pool.stats().run_time_ms
+        assert 200 <= times["p50"] <= times["p99"]  # each slept 0.2 s in the worker, however long it waited
 
 
 @asyncio_test
@@ -107,6 +121,9 @@ async def test_a_batch_holding_one_bad_argument_fails_only_that_call(pool: Share
 async def test_large_arguments_and_results_cross_intact_in_one_batch(pool: SharedPool) -> None:
     blobs = [os.urandom(size) for size in (10, 70_000, 300_000, 3_000_000, 5)]
     assert await asyncio.gather(*(pool.run(poolfns.echo, blob) for blob in blobs)) == blobs
+    # Sizes around the parent's read size and the out-of-band threshold, pickled results among raw ones.
+    mixed = [os.urandom(size) for size in (500, 511, 512, 513, 2_000, 40_000, 65_535, 65_536, 1)] + [list(range(3000))]
+    assert await asyncio.gather(*(pool.run(poolfns.echo, value) for value in mixed)) == mixed
 
 
 @asyncio_test
