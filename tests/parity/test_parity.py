@@ -190,7 +190,9 @@ async def test_jobs_of_every_kind(assert_same: AssertSame, parity_urls: dict[str
     await run_job(
         assert_same, parity_urls, params={"kind": "audio", "hop_ms": "20"}, content=WAV_20DB, headers={"content-type": "audio/wav"}
     )
-    # JSON audio with a fractional hop and the default threshold, at an SNR where the threshold decides
+    # the same as an upload (the query's hop and default threshold), then as JSON, at an SNR where the threshold decides
+    await run_job(assert_same, parity_urls, params={"kind": "audio", "hop_ms": "12.5"}, content=WAV_6DB,
+                  headers={"content-type": "audio/wav"})
     await run_job(assert_same, parity_urls,
                   json={"kind": "audio", "data_base64": base64.b64encode(WAV_6DB).decode(), "hop_ms": 12.5})
     failed = await run_job(assert_same, parity_urls, params={"kind": "ocr"}, content=b"junk", headers=PNG)
