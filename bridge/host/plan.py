@@ -92,7 +92,7 @@ from ..shadowing import RUN, WRITE_MODES
 
 __all__ = [
     "CATCH_ALL", "GATE_KEYS", "GATE_STEPS", "METHODS", "MODES", "Mode", "NEEDS_MODERN", "OWNERS", "SAFE_METHODS", "Plan",
-    "Route",
+    "Route", "check_owner_declares",
 ]
 
 class Mode(StrEnum):
@@ -548,6 +548,7 @@ class Plan:
         known_routes: Iterable[tuple[str, str]] | None = None,
         known_tasks: Iterable[str] | None = None,
         modern_routes: Iterable[tuple[str, str]] | None = None,
+        task_stacks: Mapping[str, Iterable[str]] | None = None,
     ) -> Plan:
         """Build a plan from TOML text; ``source`` only names the file in errors and in :meth:`to_dict`.
 
@@ -555,7 +556,10 @@ class Plan:
         them is a warning (a twisted.web resource tree cannot be listed, so the
         plan may know routes the host does not). ``modern_routes`` are the routes
         modern serves: a route in shadow, canary or modern mode outside them is
-        an error. Raises :class:`PlanError` at the first problem, with its line.
+        an error. ``task_stacks`` (task: the stacks declaring it, both stacks
+        loaded) make an owner that does not declare its task an error: the task
+        would stop where it runs and start nowhere. Raises :class:`PlanError` at
+        the first problem, with its line.
         """
         src = Path(source) if source is not None else None
         try:
@@ -602,6 +606,8 @@ class Plan:
         for task, owner in _table(data, "tasks", at).items():
             with at("tasks", task):
                 _check_task(task, owner, known_t)
+                if task_stacks is not None and task in task_stacks:
+                    check_owner_declares(task, owner, task_stacks[task])
             tasks[task] = owner
 
         apps: dict[str, str] = {}
@@ -806,6 +812,14 @@ def _check_task(task: str, owner: object, known: frozenset[str] | None) -> None:
         raise PlanError(f"unknown task {_show(task)} (known: {', '.join(sorted(known)) or 'none'})")
     if owner not in OWNERS:
         raise PlanError(f"task {_show(task)}: owner must be {' or '.join(OWNERS)}, got {_show(owner)}")
+
+
+def check_owner_declares(task: str, owner: str, stacks: Iterable[str]) -> None:
+    """Refuse to give ``task`` to a stack that does not declare it: it would stop where it runs and start nowhere."""
+    declared = sorted(set(stacks))
+    if owner not in declared:
+        held = f"only {' and '.join(declared)} does" if declared else "no stack does"
+        raise PlanError(f"task {_show(task)}: {owner} does not declare it ({held}), so it would run nowhere")
 
 
 def _check_sticky_header(value: object) -> str:

@@ -57,7 +57,7 @@ from .evidence import EvidenceBook, RouteEvidence
 from .frontdoor import ADMIN_PREFIX, FrontDoor, route_label
 from .history import PlanStore
 from .metrics import LoopLagProbe, Metrics
-from .plan import OWNERS, Plan
+from .plan import OWNERS, Plan, check_owner_declares
 from .shadow import ShadowRecorder
 from .shadowstore import PostgresShadowStore, ShadowStore, SqliteShadowStore
 
@@ -357,6 +357,7 @@ class Host:
         fresh = Plan.parse(
             path.read_text(encoding="utf-8"), source=path,
             known_routes=self.known_routes(), known_tasks=self.known_tasks(), modern_routes=self.modern_routes(),
+            task_stacks=None if self.settings.only else self.board.known_tasks(),
         )
         if fresh.apps != self.plan.apps:
             raise PlanError("[apps] changed: restart cutover to load other apps", source=path)
@@ -407,6 +408,7 @@ class Host:
         known = self.board.known_tasks()
         if task not in known:
             raise PlanError(f"unknown task {task!r} (known: {', '.join(known) or 'none'})")
+        check_owner_declares(task, owner, known[task])
         before = self.plan.owner_of(task)
         await self.board.move(task, owner)
         self.plan = self.plan.with_owner(task, owner)

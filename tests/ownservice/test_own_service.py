@@ -110,14 +110,24 @@ def test_the_periodic_task_moves_between_the_looping_call_and_the_modern_task(sh
     with httpx.Client(base_url=shop.url, timeout=WAIT) as http, shop.admin() as admin:
         restocks = lambda: http.get("/").json()["restocks"]  # noqa: E731
         wait_for(lambda: restocks()["legacy"] >= 2, "legacy's LoopingCall to run")
-        assert restocks()["modern"] == 0 and admin.get("/_cutover/api").json()["tasks"] == {"restock": "legacy"}
+        assert restocks()["modern"] == 0
+        assert admin.get("/_cutover/api").json()["tasks"] == {"audit": "legacy", "restock": "legacy"}
         moved = admin.post("/_cutover/api/tasks", json={"task": "restock", "owner": "modern"})
-        assert moved.status_code == 200 and moved.json()["tasks"] == {"restock": "modern"}
+        assert moved.status_code == 200 and moved.json()["tasks"] == {"audit": "legacy", "restock": "modern"}
         frozen = restocks()["legacy"]
         wait_for(lambda: restocks()["modern"] >= 2, "modern's task to run")
         assert restocks()["legacy"] == frozen  # stopped before modern started: never both
         unknown = admin.post("/_cutover/api/tasks", json={"task": "nope", "owner": "modern"})
         assert unknown.status_code == 422 and "unknown task" in unknown.json()["error"]["message"]
+
+        # A job only legacy has cannot go to modern: it would stop and run nowhere. It keeps running.
+        audits = http.get("/").json()["audits"]
+        unported = admin.post("/_cutover/api/tasks", json={"task": "audit", "owner": "modern"})
+        assert unported.status_code == 422, unported.text
+        assert unported.json()["error"]["message"] == (
+            'task "audit": modern does not declare it (only legacy does), so it would run nowhere')
+        assert admin.get("/_cutover/api").json()["tasks"]["audit"] == "legacy"
+        wait_for(lambda: http.get("/").json()["audits"] > audits, "legacy's audit to go on running")
 
 
 def test_only_serves_one_side_of_the_same_apps(shop_copy: Path, tmp_path: Path) -> None:

@@ -63,7 +63,9 @@ CASES = [
     ("a route modern does not serve, in modern mode", GOOD + '"GET /" = "modern"\n',
      'cutover.toml:8: route "GET /" cannot be in modern mode: modern does not serve it'),
     ("a task nobody declares", GOOD + '\n[tasks]\nreindex = "modern"\n',
-     'cutover.toml:10: unknown task "reindex" (known: restock)'),
+     'cutover.toml:10: unknown task "reindex" (known: audit, restock)'),
+    ("a task given to a stack that does not declare it", GOOD + '\n[tasks]\naudit = "modern"\n',
+     'cutover.toml:10: task "audit": modern does not declare it (only legacy does), so it would run nowhere'),
     ("a pool initializer that raises", GOOD.replace("[routes]", 'pool_initializer = "broken:init_that_raises"\n\n[routes]'),
      "cutover could not start: WorkerStartupError: the pool initializer failed in a worker: "
      "OSError: model weights missing"),

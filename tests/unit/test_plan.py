@@ -303,6 +303,17 @@ def test_without_known_lists_any_route_and_task_is_taken() -> None:
     assert plan.owner_of("reindex") == "modern"
 
 
+def test_a_task_goes_only_to_a_stack_that_declares_it() -> None:
+    stacks = {"data_sync": ["legacy", "modern"], "audit": ["legacy"]}
+    plan = Plan.parse('[tasks]\ndata_sync = "modern"\naudit = "legacy"\n', task_stacks=stacks)
+    assert (plan.owner_of("data_sync"), plan.owner_of("audit")) == ("modern", "legacy")
+    with pytest.raises(PlanError) as caught:
+        Plan.parse('[tasks]\ndata_sync = "modern"\naudit = "modern"\n', "cutover.toml", task_stacks=stacks)
+    assert str(caught.value) == 'cutover.toml:3: task "audit": modern does not declare it (only legacy does), so it would run nowhere'
+    # a task the host did not list is left to known_tasks (a manager that never started is not on the board)
+    assert Plan.parse('[tasks]\nreindex = "modern"\n', task_stacks=stacks).owner_of("reindex") == "modern"
+
+
 def test_bad_known_route_is_the_hosts_mistake() -> None:
     with pytest.raises(PlanError, match=r'^known route "GET status": path template must start with "/"'):
         Plan.parse("", known_routes=[("GET", "status")])

@@ -25,7 +25,7 @@ def _json(request: Any, body: Any, code: int = 200) -> bytes:
 
 @app.route("/", methods=["GET"])
 def home(request: Any) -> bytes:
-    return _json(request, {"shop": "itemshop", "items": len(store.ITEMS), "restocks": store.RESTOCKS})  # not ported yet
+    return _json(request, {"shop": "itemshop", "items": len(store.ITEMS), "restocks": store.RESTOCKS, "audits": store.AUDITS[0]})  # not ported yet
 
 
 @app.route("/items/<name>", methods=["GET"])
@@ -64,12 +64,13 @@ def primes(request: Any, n: int) -> Any:
 
 
 class Shop(Service):
-    """What [apps] legacy names: the Klein app in .resource, the restock LoopingCall as a task."""
+    """What [apps] legacy names: the Klein app in .resource, the restock and audit LoopingCalls as tasks."""
 
     def __init__(self) -> None:
         self.resource = app
         self.tasks = LoopingTasks("legacy")
         self.tasks.add("restock", task.LoopingCall(store.restock, "legacy"), every=0.2)
+        self.tasks.add("audit", task.LoopingCall(store.audit), every=0.2)  # only legacy has it
 
     def startService(self) -> None:
         super().startService()

@@ -8,6 +8,7 @@ from typing import Any
 
 ITEMS: dict[str, float] = {"apple": 0.5, "pear": 0.75}
 RESTOCKS = {"legacy": 0, "modern": 0}  # which stack ran the periodic job, and how often
+AUDITS = [0]  # runs of legacy's unported job
 
 
 def item(name: str) -> dict[str, Any]:
@@ -32,3 +33,8 @@ def count_primes(n: int) -> int:
 
 def restock(stack: str) -> None:
     RESTOCKS[stack] += 1
+
+
+def audit() -> None:
+    """A periodic job only legacy has: not ported yet, so it must stay where it runs."""
+    AUDITS[0] += 1
