@@ -8,6 +8,12 @@
 * an object with a ``site`` or ``resource`` attribute holding one of those (a
   service class); if it provides Twisted's ``IService`` the host calls
   ``startService()`` after loading it and ``stopService()`` at shutdown;
+* a twistd ``Application`` (what a ``.tac`` file builds) or any ``IService``
+  tree holding one twisted.web listener (``strports.service(...)``,
+  ``internet.TCPServer``, ``SSLServer``, ``UNIXServer``): the host serves that
+  listener's ``Site`` on its front door, leaves the listener itself out (it
+  would bind the old port), and starts every other service of the tree (its
+  ``TimerService``\ s, its other protocols) as ``twistd`` would;
 * a callable returning one of those, called with the shared pool when it takes
   an argument, awaited when it returns a Deferred or a coroutine.
 
@@ -192,10 +198,14 @@ async def load_legacy(target: str, pool: Any) -> LegacyApp:
         if inner is not None:
             found = _as_site(inner)
             service = obj if _is_service(obj) else None
+    if found is None and (tree := _service_tree(obj)) is not None and (taken := _take_web_listener(tree, what)):
+        site, listener = taken
+        found, service = (site, None), (None if listener is tree else tree)
     if found is None:
         raise AppLoadError(
             f"{what}: {type(obj).__name__} is not a twisted.web Site, an IResource, a Klein app, "
-            "an object with a site or resource attribute, or a callable returning one"
+            "an object with a site or resource attribute, a twistd Application with a twisted.web "
+            "listener, or a callable returning one"
         )
     site, routes = found
     return LegacyApp(obj, site, routes, service)
@@ -208,6 +218,54 @@ def _holder(obj: Any) -> Any:
         if inner is not None and _as_site(inner) is not None:
             return inner
     return None
+
+
+def _service_tree(obj: Any) -> Any:
+    """The ``IService`` of ``obj``: itself, or what a twistd ``Application`` adapts to; None if neither."""
+    from twisted.application.service import IService
+
+    return IService(obj, None)
+
+
+def _listener_site(service: Any) -> Any:
+    """The ``Site`` a listening service would serve: an endpoint service's factory, a ``TCPServer``'s argument."""
+    from twisted.web.server import Site
+
+    factory = getattr(service, "factory", None)  # strports.service, StreamServerEndpointService
+    if factory is None and getattr(service, "method", None) in ("TCP", "SSL", "UNIX"):
+        args = getattr(service, "args", ())  # internet.TCPServer(port, factory, ...) and its kin
+        factory = args[1] if len(args) > 1 else None
+    return factory if isinstance(factory, Site) else None
+
+
+def _take_web_listener(tree: Any, what: str) -> tuple[Any, Any] | None:
+    """(Site, listener): the tree's one twisted.web listener, taken out of the tree so it never binds its port."""
+    from twisted.application.service import IServiceCollection
+
+    listeners: list[tuple[Any, Any]] = []
+
+    def walk(service: Any) -> None:
+        site = _listener_site(service)
+        if site is not None:
+            listeners.append((service, site))
+            return
+        children = IServiceCollection(service, None)
+        for child in list(children) if children is not None else ():
+            walk(child)
+
+    walk(tree)
+    if not listeners:
+        return None
+    if len(listeners) > 1:
+        names = ", ".join(getattr(s, "name", None) or type(s).__name__ for s, _ in listeners)
+        raise AppLoadError(f"{what}: the service tree has {len(listeners)} twisted.web listeners ({names}); "
+                           "name the Site the front door serves instead")
+    listener, site = listeners[0]
+    if listener.parent is not None:
+        listener.disownServiceParent()
+    log.info("serving the Site of %s on the front door; its own listener is not started",
+             getattr(listener, "name", None) or type(listener).__name__)
+    return site, listener
 
 
 def _is_service(obj: Any) -> bool:
