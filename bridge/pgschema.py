@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from .errors import StoreUnavailable
 from .schema import refuse_newer
 
-__all__ = ["migrate", "open_migrated", "open_pool", "transact"]
+__all__ = ["fetch_rows", "migrate", "open_migrated", "open_pool", "transact"]
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -82,6 +82,11 @@ async def transact(pool: Any, body: Callable[[Any], Awaitable[T]], *, where: str
     except (psycopg.OperationalError, PoolTimeout) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise StoreUnavailable(f"PostgreSQL at {where} is unreachable: {first}") from exc
+
+
+async def fetch_rows(conn: Any, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """Every row of one query, as dicts (the pools here make ``dict_row`` connections)."""
+    return list(await (await conn.execute(sql, args)).fetchall())
 
 
 async def migrate(conn: Any, component: str, steps: Sequence[str], where: str) -> int:

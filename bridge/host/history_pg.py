@@ -28,7 +28,7 @@ from typing import Any
 
 from ..database import parse_database_url
 from ..errors import StoreUnavailable
-from ..pgschema import open_migrated, transact
+from ..pgschema import fetch_rows, open_migrated, transact
 from .history import KEEP_SAMPLES, Change
 
 __all__ = ["PostgresPlanStore"]
@@ -283,10 +283,7 @@ class PostgresPlanStore:
     # ------------------------------------------------------------------ plumbing
 
     async def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        async def fetch(conn: Any) -> list[dict[str, Any]]:
-            return list(await (await conn.execute(sql, args)).fetchall())
-
-        return await self._run(fetch)
+        return await self._run(lambda conn: fetch_rows(conn, sql, args))
 
     async def _run(self, body: Callable[[Any], Awaitable[Any]]) -> Any:
         if self._pool is None:

@@ -30,7 +30,7 @@ import aiosqlite
 
 from ..database import parse_database_url
 from ..errors import StoreUnavailable
-from ..pgschema import open_migrated, transact
+from ..pgschema import fetch_rows, open_migrated, transact
 from ..schema import Step, open_sqlite
 
 __all__ = ["SQLITE_SCHEMA", "Mismatch", "PostgresShadowStore", "ShadowStore", "SqliteShadowStore"]
@@ -297,10 +297,7 @@ class PostgresShadowStore:
         return _expand(dict(rows[0])) if rows else None
 
     async def _fetch(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        async def fetch(conn: Any) -> list[dict[str, Any]]:
-            return list(await (await conn.execute(sql, args)).fetchall())
-
-        return await self._run(fetch)
+        return await self._run(lambda conn: fetch_rows(conn, sql, args))
 
     async def _run(self, body: Callable[[Any], Awaitable[Any]]) -> Any:
         if self._pool is None:
