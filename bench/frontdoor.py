@@ -281,7 +281,7 @@ def _server(command: list[str], url: str, env: dict[str, str], log: Path) -> Ite
 
 #: Per route, the diff rules of the shipped cutover.toml: what differs by nature between the two stacks.
 RULES = {
-    "GET /status": 'ignore_values = ["service", "version", "uptime_s"], ignore = ["pool", "tasks", "jobs"]',
+    "GET /status": 'ignore = ["service", "version", "uptime_s", "pool", "tasks"], skip = ["jobs"]',
     "POST /v1/domains": "",
 }
 
