@@ -126,10 +126,13 @@ class BodyGuard:
         self.response_started = False
         self.rejected = False
         self.client_left = False  # the server said http.disconnect: nobody is there to answer
+        if timeout is None:  # nothing to time (a request that announces no body): no clock read per request
+            self._deadline = self._cap = 0.0
+            return
         self._loop = asyncio.get_running_loop()
         start = self._loop.time()
-        self._deadline = start + timeout if timeout is not None else 0.0
-        self._cap = start + max(max_timeout, timeout or 0.0)
+        self._deadline = start + timeout
+        self._cap = start + max(max_timeout, timeout)
 
     async def receive(self) -> Message:
         if self.rejected:
@@ -328,6 +331,21 @@ def httptools_protocol(header_timeout: float = DEFAULT_HEADER_TIMEOUT) -> type[a
         def _head_pending(self) -> int:
             return self._head_bytes  # llhttp keeps no buffer: every byte since the deadline was armed is head
 
+        # uvicorn arms a keep-alive timer (a call_later, and a cancel on the next request's bytes) after every
+        # response; the head timer, one per connection, already runs then, and keeps that timeout too.
+        _idle_by_head_timer = True
+
+        def _next_request(self) -> None:
+            """uvicorn's ``on_response_complete`` without its keep-alive timer."""
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self._unset_keepalive_if_required()
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+
         def on_headers_complete(self) -> None:
             self._disarm()
             super().on_headers_complete()
@@ -355,6 +373,9 @@ def _head_guarded(base: type[Any], header_timeout: float) -> type[Any]:
         # timer, when it fires early (the deadline moved on) or while no head is awaited, is set again.
         _head_timer: asyncio.TimerHandle | None = None
         _head_deadline: float | None = None  # None: no head is awaited (disarmed)
+        _idle_deadline: float | None = None  # the keep-alive timeout, while no byte of the next request came
+        #: Whether the head timer also keeps the keep-alive timeout (then the protocol sets no timer of its own).
+        _idle_by_head_timer = False
         _head_bytes = 0
         _half_closed = False
 
@@ -409,23 +430,40 @@ def _head_guarded(base: type[Any], header_timeout: float) -> type[Any]:
                 self.transport.close()  # the client sends no more requests; what was written is flushed first
                 return
             self.transport.flush()  # the answer is whole: one send for its head and body
-            self._arm()  # before the base class handles a pipelined request, which disarms it again
+            # Before the next request is handled (a pipelined one disarms it again). Where the head timer also
+            # keeps uvicorn's keep-alive timeout, a connection that sends nothing closes after that, as before.
+            self._arm(self.timeout_keep_alive if self._idle_by_head_timer else None)
+            self._next_request()
+
+        def _next_request(self) -> None:
             super().on_response_complete()
 
-        def _arm(self) -> None:
+        def _arm(self, idle: float | None = None) -> None:
             if self.transport.is_closing():
                 self._head_deadline = None
                 return
             self._head_bytes = 0
-            self._head_deadline = self.loop.time() + header_timeout
-            if self._head_timer is None:
-                self._head_timer = self.loop.call_at(self._head_deadline, self._head_timer_fired)
+            now = self.loop.time()
+            self._head_deadline = now + header_timeout
+            self._idle_deadline = now + idle if idle is not None and idle < header_timeout else None
+            deadline = self._idle_deadline or self._head_deadline
+            timer = self._head_timer
+            if timer is None or timer.when() > deadline:  # a timer set for a later head deadline is too late now
+                if timer is not None:
+                    timer.cancel()
+                self._head_timer = self.loop.call_at(deadline, self._head_timer_fired)
 
         def _disarm(self) -> None:
             self._head_deadline = None
 
+        def _deadline(self) -> float | None:
+            """When the connection is cut: the head deadline, or sooner while it has sent nothing (idle)."""
+            if self._idle_deadline is not None and not self._head_bytes and self._head_deadline is not None:
+                return self._idle_deadline
+            return self._head_deadline
+
         def _head_timer_fired(self) -> None:
-            deadline = self._head_deadline
+            deadline = self._deadline()
             if deadline is None:
                 self._head_timer = None  # no head awaited: the next _arm sets a timer again
             elif self.loop.time() < deadline:

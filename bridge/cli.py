@@ -77,6 +77,8 @@ def _add_serve(subparsers: Subparsers) -> None:
                         help="where the [apps] import strings resolve from (default: [apps] app_dir, else the plan's folder)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
+    parser.add_argument("--no-access-log", dest="access_log", action="store_false",
+                        help="write no access line per request (default: one on stdout, with who answered it)")
     parser.set_defaults(run=_run_serve)
 
 
@@ -97,7 +99,8 @@ def _run_serve(args: argparse.Namespace) -> int:
               "machine, in clear text: put a TLS-terminating proxy in front, or keep the admin API on loopback "
               "(README: Admin API exposure)", file=sys.stderr)
     try:
-        settings = HostSettings(plan_path=args.plan, host=args.host, port=args.port, app_dir=args.app_dir, only=args.only)
+        settings = HostSettings(plan_path=args.plan, host=args.host, port=args.port, app_dir=args.app_dir, only=args.only,
+                                access_log=args.access_log)
         asyncio.run(serve_host(settings))
     except (PlanError, HostStartError, ValueError) as exc:
         return _error(str(exc))

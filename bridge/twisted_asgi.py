@@ -176,6 +176,19 @@ def _address(pair: Any, default_port: int) -> address.IPv4Address | address.IPv6
     """A Twisted TCP address for an ASGI ``(host, port)``; unknown peers are ``0.0.0.0:0``."""
     if not pair:
         return address.IPv4Address("TCP", "0.0.0.0", 0)
+    if isinstance(pair, tuple):
+        return _cached_address(pair, default_port)
+    return _new_address(pair, default_port)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_address(pair: tuple[Any, ...], default_port: int) -> address.IPv4Address | address.IPv6Address:
+    """:func:`_new_address`, once per peer: a keep-alive client sends many requests from one (host, port), and the
+    server's own address never changes (Twisted's addresses are values: equal when their fields are)."""
+    return _new_address(pair, default_port)
+
+
+def _new_address(pair: Any, default_port: int) -> address.IPv4Address | address.IPv6Address:
     host, port = str(pair[0]), pair[1]
     port = default_port if port is None else int(port)
     return address.IPv6Address("TCP", host, port) if _is_v6(host) else address.IPv4Address("TCP", host, port)

@@ -107,6 +107,8 @@ class Metrics:
         )
         self.registry.register(_StateCollector(pool_stats, shadow_stats, lag, admission))
         self.split: dict[str, dict[str, int]] = {}
+        #: Per (route, stack, status) seen: its counter, its latency histogram and its route's split, bound once.
+        self._bound: dict[tuple[str, str, int], tuple[Any, Any, dict[str, int]]] = {}
         #: Requests that matched no plan route, per (method, path): the part of the to-do list the plan does not know.
         self.unrouted: dict[tuple[str, str], dict[str, int]] = {}
         self.unrouted_requests = Counter(
@@ -128,10 +130,21 @@ class Metrics:
         return sorted(rows, key=lambda row: (-row["requests"], row["path"], row["method"]))
 
     def observe(self, route: str, stack: str, status: int, seconds: float) -> None:
-        self.requests.labels(route, stack, str(status)).inc()
-        self.latency.labels(route, stack).observe(seconds)
+        # Each answer costs a dict lookup here, not prometheus_client's label lookup (a tuple of str()ed
+        # labels checked and hashed under a lock) twice: the series are bound once, on their first answer.
+        bound = self._bound.get((route, stack, status))
+        if bound is None:
+            bound = self._bind(route, stack, status)
+        bound[0].inc()
+        bound[1].observe(seconds)
+        bound[2][stack] += 1
+
+    def _bind(self, route: str, stack: str, status: int) -> tuple[Any, Any, dict[str, int]]:
         counts = self.split.setdefault(route, {"legacy": 0, "modern": 0})
-        counts[stack] = counts.get(stack, 0) + 1
+        counts.setdefault(stack, 0)
+        bound = (self.requests.labels(route, stack, str(status)), self.latency.labels(route, stack), counts)
+        self._bound[(route, stack, status)] = bound
+        return bound
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -647,8 +647,24 @@ class Plan:
 
     def route_for(self, method: str, path: str) -> Route | None:
         """The route that takes this request, the most specific if several match; None if none does."""
-        matching = [route for route in self.routes if route.matches(method, path)]
-        return max(matching, key=_specificity, default=None)
+        if not path.startswith("/"):
+            return None
+        segments = path.split("/")[1:]
+        for route in self._candidates.get((method, len(segments)), ()):
+            if all(s == want if want is not None else s != "" for s, want in zip(segments, route.shape, strict=True)):
+                return route
+        return None
+
+    @cached_property
+    def _candidates(self) -> dict[tuple[str, int], tuple[Route, ...]]:
+        """The routes that can take a method and a number of path segments, the most specific first (asked per
+        request: one lookup instead of every route's :meth:`Route.matches`)."""
+        grouped: dict[tuple[str, int], list[Route]] = {}
+        for route in self.routes:
+            if not route.catch_all:
+                grouped.setdefault((route.method, len(route.shape)), []).append(route)
+        # sorted() is stable with reverse=True: among equally specific routes the first written wins, as max() did
+        return {key: tuple(sorted(group, key=_specificity, reverse=True)) for key, group in grouped.items()}
 
     def find(self, method: str, template: str) -> Route | None:
         """The route written for ``method`` and ``template`` (placeholder names aside), if the plan has one."""

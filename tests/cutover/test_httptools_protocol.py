@@ -43,10 +43,10 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[int]:
+async def serving(app: Any, **options: Any) -> AsyncIterator[int]:
     """uvicorn with the shipped protocol on a loopback port, serving ``app``; yields the port."""
     config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
-                            log_level="warning", http=httptools_protocol(HEADER_TIMEOUT), ws="none")
+                            log_level="warning", http=httptools_protocol(HEADER_TIMEOUT), ws="none", **options)
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     await until(lambda: server.started or task.done(), "uvicorn to start")
@@ -186,3 +186,46 @@ async def test_the_head_deadline_holds_for_each_request_on_a_kept_alive_connecti
         assert asyncio.get_running_loop().time() - started >= HEADER_TIMEOUT * 0.9
     finally:
         writer.close()
+
+
+KEEP_ALIVE = 0.3
+
+
+async def _one_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: bytes) -> None:
+    writer.write(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    length = int(head.lower().partition(b"content-length: ")[2].partition(b"\r\n")[0])
+    await asyncio.wait_for(reader.readexactly(length), WAIT)
+
+
+@asyncio_test
+async def test_an_idle_kept_alive_connection_closes_after_uvicorns_keep_alive_timeout() -> None:
+    """The head timer keeps uvicorn's keep-alive timeout too: nothing sent after an answer, closed, unanswered."""
+    async with serving(echo, timeout_keep_alive=KEEP_ALIVE) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            for _ in range(2):
+                await _one_answer(reader, writer, b"/idle")
+            started = asyncio.get_running_loop().time()
+            rest = await asyncio.wait_for(reader.read(), WAIT)  # EOF: the server closed it
+            waited = asyncio.get_running_loop().time() - started
+            assert rest == b"" and KEEP_ALIVE * 0.9 <= waited < HEADER_TIMEOUT, waited
+        finally:
+            writer.close()
+
+
+@asyncio_test
+async def test_a_head_begun_within_the_keep_alive_timeout_gets_the_whole_head_deadline() -> None:
+    """Once a byte of the next request came, the keep-alive timeout is over: its head has HEADER_TIMEOUT, then 408."""
+    async with serving(echo, timeout_keep_alive=KEEP_ALIVE) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await _one_answer(reader, writer, b"/first")
+            started = asyncio.get_running_loop().time()
+            writer.write(b"GET /slow HTTP/1.1\r\n")  # begun at once, never finished
+            rest = await asyncio.wait_for(reader.read(), WAIT)
+            assert rest.startswith(b"HTTP/1.1 408 ") and b"request_timeout" in rest
+            assert asyncio.get_running_loop().time() - started >= HEADER_TIMEOUT * 0.9
+        finally:
+            writer.close()

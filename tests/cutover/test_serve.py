@@ -57,6 +57,12 @@ async def test_cutover_serve_routes_by_the_shipped_plan_and_stops_cleanly_on_sig
         # uvicorn re-raises the signal once shut down, so supervisors see how the process ended
         assert child.wait(timeout=WAIT) in (0, -signal.SIGTERM), rest
         assert "cutover stopped" in rest and "Traceback" not in rest
+        # One access line per request (cutover's, not uvicorn's as well), saying who answered it.
+        output = "".join(lines) + rest
+        status_lines = [line for line in output.splitlines() if '"GET /status HTTP/1.1"' in line]
+        assert len(status_lines) == 1 and status_lines[0].endswith(" 200 legacy"), status_lines
+        domain_lines = [line for line in output.splitlines() if '"POST /v1/domains HTTP/1.1"' in line]
+        assert len(domain_lines) == 1 and domain_lines[0].endswith(" 200 legacy"), domain_lines
     finally:
         if child.poll() is None:
             child.kill()

@@ -9,6 +9,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bridge.errors import PlanError
 from bridge.host import Plan, Route
@@ -356,6 +358,29 @@ def test_most_specific_route_wins_whatever_the_order() -> None:
         assert p.route_for("GET", "/v1/jobs/1/log").template == "/v1/jobs/{job_id}/log"  # type: ignore[union-attr]
         assert p.route_for("GET", "/v1/jobs/1/out").template == "/v1/jobs/{job_id}/{part}"  # type: ignore[union-attr]
         assert p.route_for("DELETE", "/v1/jobs/1") is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    templates=st.lists(st.lists(st.sampled_from(["v1", "jobs", "stats", "{a}", "{b}"]), min_size=1, max_size=3),
+                       min_size=1, max_size=6),
+    path=st.lists(st.sampled_from(["v1", "jobs", "stats", "x", ""]), min_size=1, max_size=3),
+    method=st.sampled_from(["GET", "POST"]),
+)
+def test_route_for_is_the_most_specific_route_that_matches(templates: list[list[str]], path: list[str],
+                                                           method: str) -> None:
+    """The lookup by method and length answers what checking every route would (the first written among equals)."""
+    routes, seen = [], set()
+    for i, parts in enumerate(templates):
+        route = Route("GET" if i % 2 else "POST", "/" + "/".join(parts))
+        if (route.method, route.shape) not in seen:
+            seen.add((route.method, route.shape))
+            routes.append(route)
+    plan = Plan(routes=tuple(routes))
+    url = "/" + "/".join(path)
+    matching = [route for route in routes if route.matches(method, url)]
+    best = max(matching, key=lambda r: tuple(s is not None for s in r.shape), default=None)
+    assert plan.route_for(method, url) is best
 
 
 def test_find_ignores_placeholder_names() -> None:
