@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 import re
 
-__all__ = ["AstLines", "dotted_name", "patched_names", "twisted_kinds"]
+__all__ = ["AstLines", "dotted_name", "nodes_of", "patched_names", "twisted_kinds"]
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
            ast.GeneratorExp)
@@ -33,12 +33,29 @@ def _own_yields(fn: ast.AST) -> list[ast.Yield]:
     return sorted(found, key=lambda y: (y.lineno, y.col_offset))
 
 
+def nodes_of(tree: ast.AST) -> list[ast.AST]:
+    """``list(ast.walk(tree))``, the same nodes in the same order, at about half its cost (no generator
+    per node, no ``iter_fields`` pairs)."""
+    found = [tree]
+    append, node_type = found.append, ast.AST
+    for node in found:  # grows while it is read: breadth first, as ast.walk
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                for child in value:
+                    if isinstance(child, node_type):
+                        append(child)
+            elif isinstance(value, node_type):
+                append(value)
+    return found
+
+
 class AstLines:
     """The functions of one module's ``ast``, in source order."""
 
     def __init__(self, tree: ast.Module, source: str, parsed: bool = True) -> None:
         self.tree, self.source, self.parsed = tree, source, parsed  # parsed: False if Python's parser refused it
-        self.nodes = list(ast.walk(tree))  # one walk, for every pass over the module that needs one
+        self.nodes = nodes_of(tree)  # one walk, for every pass over the module that needs one
         self.functions = sorted((n for n in self.nodes if isinstance(n, _FUNCTIONS)),
                                 key=lambda n: (n.lineno, n.col_offset))
         self._lines: list[str] | None = None
@@ -123,7 +140,7 @@ def patched_names(tree: ast.Module, nodes: list[ast.AST] | None = None) -> set[s
     is not known to be awaitable, wherever it is made.
     """
     found: set[str] = set()
-    for node in nodes if nodes is not None else ast.walk(tree):
+    for node in nodes if nodes is not None else nodes_of(tree):
         if isinstance(node, ast.Call):
             func = dotted_name(node.func)
             if func in _PATCHERS or (func.endswith(".setattr") and len(node.args) < 3):

@@ -17,18 +17,17 @@ transparent.
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
-from .names import DEFERRED_API, INLINE_CALLBACKS, dotted
+from .names import DEFERRED_API_NAMES, INLINE_CALLBACKS_NAMES, dotted_text
 
 __all__ = ["decorator_name", "needs_review"]
 
-_TRANSPARENT = (
-    m.Name("staticmethod") | m.Name("classmethod") | m.Name("abstractmethod") | dotted("abc.abstractmethod")
-    | m.Name("override") | dotted("typing.override") | dotted("typing_extensions.override")
-    | m.Name("deferred_api") | dotted("bridge.deferred_api")
-)
-_PATCHERS = ("patch", "patch.object", "patch.dict", "patch.multiple")
+# spelled as written (a chain of names); compared as text, which costs a fraction of a matcher
+_TRANSPARENT = frozenset({"staticmethod", "classmethod", "abstractmethod", "abc.abstractmethod", "override",
+                          "typing.override", "typing_extensions.override"}) | DEFERRED_API_NAMES
+_PATCHERS = frozenset(f"{prefix}{name}" for name in ("patch", "patch.object", "patch.dict", "patch.multiple")
+                      for prefix in ("", "mock.", "unittest.mock."))
+_MARKERS = INLINE_CALLBACKS_NAMES | DEFERRED_API_NAMES
 
 
 def _base(expr: cst.BaseExpression) -> cst.BaseExpression:
@@ -40,23 +39,21 @@ def decorator_name(dec: cst.Decorator) -> str:
 
 
 def _is_patcher(dec: cst.Decorator) -> bool:
-    target = _base(dec.decorator)
-    options: list[m.BaseMatcherNode] = []
-    for name in _PATCHERS:
-        options += [dotted(name), dotted(f"mock.{name}"), dotted(f"unittest.mock.{name}")]
-    return any(m.matches(target, option) for option in options)
+    return dotted_text(_base(dec.decorator)) in _PATCHERS
 
 
 def _transparent(dec: cst.Decorator) -> bool:
     target = _base(dec.decorator)
-    return (m.matches(target, _TRANSPARENT) or m.matches(target, m.Attribute(attr=m.Name("setter")))
-            or m.matches(target, dotted("pytest.mark") | m.Attribute(value=dotted("pytest.mark"))))
+    if dotted_text(target) in _TRANSPARENT or dotted_text(target) == "pytest.mark":
+        return True
+    return isinstance(target, cst.Attribute) and (target.attr.value == "setter"
+                                                  or dotted_text(target.value) == "pytest.mark")
 
 
 def needs_review(decorators: list[cst.Decorator], target: str) -> list[tuple[cst.Decorator, str]]:
     """The decorators of a function about to be converted that change meaning, each with why."""
     marker = next((i for i, d in enumerate(decorators)
-                   if m.matches(d.decorator, INLINE_CALLBACKS | DEFERRED_API)), None)
+                   if dotted_text(d.decorator) in _MARKERS), None)
     if marker is None:
         return []
     found: list[tuple[cst.Decorator, str]] = []

@@ -15,6 +15,7 @@ from collections import Counter
 import libcst as cst
 import libcst.matchers as m
 
+from .ast_lines import nodes_of
 from .names import EXPRESSIONS
 
 __all__ = ["Names", "fix_imports", "names_of"]
@@ -54,9 +55,10 @@ class Names:
         self.bound: set[str] = set()
         self.stars: set[str] = set()
         self.nested = False  # an import from a Twisted or bridge module other than at the top level
+        self.nested_bound: set[str] = set()  # the names such imports bind
         top = set(map(id, tree.body))
         counts = self.counts
-        for node in nodes if nodes is not None else ast.walk(tree):
+        for node in nodes if nodes is not None else nodes_of(tree):
             kind = type(node)
             if kind is ast.Name:
                 counts[node.id] += 1  # type: ignore[attr-defined]
@@ -72,6 +74,7 @@ class Names:
                 assert isinstance(node, ast.ImportFrom)
                 if id(node) not in top and node.module and node.module.startswith(_DROPPABLE_MODULES):
                     self.nested = True
+                    self.nested_bound.update(a.asname or a.name for a in node.names)
                 for alias in node.names:
                     if alias.name == "*":
                         self.stars.add(node.module if node.module and not node.level else "")
