@@ -57,7 +57,7 @@ from .names import (DEFERRED_API_NAMES, EXPRESSIONS, INLINE_CALLBACKS, INLINE_CA
                     calls_one_of, dotted_text)
 from .sparse import Mismatch, Unit, function_defs, splice, splice_imports
 from .sparse import plan as sparse_plan
-from .to_asyncio import AsyncioPlanner, WrapCallbacks, asyncio_body
+from .to_asyncio import AsyncioPlanner, WrapCallbacks, asyncio_body, awaits
 from .walk import walk
 
 __all__ = ["Prepared", "quick_index", "RewriteResult", "Target", "UnknownYields", "async_functions", "prepare",
@@ -66,7 +66,7 @@ __all__ = ["Prepared", "quick_index", "RewriteResult", "Target", "UnknownYields"
 Target = Literal["twisted", "asyncio"]
 UnknownYields = Literal["helper", "report"]  # a yield of what may not be awaitable: helper, or plain await + report
 LineOf = Callable[[cst.CSTNode], int]
-FinishBody = Callable[[cst.BaseSuite, bool], cst.BaseSuite]  # (body, was an inlineCallbacks generator)
+FinishBody = Callable[[cst.BaseSuite, cst.FunctionDef], cst.BaseSuite]  # (body, the original function)
 
 
 @dataclass
@@ -428,8 +428,9 @@ class _Contexts:
         return self._known[fn]
 
 
-def _helper_lines(fn: cst.FunctionDef, known: Known, planner: _Planner) -> list[tuple[int, str]]:
-    """Line and text of each ``yield`` in ``fn``'s own body that is not known to be awaitable."""
+def _helper_lines(fn: cst.FunctionDef, planner: _Planner, unknown: Callable[[cst.BaseExpression], bool]
+                  ) -> list[tuple[int, str]]:
+    """Line and text of each ``yield`` in ``fn``'s own body whose value is ``unknown``."""
     analyzed = planner.analyzed.get(fn)
     if analyzed is None:
         return []
@@ -439,7 +440,7 @@ def _helper_lines(fn: cst.FunctionDef, known: Known, planner: _Planner) -> list[
     if len(ast_lines) != len(yields):  # the trees disagree: ask libcst
         ast_lines = [planner.line(y) for y in yields]
     return [(line, cst.Module(body=[]).code_for_node(y.value)) for line, y in zip(ast_lines, yields, strict=True)
-            if isinstance(y.value, cst.BaseExpression) and not known.awaitable(y.value)]
+            if isinstance(y.value, cst.BaseExpression) and unknown(y.value)]
 
 
 class _Rewriter(cst.CSTTransformer):
@@ -491,7 +492,7 @@ class _Rewriter(cst.CSTTransformer):
         body = updated_node.body.visit(body_rewriter)
         self.removed.update(body_rewriter.removed)
         if self.finish_body is not None:
-            body = self.finish_body(body, has_inline_callbacks(original_node))
+            body = self.finish_body(body, original_node)
         new = updated_node.with_changes(decorators=decorators, asynchronous=cst.Asynchronous(), body=body)
         if original_node.asynchronous is None and self.contexts is not None:
             new = realign_parameters(new, self.contexts.planner.paren_columns.get(original_node))
@@ -537,13 +538,33 @@ class Prepared:
             self.wrapper.visit(extra)
             reports += extra.reports
 
-            def finish_body(body: cst.BaseSuite, from_generator: bool) -> cst.BaseSuite:
+            helper = unknown_yields == "helper"
+
+            def finish_body(body: cst.BaseSuite, fn: cst.FunctionDef) -> cst.BaseSuite:
+                from_generator = has_inline_callbacks(fn)
                 return asyncio_body(body, planner.async_names, wrap_unknown=from_generator, index=index,
-                                    local_classes=planner.index.classes)
+                                    local_classes=planner.index.classes,
+                                    known=contexts.known(fn) if from_generator else None, helper=helper)
+
+            for fn in planner.convert:
+                if not has_inline_callbacks(fn):
+                    continue
+                unknown = awaits(planner.async_names, True, index, contexts.known(fn)).unknown
+                for line, what in _helper_lines(fn, planner, unknown):
+                    what = _one_line(what)
+                    if helper:
+                        helpers.append(Report(line, f"await maybe_awaitable({what}): not known to give a Deferred "
+                                                    "or a coroutine (as_future() raises TypeError on a plain value "
+                                                    "or None)"))
+                    else:
+                        reports.append(Report(line, f"as_future({what}): not known to give a Deferred (TypeError if "
+                                                    "it is a plain value or None)"))
+            helpers.sort(key=lambda r: r.line)
         elif not planner.convert:
             return RewriteResult(code=self.source, changed=False, reports=sorted(reports, key=lambda r: r.line))
         else:
-            found = [one for fn in planner.convert for one in _helper_lines(fn, contexts.known(fn), planner)]
+            found = [one for fn in planner.convert
+                     for one in _helper_lines(fn, planner, lambda v, k=contexts.known(fn): not k.awaitable(v))]
             for line, what in sorted(found):
                 what = _one_line(what)
                 if unknown_yields == "helper":
