@@ -125,6 +125,9 @@ _OBJECT_PATCHERS = {"patch.object", "mock.patch.object", "unittest.mock.patch.ob
                     "monkeypatch.setattr", "self.patch"}
 
 
+_LAST_PARTS = frozenset({"patch", "object", "setattr"})  # how every spelling above ends
+
+
 def _last_part(node: ast.expr) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value.rsplit(".", 1)[-1] or None
@@ -140,9 +143,15 @@ def patched_names(tree: ast.Module, nodes: list[ast.AST] | None = None) -> set[s
     is not known to be awaitable, wherever it is made.
     """
     found: set[str] = set()
+    call, assign, ann_assign, attribute, name_node = ast.Call, ast.Assign, ast.AnnAssign, ast.Attribute, ast.Name
     for node in nodes if nodes is not None else nodes_of(tree):
-        if isinstance(node, ast.Call):
-            func = dotted_name(node.func)
+        kind = type(node)
+        if kind is call:
+            callee = node.func  # type: ignore[attr-defined]
+            last = callee.attr if type(callee) is attribute else callee.id if type(callee) is name_node else ""
+            if last not in _LAST_PARTS:
+                continue  # no patcher (most calls): no need to spell it out
+            func = dotted_name(callee)
             if func in _PATCHERS or (func.endswith(".setattr") and len(node.args) < 3):
                 name = _last_part(node.args[0]) if node.args else None
             elif func in _OBJECT_PATCHERS or func.endswith(".setattr"):
@@ -151,7 +160,7 @@ def patched_names(tree: ast.Module, nodes: list[ast.AST] | None = None) -> set[s
                 continue
             if name:
                 found.add(name)
-        elif isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        elif kind is assign or kind is ann_assign:
+            targets = node.targets if kind is assign else [node.target]  # type: ignore[attr-defined]
             found.update(t.attr for t in targets if isinstance(t, ast.Attribute))
     return found

@@ -95,8 +95,11 @@ _SUITES = ("body", "orelse", "handlers", "finalbody", "cases")  # where statemen
 def function_defs(node: cst.CSTNode, found: list[cst.FunctionDef]) -> list[cst.FunctionDef]:
     """The ``def``s in ``node``, in source order, through statement bodies only (a def is a statement):
     far cheaper than a libcst visit, which rebuilds every node."""
-    if isinstance(node, cst.FunctionDef):
-        found.append(node)
+    kind = type(node)
+    if kind is cst.SimpleStatementLine or kind is cst.EmptyLine:
+        return found  # most statements: checked first, as isinstance on libcst's abstract bases is slow
+    if kind is cst.FunctionDef:
+        found.append(node)  # type: ignore[arg-type]
     elif not isinstance(node, cst.Module | cst.BaseCompoundStatement | cst.BaseSuite | cst.Else | cst.Finally
                         | cst.ExceptHandler | cst.ExceptStarHandler | cst.MatchCase):
         return found  # a simple statement line: no def in it
@@ -382,9 +385,14 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
 _LINE = re.compile(r".*?(?:\r\n|\r|\n)|.+\Z", re.DOTALL)
 
 
+_OTHER_BREAKS = re.compile("[\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where str.splitlines splits, the tokenizer not
+
+
 def _lines(source: str) -> list[str]:
     """Lines with their ends, split where Python's tokenizer splits (``str.splitlines`` also splits at
     form feeds and other characters, which would put a line of ``ast`` and of this list out of step)."""
+    if _OTHER_BREAKS.search(source) is None:
+        return source.splitlines(True)  # the same lines, several times faster than the pattern
     return _LINE.findall(source)
 
 
