@@ -17,20 +17,34 @@ __all__ = ["AstLines", "dotted_name", "nodes_of", "patched_names", "twisted_kind
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
            ast.GeneratorExp)
+_SCOPE_TYPES = frozenset(_SCOPES)  # no subclasses among them: ``type(node) in`` is the same test
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def _own_yields(fn: ast.AST) -> list[ast.Yield]:
     found: list[ast.Yield] = []
-    todo = list(ast.iter_child_nodes(fn))
+    todo = _children(fn)
     while todo:
         node = todo.pop()
-        if isinstance(node, _SCOPES):
+        kind = type(node)
+        if kind in _SCOPE_TYPES:
             continue
-        if isinstance(node, ast.Yield):
-            found.append(node)
-        todo += ast.iter_child_nodes(node)
+        if kind is ast.Yield:
+            found.append(node)  # type: ignore[arg-type]
+        todo += _children(node)
     return sorted(found, key=lambda y: (y.lineno, y.col_offset))
+
+
+def _children(node: ast.AST) -> list[ast.AST]:
+    """``list(ast.iter_child_nodes(node))``, without a generator per node."""
+    found: list[ast.AST] = []
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if type(value) is list:
+            found += [child for child in value if isinstance(child, ast.AST)]
+        elif isinstance(value, ast.AST):
+            found.append(value)
+    return found
 
 
 def nodes_of(tree: ast.AST) -> list[ast.AST]:
