@@ -50,8 +50,13 @@ def _transparent(dec: cst.Decorator) -> bool:
                                                   or dotted_text(target.value) == "pytest.mark")
 
 
-def needs_review(decorators: list[cst.Decorator], target: str) -> list[tuple[cst.Decorator, str]]:
-    """The decorators of a function about to be converted that change meaning, each with why."""
+def needs_review(decorators: list[cst.Decorator], target: str, starts_later: bool = False
+                 ) -> list[tuple[cst.Decorator, str]]:
+    """The decorators of a function about to be converted that change meaning, each with why.
+
+    ``starts_later``: the converted function returns a Deferred at once but its body starts on a later
+    loop turn (a trial test behind ``@asyncio_test``), so a patch above it is undone before the body runs.
+    """
     marker = next((i for i, d in enumerate(decorators)
                    if dotted_text(d.decorator) in _MARKERS), None)
     if marker is None:
@@ -63,6 +68,10 @@ def needs_review(decorators: list[cst.Decorator], target: str) -> list[tuple[cst
         if i > marker:
             found.append((dec, "is below the Twisted decorator: it wrapped a generator function and now wraps an "
                                "async def; check that it passes the coroutine through"))
+        elif starts_later and _is_patcher(dec):
+            found.append((dec, "patches for the call only, and behind @asyncio_test the body starts on a later "
+                               "loop turn (an asyncio Task): the patch is undone before the body runs (inlineCallbacks "
+                               "ran it at once); patch inside the body (with patch(...):) instead"))
         elif target == "asyncio" and not _is_patcher(dec):
             found.append((dec, "wraps the call, which now returns a coroutine (not a Deferred) and runs nothing "
                                "until awaited; check it awaits, or keep a Deferred API with @deferred_api"))

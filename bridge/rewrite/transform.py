@@ -394,11 +394,11 @@ class _Planner(cst.CSTVisitor):
 
     def _review_decorators(self, node: cst.FunctionDef) -> None:
         fn = self.ast_of(node)
-        target = self.target
+        target, later = self.target, False
         if target == "asyncio" and self._trial_method(node):
             self.trial_tests.add(node)
-            target = "twisted"  # behind @asyncio_test its call still returns a Deferred at once
-        for dec, why in needs_review(list(node.decorators), target):
+            target, later = "twisted", True  # behind @asyncio_test its call still returns a Deferred at once
+        for dec, why in needs_review(list(node.decorators), target, starts_later=later):
             at = node.decorators.index(dec)
             line = fn.decorator_list[at].lineno if fn is not None and at < len(fn.decorator_list) else self.line(dec)
             self.reports.append(Report(line, f"{node.name.value}(): @{decorator_name(dec)} {why}"))

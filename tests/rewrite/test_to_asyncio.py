@@ -339,3 +339,28 @@ def test_report_mode_keeps_as_future_and_reports_the_line() -> None:
     assert "agent = await as_future(make_agent(reactor))" in result.code
     assert not result.helpers
     assert [r.line for r in result.reports if "not known to give a Deferred" in r.reason] == [14, 15]
+
+
+PATCHED_TRIAL_TEST = """\
+from unittest.mock import patch
+
+from twisted.internet import defer
+from twisted.trial import unittest
+
+
+class Case(unittest.TestCase):
+    @patch("os.getpid", return_value=1)
+    @defer.inlineCallbacks
+    def test_patched(self, getpid):
+        yield defer.succeed(None)
+"""
+
+
+def test_a_patch_above_a_trial_test_behind_asyncio_test_is_reported() -> None:
+    """inlineCallbacks ran the test body at once, inside the patch; behind @asyncio_test it starts on a later
+    loop turn, after the patch is undone: the decorator's line is reported."""
+    result = rewrite_source(PATCHED_TRIAL_TEST, "asyncio")
+    assert "@asyncio_test\n    async def test_patched" in result.code
+    assert [(r.line, "patch is undone before the body runs" in r.reason) for r in result.reports] == [(8, True)]
+    # the twisted target keeps the eager start: nothing to report there
+    assert not rewrite_source(PATCHED_TRIAL_TEST, "twisted").reports
