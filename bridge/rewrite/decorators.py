@@ -20,7 +20,7 @@ import libcst as cst
 
 from .names import DEFERRED_API_NAMES, INLINE_CALLBACKS_NAMES, dotted_text
 
-__all__ = ["decorator_name", "needs_review"]
+__all__ = ["decorator_name", "is_patcher", "needs_review", "patchers_above"]
 
 # spelled as written (a chain of names); compared as text, which costs a fraction of a matcher
 _TRANSPARENT = frozenset({"staticmethod", "classmethod", "abstractmethod", "abc.abstractmethod", "override",
@@ -38,8 +38,17 @@ def decorator_name(dec: cst.Decorator) -> str:
     return cst.Module(body=[]).code_for_node(_base(dec.decorator))
 
 
-def _is_patcher(dec: cst.Decorator) -> bool:
+def is_patcher(dec: cst.Decorator) -> bool:
+    """``@patch(...)``, ``@mock.patch.object(...)`` and the like."""
     return dotted_text(_base(dec.decorator)) in _PATCHERS
+
+
+def patchers_above(decorators: list[cst.Decorator], marker: int) -> int:
+    """How many patchers stand right above ``decorators[marker]``, with nothing else between."""
+    count = 0
+    while marker - count - 1 >= 0 and is_patcher(decorators[marker - count - 1]):
+        count += 1
+    return count
 
 
 def _transparent(dec: cst.Decorator) -> bool:
@@ -68,11 +77,12 @@ def needs_review(decorators: list[cst.Decorator], target: str, starts_later: boo
         if i > marker:
             found.append((dec, "is below the Twisted decorator: it wrapped a generator function and now wraps an "
                                "async def; check that it passes the coroutine through"))
-        elif starts_later and _is_patcher(dec):
+        elif starts_later and is_patcher(dec) and i < marker - patchers_above(decorators, marker):
+            # the patchers right above go below @asyncio_test (see the transform); this one cannot
             found.append((dec, "patches for the call only, and behind @asyncio_test the body starts on a later "
                                "loop turn (an asyncio Task): the patch is undone before the body runs (inlineCallbacks "
                                "ran it at once); patch inside the body (with patch(...):) instead"))
-        elif target == "asyncio" and not _is_patcher(dec):
+        elif target == "asyncio" and not is_patcher(dec):
             found.append((dec, "wraps the call, which now returns a coroutine (not a Deferred) and runs nothing "
                                "until awaited; check it awaits, or keep a Deferred API with @deferred_api"))
     return found

@@ -49,7 +49,7 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from .ast_lines import AstLines, patched_names, twisted_kinds
 from .awaitables import Assignments, Known, local_awaitables
 from .base import NESTED, Report, ScopedTransformer
-from .decorators import decorator_name, needs_review
+from .decorators import decorator_name, needs_review, patchers_above
 from .imports import fix_imports, names_of
 from .index import ClassInfo, FileIndex, ProjectIndex
 from .layout import realign_parameters
@@ -486,6 +486,7 @@ class _Rewriter(cst.CSTTransformer):
                 elif trial:
                     decorators.append(d.with_changes(decorator=cst.Name("asyncio_test")))
                     trial = False
+                    decorators = _below_patchers(decorators)
         analyzed = self.contexts.planner.analyzed.get(original_node) if self.contexts is not None else None
         body_rewriter = _BodyRewriter(known, self.helper, analyzed.hot if analyzed is not None else None,
                                       strict=updated_node.body is original_node.body)
@@ -497,6 +498,24 @@ class _Rewriter(cst.CSTTransformer):
         if original_node.asynchronous is None and self.contexts is not None:
             new = realign_parameters(new, self.contexts.planner.paren_columns.get(original_node))
         return new
+
+
+def _below_patchers(decorators: list[cst.Decorator]) -> list[cst.Decorator]:
+    """The last decorator (``@asyncio_test``) moved above the patchers right above it.
+
+    ``mock.patch`` on an ``async def`` keeps its patch for the whole awaited call; on ``@asyncio_test``'s
+    plain wrapper it would be undone before the body, which starts on a later loop turn, runs
+    (``inlineCallbacks`` ran it at once, inside the patch).
+    """
+    marker = len(decorators) - 1
+    count = patchers_above(decorators, marker)
+    if not count:
+        return decorators
+    top = marker - count
+    moved = decorators[marker].with_changes(leading_lines=decorators[top].leading_lines)
+    patchers = [decorators[top].with_changes(leading_lines=decorators[marker].leading_lines),
+                *decorators[top + 1:marker]]
+    return [*decorators[:top], moved, *patchers]
 
 
 @dataclass

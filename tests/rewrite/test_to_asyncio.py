@@ -342,25 +342,44 @@ def test_report_mode_keeps_as_future_and_reports_the_line() -> None:
 
 
 PATCHED_TRIAL_TEST = """\
+import os
 from unittest.mock import patch
 
-from twisted.internet import defer
+from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 
+def skip_never(fn):
+    return fn
+
+
 class Case(unittest.TestCase):
-    @patch("os.getpid", return_value=1)
+    # a comment above the decorators
+    @patch("os.getpid", return_value=-1)
     @defer.inlineCallbacks
     def test_patched(self, getpid):
-        yield defer.succeed(None)
+        yield task.deferLater(reactor, 0.01)
+        self.assertEqual(os.getpid(), -1)
+
+    @patch("os.getppid", return_value=-1)
+    @skip_never
+    @defer.inlineCallbacks
+    def test_patch_not_right_above(self, getppid):
+        yield task.deferLater(reactor, 0.01)
 """
 
 
-def test_a_patch_above_a_trial_test_behind_asyncio_test_is_reported() -> None:
+@pytest.mark.subprocess
+def test_patches_right_above_a_trial_test_go_below_asyncio_test(tmp_path: Path) -> None:
     """inlineCallbacks ran the test body at once, inside the patch; behind @asyncio_test it starts on a later
-    loop turn, after the patch is undone: the decorator's line is reported."""
+    loop turn. ``mock.patch`` right above goes below @asyncio_test, on the async def, where it holds for the
+    whole awaited body; a patch above another decorator cannot move and is reported."""
     result = rewrite_source(PATCHED_TRIAL_TEST, "asyncio")
-    assert "@asyncio_test\n    async def test_patched" in result.code
-    assert [(r.line, "patch is undone before the body runs" in r.reason) for r in result.reports] == [(8, True)]
+    assert ('    # a comment above the decorators\n    @asyncio_test\n    @patch("os.getpid", return_value=-1)\n'
+            '    async def test_patched') in result.code, result.code
+    assert [(r.line, "patch is undone before the body runs" in r.reason) for r in result.reports] == [(20, True)]
+    assert rewrite_source(result.code, "asyncio").code == result.code  # idempotent
+    ran = _trial(tmp_path, result.code)  # test_patched fails if its patch is undone before its body runs
+    assert "PASSED (successes=2)" in ran.stdout, ran.stdout[-3000:]
     # the twisted target keeps the eager start: nothing to report there
     assert not rewrite_source(PATCHED_TRIAL_TEST, "twisted").reports
