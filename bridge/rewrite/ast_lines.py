@@ -13,24 +13,55 @@ from __future__ import annotations
 import ast
 import re
 
-__all__ = ["AstLines", "dotted_name", "patched_names", "twisted_kinds"]
+__all__ = ["AstLines", "dotted_name", "nodes_of", "patched_names", "twisted_kinds"]
 
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp,
            ast.GeneratorExp)
+_SCOPE_TYPES = frozenset(_SCOPES)  # no subclasses among them: ``type(node) in`` is the same test
 _FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 def _own_yields(fn: ast.AST) -> list[ast.Yield]:
     found: list[ast.Yield] = []
-    todo = list(ast.iter_child_nodes(fn))
+    todo = _children(fn)
     while todo:
         node = todo.pop()
-        if isinstance(node, _SCOPES):
+        kind = type(node)
+        if kind in _SCOPE_TYPES:
             continue
-        if isinstance(node, ast.Yield):
-            found.append(node)
-        todo += ast.iter_child_nodes(node)
+        if kind is ast.Yield:
+            found.append(node)  # type: ignore[arg-type]
+        todo += _children(node)
     return sorted(found, key=lambda y: (y.lineno, y.col_offset))
+
+
+def _children(node: ast.AST) -> list[ast.AST]:
+    """``list(ast.iter_child_nodes(node))``, without a generator per node."""
+    found: list[ast.AST] = []
+    for name in node._fields:
+        value = getattr(node, name, None)
+        if type(value) is list:
+            found += [child for child in value if isinstance(child, ast.AST)]
+        elif isinstance(value, ast.AST):
+            found.append(value)
+    return found
+
+
+def nodes_of(tree: ast.AST) -> list[ast.AST]:
+    """``list(ast.walk(tree))``, the same nodes in the same order, at about half its cost (no generator
+    per node, no ``iter_fields`` pairs)."""
+    found = [tree]
+    append, node_type = found.append, ast.AST
+    for node in found:  # grows while it is read: breadth first, as ast.walk
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if type(value) is list:
+                for child in value:
+                    if isinstance(child, node_type):
+                        append(child)
+            elif isinstance(value, node_type):
+                append(value)
+    return found
 
 
 class AstLines:
@@ -38,7 +69,7 @@ class AstLines:
 
     def __init__(self, tree: ast.Module, source: str, parsed: bool = True) -> None:
         self.tree, self.source, self.parsed = tree, source, parsed  # parsed: False if Python's parser refused it
-        self.nodes = list(ast.walk(tree))  # one walk, for every pass over the module that needs one
+        self.nodes = nodes_of(tree)  # one walk, for every pass over the module that needs one
         self.functions = sorted((n for n in self.nodes if isinstance(n, _FUNCTIONS)),
                                 key=lambda n: (n.lineno, n.col_offset))
         self._lines: list[str] | None = None
@@ -108,6 +139,9 @@ _OBJECT_PATCHERS = {"patch.object", "mock.patch.object", "unittest.mock.patch.ob
                     "monkeypatch.setattr", "self.patch"}
 
 
+_LAST_PARTS = frozenset({"patch", "object", "setattr"})  # how every spelling above ends
+
+
 def _last_part(node: ast.expr) -> str | None:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return node.value.rsplit(".", 1)[-1] or None
@@ -123,9 +157,15 @@ def patched_names(tree: ast.Module, nodes: list[ast.AST] | None = None) -> set[s
     is not known to be awaitable, wherever it is made.
     """
     found: set[str] = set()
-    for node in nodes if nodes is not None else ast.walk(tree):
-        if isinstance(node, ast.Call):
-            func = dotted_name(node.func)
+    call, assign, ann_assign, attribute, name_node = ast.Call, ast.Assign, ast.AnnAssign, ast.Attribute, ast.Name
+    for node in nodes if nodes is not None else nodes_of(tree):
+        kind = type(node)
+        if kind is call:
+            callee = node.func  # type: ignore[attr-defined]
+            last = callee.attr if type(callee) is attribute else callee.id if type(callee) is name_node else ""
+            if last not in _LAST_PARTS:
+                continue  # no patcher (most calls): no need to spell it out
+            func = dotted_name(callee)
             if func in _PATCHERS or (func.endswith(".setattr") and len(node.args) < 3):
                 name = _last_part(node.args[0]) if node.args else None
             elif func in _OBJECT_PATCHERS or func.endswith(".setattr"):
@@ -134,7 +174,7 @@ def patched_names(tree: ast.Module, nodes: list[ast.AST] | None = None) -> set[s
                 continue
             if name:
                 found.add(name)
-        elif isinstance(node, ast.Assign | ast.AnnAssign):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+        elif kind is assign or kind is ann_assign:
+            targets = node.targets if kind is assign else [node.target]  # type: ignore[attr-defined]
             found.update(t.attr for t in targets if isinstance(t, ast.Attribute))
     return found

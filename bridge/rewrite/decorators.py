@@ -17,18 +17,17 @@ transparent.
 from __future__ import annotations
 
 import libcst as cst
-import libcst.matchers as m
 
-from .names import DEFERRED_API, INLINE_CALLBACKS, dotted
+from .names import DEFERRED_API_NAMES, INLINE_CALLBACKS_NAMES, dotted_text
 
-__all__ = ["decorator_name", "needs_review"]
+__all__ = ["decorator_name", "is_patcher", "needs_review", "patchers_above"]
 
-_TRANSPARENT = (
-    m.Name("staticmethod") | m.Name("classmethod") | m.Name("abstractmethod") | dotted("abc.abstractmethod")
-    | m.Name("override") | dotted("typing.override") | dotted("typing_extensions.override")
-    | m.Name("deferred_api") | dotted("bridge.deferred_api")
-)
-_PATCHERS = ("patch", "patch.object", "patch.dict", "patch.multiple")
+# spelled as written (a chain of names); compared as text, which costs a fraction of a matcher
+_TRANSPARENT = frozenset({"staticmethod", "classmethod", "abstractmethod", "abc.abstractmethod", "override",
+                          "typing.override", "typing_extensions.override"}) | DEFERRED_API_NAMES
+_PATCHERS = frozenset(f"{prefix}{name}" for name in ("patch", "patch.object", "patch.dict", "patch.multiple")
+                      for prefix in ("", "mock.", "unittest.mock."))
+_MARKERS = INLINE_CALLBACKS_NAMES | DEFERRED_API_NAMES
 
 
 def _base(expr: cst.BaseExpression) -> cst.BaseExpression:
@@ -39,24 +38,36 @@ def decorator_name(dec: cst.Decorator) -> str:
     return cst.Module(body=[]).code_for_node(_base(dec.decorator))
 
 
-def _is_patcher(dec: cst.Decorator) -> bool:
-    target = _base(dec.decorator)
-    options: list[m.BaseMatcherNode] = []
-    for name in _PATCHERS:
-        options += [dotted(name), dotted(f"mock.{name}"), dotted(f"unittest.mock.{name}")]
-    return any(m.matches(target, option) for option in options)
+def is_patcher(dec: cst.Decorator) -> bool:
+    """``@patch(...)``, ``@mock.patch.object(...)`` and the like."""
+    return dotted_text(_base(dec.decorator)) in _PATCHERS
+
+
+def patchers_above(decorators: list[cst.Decorator], marker: int) -> int:
+    """How many patchers stand right above ``decorators[marker]``, with nothing else between."""
+    count = 0
+    while marker - count - 1 >= 0 and is_patcher(decorators[marker - count - 1]):
+        count += 1
+    return count
 
 
 def _transparent(dec: cst.Decorator) -> bool:
     target = _base(dec.decorator)
-    return (m.matches(target, _TRANSPARENT) or m.matches(target, m.Attribute(attr=m.Name("setter")))
-            or m.matches(target, dotted("pytest.mark") | m.Attribute(value=dotted("pytest.mark"))))
+    if dotted_text(target) in _TRANSPARENT or dotted_text(target) == "pytest.mark":
+        return True
+    return isinstance(target, cst.Attribute) and (target.attr.value == "setter"
+                                                  or dotted_text(target.value) == "pytest.mark")
 
 
-def needs_review(decorators: list[cst.Decorator], target: str) -> list[tuple[cst.Decorator, str]]:
-    """The decorators of a function about to be converted that change meaning, each with why."""
+def needs_review(decorators: list[cst.Decorator], target: str, starts_later: bool = False
+                 ) -> list[tuple[cst.Decorator, str]]:
+    """The decorators of a function about to be converted that change meaning, each with why.
+
+    ``starts_later``: the converted function returns a Deferred at once but its body starts on a later
+    loop turn (a trial test behind ``@asyncio_test``), so a patch above it is undone before the body runs.
+    """
     marker = next((i for i, d in enumerate(decorators)
-                   if m.matches(d.decorator, INLINE_CALLBACKS | DEFERRED_API)), None)
+                   if dotted_text(d.decorator) in _MARKERS), None)
     if marker is None:
         return []
     found: list[tuple[cst.Decorator, str]] = []
@@ -66,7 +77,12 @@ def needs_review(decorators: list[cst.Decorator], target: str) -> list[tuple[cst
         if i > marker:
             found.append((dec, "is below the Twisted decorator: it wrapped a generator function and now wraps an "
                                "async def; check that it passes the coroutine through"))
-        elif target == "asyncio" and not _is_patcher(dec):
+        elif starts_later and is_patcher(dec) and i < marker - patchers_above(decorators, marker):
+            # the patchers right above go below @asyncio_test (see the transform); this one cannot
+            found.append((dec, "patches for the call only, and behind @asyncio_test the body starts on a later "
+                               "loop turn (an asyncio Task): the patch is undone before the body runs (inlineCallbacks "
+                               "ran it at once); patch inside the body (with patch(...):) instead"))
+        elif target == "asyncio" and not is_patcher(dec):
             found.append((dec, "wraps the call, which now returns a coroutine (not a Deferred) and runs nothing "
                                "until awaited; check it awaits, or keep a Deferred API with @deferred_api"))
     return found

@@ -9,12 +9,14 @@ unused are dropped, never an import that was unused before.
 from __future__ import annotations
 
 import ast
+import functools
 import sys
 from collections import Counter
 
 import libcst as cst
 import libcst.matchers as m
 
+from .ast_lines import nodes_of
 from .names import EXPRESSIONS
 
 __all__ = ["Names", "fix_imports", "names_of"]
@@ -54,9 +56,10 @@ class Names:
         self.bound: set[str] = set()
         self.stars: set[str] = set()
         self.nested = False  # an import from a Twisted or bridge module other than at the top level
+        self.nested_bound: set[str] = set()  # the names such imports bind
         top = set(map(id, tree.body))
         counts = self.counts
-        for node in nodes if nodes is not None else ast.walk(tree):
+        for node in nodes if nodes is not None else nodes_of(tree):
             kind = type(node)
             if kind is ast.Name:
                 counts[node.id] += 1  # type: ignore[attr-defined]
@@ -72,6 +75,7 @@ class Names:
                 assert isinstance(node, ast.ImportFrom)
                 if id(node) not in top and node.module and node.module.startswith(_DROPPABLE_MODULES):
                     self.nested = True
+                    self.nested_bound.update(a.asname or a.name for a in node.names)
                 for alias in node.names:
                     if alias.name == "*":
                         self.stars.add(node.module if node.module and not node.level else "")
@@ -101,12 +105,7 @@ def _drop_made_unused(module: cst.Module, made_unused: set[str], nested_imports:
             if not _module_name(updated_node).startswith(_DROPPABLE_MODULES):
                 return updated_node
 
-            def bound(alias: cst.ImportAlias) -> str:
-                if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
-                    return alias.asname.name.value
-                return alias.evaluated_name
-
-            keep = [a for a in updated_node.names if bound(a) not in made_unused]
+            keep = [a for a in updated_node.names if _bound_name(a) not in made_unused]
             if len(keep) == len(updated_node.names):
                 return updated_node
             if not keep:
@@ -122,6 +121,10 @@ def _drop_made_unused(module: cst.Module, made_unused: set[str], nested_imports:
     carried: list[cst.EmptyLine] = []
     for stmt in module.body:
         if nested_imports or _is_import_line(stmt):
+            visit = not isinstance(stmt, cst.SimpleStatementLine) or _loses_names(stmt, made_unused)
+        else:
+            visit = False
+        if visit:
             stmt = stmt.visit(Dropper())  # type: ignore[assignment]
         if isinstance(stmt, cst.RemovalSentinel) or (isinstance(stmt, cst.SimpleStatementLine) and not stmt.body):
             original_leading = list(getattr(stmt, "leading_lines", ()))
@@ -133,6 +136,19 @@ def _drop_made_unused(module: cst.Module, made_unused: set[str], nested_imports:
             carried = []
         body.append(stmt)
     return module.with_changes(body=body)
+
+
+def _bound_name(alias: cst.ImportAlias) -> str:
+    if alias.asname is not None and isinstance(alias.asname.name, cst.Name):
+        return alias.asname.name.value
+    return alias.evaluated_name
+
+
+def _loses_names(line: cst.SimpleStatementLine, made_unused: set[str]) -> bool:
+    """Whether the line holds a Twisted/bridge ``from`` import of a name made unused (else the drop leaves it be)."""
+    return any(isinstance(small, cst.ImportFrom) and not isinstance(small.names, cst.ImportStar)
+               and _module_name(small).startswith(_DROPPABLE_MODULES)
+               and any(_bound_name(alias) in made_unused for alias in small.names) for small in line.body)
 
 
 def _merge_leading(carried: list[cst.EmptyLine], own: list[cst.EmptyLine]) -> list[cst.EmptyLine]:
@@ -265,6 +281,12 @@ def _insert_in_group(body: list[cst.BaseStatement], line: cst.SimpleStatementLin
     return at
 
 
+@functools.lru_cache(maxsize=64)
+def _statement(code: str) -> cst.BaseStatement:
+    """A parsed import line; libcst's nodes are immutable, so one parse serves every module."""
+    return cst.parse_statement(code)
+
+
 def _add_missing(module: cst.Module, wanted: list[str], first_party: frozenset[str] = frozenset()) -> cst.Module:
     """``import asyncio`` and the ``from bridge import ...`` names the new code uses but nothing binds."""
     if not wanted:
@@ -278,12 +300,12 @@ def _add_missing(module: cst.Module, wanted: list[str], first_party: frozenset[s
         if existing is not None:
             body[existing] = _extend_import_line(body[existing], from_bridge)  # type: ignore[arg-type]
         else:
-            line = cst.parse_statement(f"from {source} import {', '.join(from_bridge)}\n")
+            line = _statement(f"from {source} import {', '.join(from_bridge)}\n")
             at = _insert_in_group(body, line, "first" if "bridge" in first_party else "third",  # type: ignore[arg-type]
                                   first_party, source)
             _space_after_imports(body, at + 1)
     if "asyncio" in wanted:
-        _insert_stdlib_import(body, cst.parse_statement("import asyncio\n"))  # type: ignore[arg-type]
+        _insert_stdlib_import(body, _statement("import asyncio\n"))  # type: ignore[arg-type]
         _space_after_imports(body, _insert_at(body))
     return module.with_changes(body=body)
 

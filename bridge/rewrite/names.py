@@ -9,11 +9,13 @@ __all__ = [
     "ASYNCIO_CALL",
     "DEFERRED",
     "DEFERRED_API",
+    "DEFERRED_API_NAMES",
     "DEFER_LATER",
     "DEFER_TO_THREAD",
     "EXPRESSIONS",
     "GATHER_RESULTS",
     "INLINE_CALLBACKS",
+    "INLINE_CALLBACKS_NAMES",
     "LOOPING_CALL",
     "REACTOR_CALL_LATER",
     "RETURN_VALUE",
@@ -70,6 +72,8 @@ def _spelled(module: str, name: str) -> frozenset[str]:
 
 
 RETURN_VALUE_NAMES = _spelled("twisted.internet.defer", "returnValue")
+INLINE_CALLBACKS_NAMES = _spelled("twisted.internet.defer", "inlineCallbacks")  # what INLINE_CALLBACKS matches
+DEFERRED_API_NAMES = frozenset({"deferred_api", "bridge.deferred_api"})  # what DEFERRED_API matches
 
 
 def calls_one_of(node: cst.CSTNode, names: frozenset[str]) -> bool:

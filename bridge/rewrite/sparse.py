@@ -30,7 +30,7 @@ from .ast_lines import AstLines, dotted_name, patched_names
 from .imports import Names, fix_imports
 from .index import ClassInfo
 
-__all__ = ["Unit", "plan", "splice", "splice_imports"]
+__all__ = ["Unit", "function_defs", "plan", "splice", "splice_imports"]
 
 _IC = frozenset({"inlineCallbacks", "defer.inlineCallbacks", "twisted.internet.defer.inlineCallbacks"})
 _DEFERRED_API = frozenset({"deferred_api", "bridge.deferred_api"})
@@ -92,27 +92,34 @@ class UnitLines:
 _SUITES = ("body", "orelse", "handlers", "finalbody", "cases")  # where statements hold statements
 
 
-def _functions(node: cst.CSTNode, found: list[cst.FunctionDef]) -> list[cst.FunctionDef]:
+def function_defs(node: cst.CSTNode, found: list[cst.FunctionDef]) -> list[cst.FunctionDef]:
     """The ``def``s in ``node``, in source order, through statement bodies only (a def is a statement):
     far cheaper than a libcst visit, which rebuilds every node."""
-    if isinstance(node, cst.FunctionDef):
-        found.append(node)
+    kind = type(node)
+    if kind is cst.SimpleStatementLine or kind is cst.EmptyLine:
+        return found  # most statements: checked first, as isinstance on libcst's abstract bases is slow
+    if kind is cst.FunctionDef:
+        found.append(node)  # type: ignore[arg-type]
     elif not isinstance(node, cst.Module | cst.BaseCompoundStatement | cst.BaseSuite | cst.Else | cst.Finally
                         | cst.ExceptHandler | cst.ExceptStarHandler | cst.MatchCase):
         return found  # a simple statement line: no def in it
     for attr in _SUITES:
         value = getattr(node, attr, None)
         if isinstance(value, cst.CSTNode):
-            _functions(value, found)
+            function_defs(value, found)
         elif isinstance(value, list | tuple):
             for child in value:
-                _functions(child, found)
+                function_defs(child, found)
     return found
 
 
 _KEEP = "_cutover_kept_"  # a placeholder statement: ``_cutover_kept_<k>`` stands for the k-th kept statement
 _KEPT = re.compile(rf"[ \t]*{_KEEP}(\d+)(?:\r\n|\r|\n)?\Z")
-_SIMPLE = (ast.Expr, ast.Return, ast.Raise, ast.Assert, ast.Delete, ast.Pass, ast.Break, ast.Continue)
+_SIMPLE = (ast.Expr, ast.Return, ast.Raise, ast.Assert, ast.Delete, ast.Pass, ast.Break, ast.Continue, ast.Import,
+           ast.ImportFrom)  # imports: nothing in a unit reads them (the import fix-up works on the whole text)
+_COMPOUND = (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try, ast.Match) + (
+    (ast.TryStar,) if hasattr(ast, "TryStar") else ())
+_SCOPE_STATEMENTS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Global, ast.Nonlocal)
 _ASSIGNS = (ast.Assign, ast.AugAssign, ast.AnnAssign)
 _BINDS = (ast.Yield, ast.YieldFrom, ast.NamedExpr, ast.Await)
 _STATEMENT_SUITES = ("body", "orelse", "finalbody")
@@ -148,12 +155,30 @@ class Marks:
                 self.lines.add(node.lineno)
 
 
+def _unmarked(stmt: ast.stmt, marks: Marks) -> bool:
+    return not any(line in marks.lines for line in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+
+
 def _unchanged(stmt: ast.stmt, lines: list[str], marks: Marks) -> bool:
     """A simple statement the rewrite never changes: no yield, no returnValue, alone on its lines (so every
     node that starts on its lines is its own)."""
-    if not isinstance(stmt, _SIMPLE + _ASSIGNS) or not _alone(stmt, lines):
+    return isinstance(stmt, _SIMPLE + _ASSIGNS) and _alone(stmt, lines) and _unmarked(stmt, marks)
+
+
+def _opaque(stmt: ast.stmt, lines: list[str], marks: Marks, wanted: set[str]) -> bool:
+    """A compound statement (``if``, ``for``, ``with``, ``try``...) nothing looks into: no yield, await or
+    returnValue, no def or class (the trees' functions must match), no global/nonlocal, and no mention of a
+    name the analysis consults (so no binding of one), alone on its lines."""
+    if not isinstance(stmt, _COMPOUND) or not _alone(stmt, lines) or not _unmarked(stmt, marks):
         return False
-    return not any(line in marks.lines for line in range(stmt.lineno, (stmt.end_lineno or stmt.lineno) + 1))
+    for node in ast.walk(stmt):
+        if isinstance(node, _SCOPE_STATEMENTS):
+            return False
+        if isinstance(node, ast.Name | ast.Attribute) and (node.id if isinstance(node, ast.Name) else node.attr) in wanted:
+            return False
+        if isinstance(node, ast.ExceptHandler) and node.name in wanted:
+            return False
+    return True
 
 
 def _elidable(fn: ast.FunctionDef, lines: list[str], marks: Marks) -> list[ast.stmt]:
@@ -164,21 +189,21 @@ def _elidable(fn: ast.FunctionDef, lines: list[str], marks: Marks) -> list[ast.s
     or a kept assignment mentions.
     """
     found: list[ast.stmt] = []
+    wanted: set[str] = set()
 
-    def visit(body: list[ast.stmt]) -> None:
+    def visit(body: list[ast.stmt], whole: bool) -> None:
         for stmt in body:
-            if _unchanged(stmt, lines, marks):
+            if _unchanged(stmt, lines, marks) or (whole and _opaque(stmt, lines, marks, wanted)):
                 found.append(stmt)
                 continue
             for attr in _STATEMENT_SUITES:
-                visit(getattr(stmt, attr, []))
+                visit(getattr(stmt, attr, []), whole)
             for handler in getattr(stmt, "handlers", []):
-                visit(handler.body)
+                visit(handler.body, whole)
             for case in getattr(stmt, "cases", []):
-                visit(case.body)
+                visit(case.body, whole)
 
-    visit(fn.body)
-    wanted: set[str] = set()
+    visit(fn.body, False)
     last = fn.end_lineno or fn.lineno
     for node in marks.yields:
         if fn.lineno <= node.lineno <= last and node.value is not None:
@@ -195,6 +220,10 @@ def _elidable(fn: ast.FunctionDef, lines: list[str], marks: Marks) -> list[ast.s
                 if stmt.value is not None and not isinstance(stmt, ast.AugAssign):
                     wanted |= _consulted(stmt.value)
                 changed = True
+    # then whole compound statements that mention none of the names consulted (inside them, the simple
+    # statements the first walk found are elided all the same)
+    found = []
+    visit(fn.body, True)
     return [s for s in found if id(s) not in kept]
 
 
@@ -259,7 +288,7 @@ def _parse_unit(lines: list[str], fn: ast.FunctionDef, tree: AstLines, marks: Ma
         text += "\n"
     prefixed = text[:1] in (" ", "\t")
     module = cst.parse_module(_PREFIX + text if prefixed else text)
-    found = _functions(module, [])
+    found = function_defs(module, [])
     asts = [f for f in tree.functions if first <= f.lineno <= last]
     if [f.name for f in asts] != [f.name.value for f in found]:
         raise Mismatch(f"the functions of lines {first}-{last} differ between the trees")
@@ -356,9 +385,14 @@ def plan(planner: Any, source: str, tree: AstLines) -> Plan:
 _LINE = re.compile(r".*?(?:\r\n|\r|\n)|.+\Z", re.DOTALL)
 
 
+_OTHER_BREAKS = re.compile("[\v\f\x1c\x1d\x1e\x85\u2028\u2029]")  # where str.splitlines splits, the tokenizer not
+
+
 def _lines(source: str) -> list[str]:
     """Lines with their ends, split where Python's tokenizer splits (``str.splitlines`` also splits at
     form feeds and other characters, which would put a line of ``ast`` and of this list out of step)."""
+    if _OTHER_BREAKS.search(source) is None:
+        return source.splitlines(True)  # the same lines, several times faster than the pattern
     return _LINE.findall(source)
 
 
@@ -427,7 +461,9 @@ def splice_imports(code: str, tree: ast.Module, units: list[Unit], before: Names
     below the head.
     """
     end = _head_end(tree)
-    below = before.nested or end is None or any(unit.first < end for unit in units) or any(
+    # a nested import matters only if it binds a name the rewrite made unused (fix_imports drops only those)
+    nested = before.nested and bool(before.nested_bound & (before.used - used))
+    below = nested or end is None or any(unit.first < end for unit in units) or any(
         isinstance(stmt, ast.ImportFrom) and stmt.lineno >= end and not stmt.level
         and (stmt.module or "").startswith(_DROPPABLE) for stmt in tree.body)
     if not below:

@@ -13,8 +13,17 @@ a call of a function converted in the run     unchanged (it is a coroutine now)
 ``x.m()``, every ``m`` in the tree converted   unchanged (methods are known across files)
 ``x.m()``, some ``m`` converted, some not     ``maybe_awaitable(x.m())``, and reported
 ``asyncio.*``, ``as_future(...)``             unchanged
-anything else (a Deferred from Twisted)       ``as_future(X)``
+known to give a Deferred (a Twisted API,       ``as_future(X)``
+a callback chain, a Deferred built here...)
+anything else (its type is unknown)            ``maybe_awaitable(X)``, and listed
 ============================================  ==========================================
+
+What "known to give a Deferred" means is the twisted target's rule
+(:class:`~bridge.rewrite.awaitables.Known`). ``inlineCallbacks`` passed a
+yielded plain value (an ``Agent``, None, a Mock) straight back, where
+``as_future`` raises ``TypeError``: ``maybe_awaitable`` passes it through, and
+awaits a Deferred through ``as_future`` from an asyncio Task. With
+``--unknown-yields report`` such a line keeps ``as_future(X)`` and is reported.
 
 and two statement patterns: ``reactor.callLater(s, f, *a)`` as a statement
 becomes ``asyncio.get_running_loop().call_later(s, f, *a)``, and the sleep idiom
@@ -39,6 +48,7 @@ import libcst as cst
 import libcst.matchers as m
 from libcst.metadata import ParentNodeProvider, PositionProvider
 
+from .awaitables import Known
 from .base import NESTED_SCOPES, Report, ScopedTransformer
 from .index import COROUTINE, ClassInfo, ProjectIndex
 from .names import (
@@ -52,7 +62,7 @@ from .names import (
     call_named,
 )
 
-__all__ = ["AsyncioPlanner", "asyncio_body"]
+__all__ = ["AsyncioPlanner", "asyncio_body", "awaits"]
 
 _CALLBACK_METHODS = ("addCallback", "addCallbacks", "addErrback", "addBoth")
 _POOL_DEFERRED_METHODS = {"defer": "run", "defer_to_thread": "run_in_thread"}
@@ -353,9 +363,11 @@ class _SleepIdiom(ScopedTransformer):
 class _Awaits(ScopedTransformer):
     """Make every ``await`` in the function's own body await something asyncio can await."""
 
-    def __init__(self, async_names: set[str], wrap_unknown: bool, index: ProjectIndex) -> None:
+    def __init__(self, async_names: set[str], wrap_unknown: bool, index: ProjectIndex, known: Known | None = None,
+                 helper: bool = True) -> None:
         super().__init__()
         self.async_names, self.wrap_unknown, self.index = async_names, wrap_unknown, index
+        self.known, self.helper = known, helper
 
     def _elsewhere(self, name: str) -> bool:
         kinds = self.index.function_kinds(name)
@@ -406,11 +418,16 @@ class _Awaits(ScopedTransformer):
             return self._gather(expr.args[0].value)
         return None
 
+    def unknown(self, expr: cst.BaseExpression) -> bool:
+        """Whether an awaited ``expr`` would go to ``as_future`` without being known to give a Deferred."""
+        return (self.wrap_unknown and self.known is not None and self._convert(expr) is None
+                and not self._ambiguous(expr) and not self._is_async(expr) and not self.known.awaitable(expr))
+
     def _awaitable(self, expr: cst.BaseExpression) -> cst.BaseExpression:
         converted = self._convert(expr)
         if converted is not None:
             return converted
-        if self.wrap_unknown and self._ambiguous(expr):
+        if self.wrap_unknown and (self._ambiguous(expr) or (self.helper and self.unknown(expr))):
             return cst.Call(func=cst.Name("maybe_awaitable"), args=[cst.Arg(expr)])
         if self._is_async(expr) or not self.wrap_unknown:
             return expr
@@ -441,13 +458,21 @@ class _Awaits(ScopedTransformer):
         )
 
 
+def awaits(async_names: set[str], wrap_unknown: bool = True, index: ProjectIndex | None = None,
+           known: Known | None = None, helper: bool = True) -> _Awaits:
+    """The rewrite of one converted function's awaits; its :meth:`~_Awaits.unknown` tells which lines it lists."""
+    return _Awaits(async_names, wrap_unknown, index or ProjectIndex(), known, helper)
+
+
 def asyncio_body(body: cst.BaseSuite, async_names: set[str], wrap_unknown: bool = True,
-                 index: ProjectIndex | None = None, local_classes: dict[str, ClassInfo] | None = None
-                 ) -> cst.BaseSuite:
+                 index: ProjectIndex | None = None, local_classes: dict[str, ClassInfo] | None = None,
+                 known: Known | None = None, helper: bool = True) -> cst.BaseSuite:
     """Rewrite one converted function's body (its ``yield``s already ``await``s) for asyncio.
 
     ``wrap_unknown`` is False for ``@deferred_api async def`` functions: their
     ``await`` may already take asyncio awaitables, so only the known Twisted
-    calls are converted and nothing else is wrapped.
+    calls are converted and nothing else is wrapped. With ``known`` (what the
+    function's module knows), a value not known to give a Deferred is awaited
+    through ``maybe_awaitable`` (unless ``helper`` is False: ``as_future`` then).
     """
-    return body.visit(_SleepIdiom()).visit(_Awaits(async_names, wrap_unknown, index or ProjectIndex()))
+    return body.visit(_SleepIdiom()).visit(awaits(async_names, wrap_unknown, index, known, helper))

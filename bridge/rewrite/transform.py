@@ -49,14 +49,15 @@ from libcst.metadata import CodeRange, MetadataWrapper, PositionProvider
 from .ast_lines import AstLines, patched_names, twisted_kinds
 from .awaitables import Assignments, Known, local_awaitables
 from .base import NESTED, Report, ScopedTransformer
-from .decorators import decorator_name, needs_review
+from .decorators import decorator_name, needs_review, patchers_above
 from .imports import fix_imports, names_of
 from .index import ClassInfo, FileIndex, ProjectIndex
 from .layout import realign_parameters
-from .names import DEFERRED_API, EXPRESSIONS, INLINE_CALLBACKS, RETURN_VALUE_NAMES, calls_one_of
-from .sparse import Mismatch, Unit, splice, splice_imports
+from .names import (DEFERRED_API_NAMES, EXPRESSIONS, INLINE_CALLBACKS, INLINE_CALLBACKS_NAMES, RETURN_VALUE_NAMES,
+                    calls_one_of, dotted_text)
+from .sparse import Mismatch, Unit, function_defs, splice, splice_imports
 from .sparse import plan as sparse_plan
-from .to_asyncio import AsyncioPlanner, WrapCallbacks, asyncio_body
+from .to_asyncio import AsyncioPlanner, WrapCallbacks, asyncio_body, awaits
 from .walk import walk
 
 __all__ = ["Prepared", "quick_index", "RewriteResult", "Target", "UnknownYields", "async_functions", "prepare",
@@ -65,7 +66,7 @@ __all__ = ["Prepared", "quick_index", "RewriteResult", "Target", "UnknownYields"
 Target = Literal["twisted", "asyncio"]
 UnknownYields = Literal["helper", "report"]  # a yield of what may not be awaitable: helper, or plain await + report
 LineOf = Callable[[cst.CSTNode], int]
-FinishBody = Callable[[cst.BaseSuite, bool], cst.BaseSuite]  # (body, was an inlineCallbacks generator)
+FinishBody = Callable[[cst.BaseSuite, cst.FunctionDef], cst.BaseSuite]  # (body, the original function)
 
 
 @dataclass
@@ -85,16 +86,16 @@ _CALLED_IC = re.compile(r"inlineCallbacks\s*\)?\s*\(")  # ``inlineCallbacks(f)``
 _CARRIERS = EXPRESSIONS | {cst.SimpleStatementLine}  # what the body rewrite skips unless it holds a change
 
 
-def _is_decorator(dec: cst.Decorator, matcher: m.BaseMatcherNode) -> bool:
-    return m.matches(dec.decorator, matcher)
+def _is_decorator(dec: cst.Decorator, names: frozenset[str]) -> bool:
+    return dotted_text(dec.decorator) in names  # a matcher's test, at a fraction of its cost
 
 
 def has_inline_callbacks(fn: cst.FunctionDef) -> bool:
-    return any(_is_decorator(d, INLINE_CALLBACKS) for d in fn.decorators)
+    return any(_is_decorator(d, INLINE_CALLBACKS_NAMES) for d in fn.decorators)
 
 
 def _has_deferred_api(fn: cst.FunctionDef) -> bool:
-    return fn.asynchronous is not None and any(_is_decorator(d, DEFERRED_API) for d in fn.decorators)
+    return fn.asynchronous is not None and any(_is_decorator(d, DEFERRED_API_NAMES) for d in fn.decorators)
 
 
 def _simple_return_value(call: cst.Call) -> bool:
@@ -112,7 +113,7 @@ class _Analyzer(Assignments):
         self.yields: list[cst.Yield] = []  # of its own scope, in source order
         self.problems: list[Report] = []
         self.statement_calls: set[int] = set()  # ids of returnValue calls that are a whole statement
-        self.carriers: list[cst.CSTNode] = []  # the statement lines and expressions around the node visited
+        self.carriers: list[cst.CSTNode] = []  # the nodes around the node visited (the body's block first)
         self.hot: set[int] = set()  # ids of those that hold a yield or returnValue of this function's own scope
 
     def _mark_hot(self) -> None:
@@ -124,22 +125,18 @@ class _Analyzer(Assignments):
     def on_visit(self, node: cst.CSTNode) -> bool:
         if isinstance(node, cst.FunctionDef) and has_inline_callbacks(node):
             return False  # a nested inlineCallbacks function is converted (or reported) on its own
-        kind = type(node)
-        if kind in NESTED:
+        if type(node) in NESTED:
             self.depth += 1
-        if kind in _CARRIERS:
-            self.carriers.append(node)
+        self.carriers.append(node)
         return super().on_visit(node)
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         # on_leave runs even for a node whose on_visit returned False
-        kind = type(original_node)
-        if kind in NESTED and not (
-            isinstance(original_node, cst.FunctionDef) and has_inline_callbacks(original_node)
-        ):
+        if type(original_node) in NESTED:
+            if isinstance(original_node, cst.FunctionDef) and has_inline_callbacks(original_node):
+                return  # its on_visit stopped at once
             self.depth -= 1
-        if kind in _CARRIERS:
-            self.carriers.pop()
+        self.carriers.pop()
         super().on_leave(original_node)
 
     def visit_Expr(self, node: cst.Expr) -> None:
@@ -174,19 +171,25 @@ class _BodyRewriter(ScopedTransformer):
     """``yield X`` -> ``await X`` and ``returnValue(x)`` -> ``return x``, outside nested scopes.
 
     With ``known`` (the twisted target), an ``X`` not known to be awaitable is
-    awaited as ``maybe_awaitable(X)`` unless ``helper`` is False.
+    awaited as ``maybe_awaitable(X)`` unless ``helper`` is False. ``hot``: the ids of the original
+    body's nodes that hold a change; with ``strict`` the body is that original (no node was rebuilt),
+    so every other node is skipped, else only statement lines and expressions are (compound
+    statements may be rebuilt copies, around a nested function converted first).
     """
 
-    def __init__(self, known: Known | None = None, helper: bool = True, hot: set[int] | None = None) -> None:
+    def __init__(self, known: Known | None = None, helper: bool = True, hot: set[int] | None = None,
+                 strict: bool = False) -> None:
         super().__init__()
-        self.known, self.helper, self.hot = known, helper, hot
+        self.known, self.helper, self.hot, self.strict = known, helper, hot, strict
         self.removed: Counter[str] = Counter()  # names of the returnValue calls taken out
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         # ``hot``: the statement lines and expressions that hold what changes; libcst rebuilds every node
         # it visits, so the rest (most of a body) is left as it is, unvisited
         go = super().on_visit(node)
-        return go and (self.hot is None or type(node) not in _CARRIERS or id(node) in self.hot)
+        if self.hot is None or id(node) in self.hot:
+            return go
+        return go and not self.strict and type(node) not in _CARRIERS
 
     def leave_Yield(self, original_node: cst.Yield, updated_node: cst.Yield) -> cst.BaseExpression:
         if self.depth or not isinstance(updated_node.value, cst.BaseExpression):
@@ -391,11 +394,11 @@ class _Planner(cst.CSTVisitor):
 
     def _review_decorators(self, node: cst.FunctionDef) -> None:
         fn = self.ast_of(node)
-        target = self.target
+        target, later = self.target, False
         if target == "asyncio" and self._trial_method(node):
             self.trial_tests.add(node)
-            target = "twisted"  # behind @asyncio_test its call still returns a Deferred at once
-        for dec, why in needs_review(list(node.decorators), target):
+            target, later = "twisted", True  # behind @asyncio_test its call still returns a Deferred at once
+        for dec, why in needs_review(list(node.decorators), target, starts_later=later):
             at = node.decorators.index(dec)
             line = fn.decorator_list[at].lineno if fn is not None and at < len(fn.decorator_list) else self.line(dec)
             self.reports.append(Report(line, f"{node.name.value}(): @{decorator_name(dec)} {why}"))
@@ -425,8 +428,9 @@ class _Contexts:
         return self._known[fn]
 
 
-def _helper_lines(fn: cst.FunctionDef, known: Known, planner: _Planner) -> list[tuple[int, str]]:
-    """Line and text of each ``yield`` in ``fn``'s own body that is not known to be awaitable."""
+def _helper_lines(fn: cst.FunctionDef, planner: _Planner, unknown: Callable[[cst.BaseExpression], bool]
+                  ) -> list[tuple[int, str]]:
+    """Line and text of each ``yield`` in ``fn``'s own body whose value is ``unknown``."""
     analyzed = planner.analyzed.get(fn)
     if analyzed is None:
         return []
@@ -436,7 +440,7 @@ def _helper_lines(fn: cst.FunctionDef, known: Known, planner: _Planner) -> list[
     if len(ast_lines) != len(yields):  # the trees disagree: ask libcst
         ast_lines = [planner.line(y) for y in yields]
     return [(line, cst.Module(body=[]).code_for_node(y.value)) for line, y in zip(ast_lines, yields, strict=True)
-            if isinstance(y.value, cst.BaseExpression) and not known.awaitable(y.value)]
+            if isinstance(y.value, cst.BaseExpression) and unknown(y.value)]
 
 
 class _Rewriter(cst.CSTTransformer):
@@ -450,8 +454,12 @@ class _Rewriter(cst.CSTTransformer):
         self.removed: Counter[str] = Counter()  # name -> occurrences the rewrite took out (twisted target)
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        # a function is a statement: no need to look inside expressions or simple statements
-        if type(node) in EXPRESSIONS or type(node) is cst.SimpleStatementLine:
+        # a function is a statement: no need to look inside expressions or simple statements, nor inside a
+        # function that holds none to convert (its body then reaches leave_FunctionDef as the original)
+        kind = type(node)
+        if kind in EXPRESSIONS or kind is cst.SimpleStatementLine:
+            return False
+        if kind is cst.FunctionDef and not any(f in self.convert for f in function_defs(node.body, [])):  # type: ignore[attr-defined]
             return False
         return super().on_visit(node)
 
@@ -461,11 +469,11 @@ class _Rewriter(cst.CSTTransformer):
         known = None
         if self.target == "twisted":
             decorators = [
-                d.with_changes(decorator=cst.Name("deferred_api")) if _is_decorator(d, INLINE_CALLBACKS) else d
+                d.with_changes(decorator=cst.Name("deferred_api")) if _is_decorator(d, INLINE_CALLBACKS_NAMES) else d
                 for d in updated_node.decorators
             ]
             for d in updated_node.decorators:
-                if _is_decorator(d, INLINE_CALLBACKS):
+                if _is_decorator(d, INLINE_CALLBACKS_NAMES):
                     self.removed.update(dotted_names(d.decorator))
             if self.contexts is not None:
                 known = self.contexts.known(original_node)
@@ -473,21 +481,41 @@ class _Rewriter(cst.CSTTransformer):
             trial = self.contexts is not None and original_node in self.contexts.planner.trial_tests
             decorators = []
             for d in updated_node.decorators:
-                if not (_is_decorator(d, INLINE_CALLBACKS) or _is_decorator(d, DEFERRED_API)):
+                if not (_is_decorator(d, INLINE_CALLBACKS_NAMES) or _is_decorator(d, DEFERRED_API_NAMES)):
                     decorators.append(d)
                 elif trial:
                     decorators.append(d.with_changes(decorator=cst.Name("asyncio_test")))
                     trial = False
+                    decorators = _below_patchers(decorators)
         analyzed = self.contexts.planner.analyzed.get(original_node) if self.contexts is not None else None
-        body_rewriter = _BodyRewriter(known, self.helper, analyzed.hot if analyzed is not None else None)
+        body_rewriter = _BodyRewriter(known, self.helper, analyzed.hot if analyzed is not None else None,
+                                      strict=updated_node.body is original_node.body)
         body = updated_node.body.visit(body_rewriter)
         self.removed.update(body_rewriter.removed)
         if self.finish_body is not None:
-            body = self.finish_body(body, has_inline_callbacks(original_node))
+            body = self.finish_body(body, original_node)
         new = updated_node.with_changes(decorators=decorators, asynchronous=cst.Asynchronous(), body=body)
         if original_node.asynchronous is None and self.contexts is not None:
             new = realign_parameters(new, self.contexts.planner.paren_columns.get(original_node))
         return new
+
+
+def _below_patchers(decorators: list[cst.Decorator]) -> list[cst.Decorator]:
+    """The last decorator (``@asyncio_test``) moved above the patchers right above it.
+
+    ``mock.patch`` on an ``async def`` keeps its patch for the whole awaited call; on ``@asyncio_test``'s
+    plain wrapper it would be undone before the body, which starts on a later loop turn, runs
+    (``inlineCallbacks`` ran it at once, inside the patch).
+    """
+    marker = len(decorators) - 1
+    count = patchers_above(decorators, marker)
+    if not count:
+        return decorators
+    top = marker - count
+    moved = decorators[marker].with_changes(leading_lines=decorators[top].leading_lines)
+    patchers = [decorators[top].with_changes(leading_lines=decorators[marker].leading_lines),
+                *decorators[top + 1:marker]]
+    return [*decorators[:top], moved, *patchers]
 
 
 @dataclass
@@ -529,13 +557,33 @@ class Prepared:
             self.wrapper.visit(extra)
             reports += extra.reports
 
-            def finish_body(body: cst.BaseSuite, from_generator: bool) -> cst.BaseSuite:
+            helper = unknown_yields == "helper"
+
+            def finish_body(body: cst.BaseSuite, fn: cst.FunctionDef) -> cst.BaseSuite:
+                from_generator = has_inline_callbacks(fn)
                 return asyncio_body(body, planner.async_names, wrap_unknown=from_generator, index=index,
-                                    local_classes=planner.index.classes)
+                                    local_classes=planner.index.classes,
+                                    known=contexts.known(fn) if from_generator else None, helper=helper)
+
+            for fn in planner.convert:
+                if not has_inline_callbacks(fn):
+                    continue
+                unknown = awaits(planner.async_names, True, index, contexts.known(fn)).unknown
+                for line, what in _helper_lines(fn, planner, unknown):
+                    what = _one_line(what)
+                    if helper:
+                        helpers.append(Report(line, f"await maybe_awaitable({what}): not known to give a Deferred "
+                                                    "or a coroutine (as_future() raises TypeError on a plain value "
+                                                    "or None)"))
+                    else:
+                        reports.append(Report(line, f"as_future({what}): not known to give a Deferred (TypeError if "
+                                                    "it is a plain value or None)"))
+            helpers.sort(key=lambda r: r.line)
         elif not planner.convert:
             return RewriteResult(code=self.source, changed=False, reports=sorted(reports, key=lambda r: r.line))
         else:
-            found = [one for fn in planner.convert for one in _helper_lines(fn, contexts.known(fn), planner)]
+            found = [one for fn in planner.convert
+                     for one in _helper_lines(fn, planner, lambda v, k=contexts.known(fn): not k.awaitable(v))]
             for line, what in sorted(found):
                 what = _one_line(what)
                 if unknown_yields == "helper":
@@ -597,7 +645,7 @@ def prepare(source: str, target: Target = "twisted", tree: ast.Module | None = N
             return sparse
     wrapper = MetadataWrapper(cst.parse_module(source), unsafe_skip_copy=True)  # the tree is ours alone
     planner = _Planner(target, _Lines(wrapper), source, AstLines(tree, source, parsed))
-    planner.index.patched = patched_names(tree)
+    planner.index.patched = patched_names(tree, planner.tree.nodes)
     wrapper.module.visit(planner)
     return Prepared(source, target, wrapper, planner)
 

@@ -41,15 +41,26 @@ def _fields(kind: type[cst.CSTNode]) -> tuple[str, ...]:
     return found
 
 
+_IS_NODE: dict[type, bool] = {}  # type -> whether it is a CSTNode (isinstance on libcst's abstract base is slow)
+
+
+def _is_node(value: object) -> bool:
+    kind = type(value)
+    found = _IS_NODE.get(kind)
+    if found is None:
+        found = _IS_NODE[kind] = isinstance(value, cst.CSTNode)
+    return found
+
+
 def walk(node: cst.CSTNode, visitor: cst.CSTVisitor) -> None:
     """Visit ``node`` and what is under it with ``visitor``, without rebuilding anything."""
     if visitor.on_visit(node):
         for name in _fields(type(node)):
             value = getattr(node, name)
-            if isinstance(value, cst.CSTNode):
-                walk(value, visitor)
-            elif type(value) is tuple or type(value) is list:
+            if type(value) is tuple or type(value) is list:
                 for child in value:
-                    if isinstance(child, cst.CSTNode):
+                    if _is_node(child):
                         walk(child, visitor)
+            elif _is_node(value):
+                walk(value, visitor)
     visitor.on_leave(node)

@@ -48,6 +48,25 @@ EDGE_CASES = {
         "    if x:\r\n        e = defer.Deferred()\r\n        other = [\r\n            1]\r\n        yield e\r\n"
         "    else:\r\n        e = x; yield e\r\n    r = self.call()\r\n    yield r\r\n    defer.returnValue(x)\r\n"
     ),
+    "compound statements nothing looks into, and one that binds a name a yield awaits": (
+        "from twisted.internet import defer\n\n\n@defer.inlineCallbacks\ndef f(self, items):\n"
+        "    if not items:  # nothing here is awaited\n        self.log('none')\n    else:\n"
+        "        for i in items:\n            self.seen.add(i)\n"
+        "    try:\n        d = fetch(items)\n    except KeyError:\n        d = None\n"
+        "    with self.lock:\n        import os\n        self.pid = os.getpid()\n"
+        "    yield d\n    defer.returnValue(len(items))\n"
+    ),
+    "nested imports: one of a name the rewrite makes unused, one of a name still used": (
+        "from twisted.internet import defer\n\n\ndef plain():\n"
+        "    from twisted.internet.defer import succeed\n    return succeed(1)\n\n\n"
+        "@defer.inlineCallbacks\ndef f(d):\n    from twisted.internet.defer import returnValue\n"
+        "    x = yield d\n    returnValue(x)\n"
+    ),
+    "a nested import that binds no name the rewrite makes unused (only the head is parsed for imports)": (
+        "from twisted.internet import defer\n\n\ndef plain():\n"
+        "    from twisted.internet.defer import succeed\n    return succeed(1)\n\n\n"
+        "@defer.inlineCallbacks\ndef f(d):\n    x = yield d\n    defer.returnValue(x)\n"
+    ),
 }
 
 
@@ -83,3 +102,15 @@ def test_statements_nothing_looks_into_are_parsed_as_placeholders() -> None:
     assert "_cutover_kept_" not in code
     assert "    x = compute(1,\r\n\r\n                2)  # trailing\r\n" in code
     assert "    r = self.call()\r\n    await maybe_awaitable(r)\r\n    return x\r\n" in code
+
+
+def test_compound_statements_nothing_looks_into_are_one_placeholder() -> None:
+    """An ``if``/``for``/``with`` with no yield, await or returnValue in it, and no mention of a name a yield
+    awaits, stays out of libcst's parse as a whole; the ``try`` that assigns ``d`` (yielded) does not."""
+    source = EDGE_CASES["compound statements nothing looks into, and one that binds a name a yield awaits"]
+    prepared = prepare(source, "twisted")
+    assert prepared.units is not None
+    (unit,) = prepared.units
+    assert sorted(unit.kept.values()) == [(6, 10), (15, 17)]  # the if/else and the with, whole
+    assert "        d = fetch(items)\n" in unit.module.code  # the try stays: d is what a yield awaits
+    assert "for i in items" not in unit.module.code and "import os" not in unit.module.code

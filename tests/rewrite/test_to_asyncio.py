@@ -75,15 +75,17 @@ def test_step_one_output_moves_on_to_asyncio_like_the_original() -> None:
 
 def test_calls_into_other_converted_modules_are_awaited_directly() -> None:
     source = "from twisted.internet import defer\n\n\n@defer.inlineCallbacks\ndef f(x):\n    y = yield helper(x)\n"
-    alone = rewrite_source(source, "asyncio").code
-    assert "await as_future(helper(x))" in alone
+    alone = rewrite_source(source, "asyncio")
+    # helper() may give a Deferred or a plain value (inlineCallbacks took both): passed through, and listed
+    assert "await maybe_awaitable(helper(x))" in alone.code
+    assert [r.line for r in alone.helpers] == [6]
     together = rewrite_source(source, "asyncio", also_async={"helper"}).code
     assert "await helper(x)" in together and "as_future" not in together
     qualified = source.replace("helper(x)", "helpers.helper(x)")
     assert "await helpers.helper(x)" in rewrite_source(qualified, "asyncio", also_async={"helper"}).code
     # a method elsewhere is not a module-level function: self.helper() here is still a Deferred
     method = source.replace("helper(x)", "self.helper(x)")
-    assert "await as_future(self.helper(x))" in rewrite_source(method, "asyncio", also_async={"helper"}).code
+    assert "await maybe_awaitable(self.helper(x))" in rewrite_source(method, "asyncio", also_async={"helper"}).code
 
 
 def test_async_functions_names_module_level_functions_only() -> None:
@@ -175,20 +177,16 @@ from twisted.internet import defer, reactor, task
 from twisted.trial import unittest
 
 
-def later(value):
-    return task.deferLater(reactor, 0.01, lambda: value)  # a plain Twisted function: awaited through as_future
-
-
 class Base(unittest.TestCase):
     @defer.inlineCallbacks
     def setUp(self):
-        self.ready = yield later(True)
+        self.ready = yield task.deferLater(reactor, 0.01, lambda: True)  # a Deferred: awaited through as_future
 
 
 class Converted(Base):
     @defer.inlineCallbacks
     def test_awaits_a_deferred(self):
-        value = yield later(41)
+        value = yield task.deferLater(reactor, 0.01, lambda: 41)
         self.assertTrue(self.ready)
         self.assertEqual(value + 1, 42)
 '''
@@ -208,7 +206,7 @@ def test_trial_test_methods_run_as_asyncio_tasks(tmp_path: Path) -> None:
     result = rewrite_source(TRIAL_CASE, "asyncio")
     assert result.code.count("@asyncio_test\n    async def") == 2, result.code
     assert "from bridge.testing import asyncio_test" in result.code
-    assert "await as_future(later(41))" in result.code
+    assert "await as_future(task.deferLater(reactor, 0.01, lambda: 41))" in result.code
     assert rewrite_source(result.code, "asyncio").code == result.code  # idempotent
     ran = _trial(tmp_path, result.code)
     assert "PASSED (successes=1)" in ran.stdout, ran.stdout[-3000:]
@@ -294,3 +292,94 @@ def test_a_method_converted_in_one_file_is_known_on_another_receiver_in_another(
     assert "wrapped in deferred_api()" in reasons[2] and "d.addCallback(deferred_api(tor.dns_resolve))" in use.code
     assert "gets a coroutine where it had a Deferred" in reasons[3]
     assert outcomes["other.py"].code == outcomes["other.py"].source
+
+
+PLAIN_VALUES = """\
+from twisted.internet import defer
+
+
+def make_agent(reactor):
+    return {"agent": reactor}  # a plain value: inlineCallbacks passed it through
+
+
+def stop():
+    return None  # a Deferred, or None, as port.stopListening() returns
+
+
+@defer.inlineCallbacks
+def main(reactor):
+    agent = yield make_agent(reactor)
+    yield stop()
+    done = yield defer.succeed(1)
+    defer.returnValue((agent, done))
+"""
+
+
+@asyncio_test
+async def test_a_yield_of_a_value_of_unknown_type_is_passed_through_and_listed() -> None:
+    """``as_future()`` raises TypeError on what ``inlineCallbacks`` passed through (a plain value, None): a
+    value not known to give a Deferred goes through ``maybe_awaitable``, on a listed line."""
+    result = rewrite_source(PLAIN_VALUES, "asyncio")
+    assert "agent = await maybe_awaitable(make_agent(reactor))" in result.code
+    assert "    await maybe_awaitable(stop())\n" in result.code
+    assert "done = await as_future(defer.succeed(1))" in result.code  # known to give a Deferred
+    assert [(r.line, r.reason.split(":")[0]) for r in result.helpers] == [
+        (14, "await maybe_awaitable(make_agent(reactor))"), (15, "await maybe_awaitable(stop())")]
+    assert "from bridge import as_future, maybe_awaitable" in result.code
+    assert rewrite_source(result.code, "asyncio").code == result.code  # idempotent
+    converted = _load(result.code, "plain_values")
+    assert await converted["main"]("r") == ({"agent": "r"}, 1)  # as_future(agent) raised TypeError
+    # the original, for comparison, passes both through
+    original = _load(PLAIN_VALUES, "plain_values_original")
+    assert original["main"]("r").result == ({"agent": "r"}, 1)
+
+
+def test_report_mode_keeps_as_future_and_reports_the_line() -> None:
+    result = rewrite_source(PLAIN_VALUES, "asyncio", unknown_yields="report")
+    assert "agent = await as_future(make_agent(reactor))" in result.code
+    assert not result.helpers
+    assert [r.line for r in result.reports if "not known to give a Deferred" in r.reason] == [14, 15]
+
+
+PATCHED_TRIAL_TEST = """\
+import os
+from unittest.mock import patch
+
+from twisted.internet import defer, reactor, task
+from twisted.trial import unittest
+
+
+def skip_never(fn):
+    return fn
+
+
+class Case(unittest.TestCase):
+    # a comment above the decorators
+    @patch("os.getpid", return_value=-1)
+    @defer.inlineCallbacks
+    def test_patched(self, getpid):
+        yield task.deferLater(reactor, 0.01)
+        self.assertEqual(os.getpid(), -1)
+
+    @patch("os.getppid", return_value=-1)
+    @skip_never
+    @defer.inlineCallbacks
+    def test_patch_not_right_above(self, getppid):
+        yield task.deferLater(reactor, 0.01)
+"""
+
+
+@pytest.mark.subprocess
+def test_patches_right_above_a_trial_test_go_below_asyncio_test(tmp_path: Path) -> None:
+    """inlineCallbacks ran the test body at once, inside the patch; behind @asyncio_test it starts on a later
+    loop turn. ``mock.patch`` right above goes below @asyncio_test, on the async def, where it holds for the
+    whole awaited body; a patch above another decorator cannot move and is reported."""
+    result = rewrite_source(PATCHED_TRIAL_TEST, "asyncio")
+    assert ('    # a comment above the decorators\n    @asyncio_test\n    @patch("os.getpid", return_value=-1)\n'
+            '    async def test_patched') in result.code, result.code
+    assert [(r.line, "patch is undone before the body runs" in r.reason) for r in result.reports] == [(20, True)]
+    assert rewrite_source(result.code, "asyncio").code == result.code  # idempotent
+    ran = _trial(tmp_path, result.code)  # test_patched fails if its patch is undone before its body runs
+    assert "PASSED (successes=2)" in ran.stdout, ran.stdout[-3000:]
+    # the twisted target keeps the eager start: nothing to report there
+    assert not rewrite_source(PATCHED_TRIAL_TEST, "twisted").reports

@@ -1,6 +1,6 @@
 """Deferreds that still come from Twisted, and calls between converted functions."""
 
-from bridge import as_future
+from bridge import maybe_awaitable
 from twisted.internet import defer
 
 
@@ -12,8 +12,8 @@ def legacy_lookup(key):
 
 
 async def lookup_twice(key):
-    first = await as_future(legacy_lookup(key))
-    second = await as_future(legacy_lookup(key + key))
+    first = await maybe_awaitable(legacy_lookup(key))
+    second = await maybe_awaitable(legacy_lookup(key + key))
     return first + second
 
 
