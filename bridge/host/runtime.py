@@ -434,17 +434,21 @@ class Host:
     async def fleet(self) -> dict[str, Any]:
         """The replicas sharing this host's database, each one's evidence, and the evidence summed over them.
 
-        On SQLite the fleet is this host alone.
+        The others' evidence is their last checkpoint; this replica's is live, so its row
+        and ``summed`` agree. On SQLite the fleet is this host alone.
         """
         replicas = getattr(self.store, "replicas", None)
         if replicas is None:
             return {"shared": False, "replicas": [{"replica": "this", "alive": True, "this": True}], "evidence": {},
                     "summed": {route.key: self.evidence.summary(route.key) for route in self.plan.routes}}
         await self.steering.gather()
+        stored = await self.store.fleet_evidence()
+        for route, state in self.evidence.state().items():  # this replica's live figures, as `summed` counts them
+            stored.setdefault(route, {})[self.store.replica] = state
         return {"shared": True, "replicas": await replicas(alive_after=max(5.0, 5 * self.settings.fleet_poll)),
                 "evidence": {route: {replica: RouteEvidence.from_state(route, state).summary()
                                      for replica, state in by_replica.items()}
-                             for route, by_replica in (await self.store.fleet_evidence()).items()},
+                             for route, by_replica in stored.items()},
                 "summed": {route.key: self.evidence.summary(route.key) for route in self.plan.routes}}
 
     async def reload(self) -> Plan:
