@@ -93,7 +93,7 @@ from twisted.internet.interfaces import IConsumer, IPushProducer, ISSLTransport,
 from twisted.python.failure import Failure
 from zope.interface import alsoProvides, implementer
 
-from .asgi import send_error
+from .asgi import request_watch, send_error
 from .errors import IncompleteResponse
 from .twisted_request import DirectChannel, channel_limits, serves_directly
 from .twisted_response import ResponseError, ResponseReader
@@ -343,6 +343,7 @@ class _Exchange:
         self.feeder: asyncio.Task[None] | None = None
         self.channel: DirectChannel | None = None  # the lean path's; None on the byte path
         self.request: Any = None
+        self.watching = False  # the server tells us of the client leaving (no feeder task needed for that)
 
     async def run(self) -> None:
         reactor = _shared_reactor()
@@ -624,16 +625,21 @@ class _Exchange:
 
     async def _pump(self, pending: Message | None) -> None:
         """Send what Twisted writes, as it writes it. The feeder task starts only if the pump must wait:
-        a request Twisted answers at once (most GETs, small POSTs) needs none."""
+        a request Twisted answers at once (most GETs, small POSTs) needs none, and neither does one whose
+        body is in, under a server that tells of the client leaving (:class:`bridge.asgi.RequestWatch`)."""
         transport = self.transport
         direct = self.channel is not None
         reader: DirectChannel | ResponseReader = self.channel or ResponseReader(head_only=self.scope["method"] == "HEAD")
         eof_fed = False
         while True:
             if not transport.wake.is_set():
-                if self.feeder is None:
-                    self.feeder = feeder = asyncio.ensure_future(self._feed(pending))
-                    feeder.add_done_callback(lambda _: transport.wake.set())
+                if self.feeder is None and not self.watching:
+                    watch = request_watch(self.scope) if self.body_complete else None
+                    if watch is not None and watch.on_disconnect(self._client_left):
+                        self.watching = True  # the body is in: only the client leaving is left to hear of
+                    else:
+                        self.feeder = feeder = asyncio.ensure_future(self._feed(pending))
+                        feeder.add_done_callback(lambda _: transport.wake.set())
                 await transport.wake.wait()
             transport.wake.clear()
             if self.client_gone:

@@ -13,7 +13,7 @@
   ``internet.TCPServer``, ``SSLServer``, ``UNIXServer``): the host serves that
   listener's ``Site`` on its front door, leaves the listener itself out (it
   would bind the old port), and starts every other service of the tree (its
-  ``TimerService``\ s, its other protocols) as ``twistd`` would;
+  ``TimerService`` services, its other protocols) as ``twistd`` would;
 * a callable returning one of those, called with the shared pool when it takes
   an argument, awaited when it returns a Deferred or a coroutine.
 

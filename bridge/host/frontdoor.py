@@ -51,6 +51,7 @@ from ..asgi import (
     Scope,
     Send,
     head_refusal,
+    request_watch,
     send_error,
 )
 from ..parity.diff import Exchange
@@ -131,7 +132,7 @@ class FrontDoor:
         # A request that announces no body has none (RFC 9112 6.3): nothing to time, and no timer to set.
         timeout = self.body_timeout if _announces_body(scope) else None
         guard = BodyGuard(receive, send, timeout=timeout, min_rate=self.min_body_rate,
-                          max_timeout=self.max_body_timeout)
+                          max_timeout=self.max_body_timeout, watch=request_watch(scope))
         await guard.run(self._route, scope)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -42,7 +42,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..asgi import DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, BodyGuard, Receive, Scope, Send, httptools_protocol
+from ..asgi import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    BodyGuard,
+    Receive,
+    Scope,
+    Send,
+    httptools_protocol,
+    request_watch,
+)
 from ..database import database_url
 from ..errors import AppLoadError, HostStartError, PlanError, StoreUnavailable
 from ..ownership import TaskBoard, use_task_board
@@ -310,7 +319,7 @@ class Host:
             if scope["type"] != "http":
                 await app(scope, receive, send)
                 return
-            guard = BodyGuard(receive, send, timeout=self.settings.body_timeout)
+            guard = BodyGuard(receive, send, timeout=self.settings.body_timeout, watch=request_watch(scope))
             await guard.run(app, scope)
 
         self._served = alone
