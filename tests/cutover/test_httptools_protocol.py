@@ -44,9 +44,9 @@ async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 @contextlib.asynccontextmanager
 async def serving(app: Any, **options: Any) -> AsyncIterator[int]:
-    """uvicorn with the shipped protocol on a loopback port, serving ``app``; yields the port."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
-                            log_level="warning", http=httptools_protocol(HEADER_TIMEOUT), ws="none", **options)
+    """uvicorn with the shipped protocol (or ``http=...``) on a loopback port, serving ``app``; yields the port."""
+    options.setdefault("http", httptools_protocol(HEADER_TIMEOUT))
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", ws="none", **options)
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     await until(lambda: server.started or task.done(), "uvicorn to start")

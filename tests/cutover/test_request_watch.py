@@ -9,15 +9,13 @@ Either way Twisted's ``notifyFinish`` errbacks when the client hangs up.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
-import uvicorn
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 from twisted.web import resource, server
@@ -26,6 +24,8 @@ from bridge.asgi import BodyGuard, h11_protocol, httptools_protocol, request_wat
 from bridge.testing import asyncio_test
 from bridge.twisted_asgi import TwistedSiteApp
 from tests.conftest import WAIT, until
+from tests.cutover.test_httptools_protocol import serving
+from tests.resources import Hang
 
 HEADER_TIMEOUT = 5.0
 PROTOCOLS: dict[str, Callable[[], Any]] = {
@@ -33,37 +33,6 @@ PROTOCOLS: dict[str, Callable[[], Any]] = {
     "h11 (cutover's)": lambda: h11_protocol(HEADER_TIMEOUT),
     "uvicorn's own httptools": lambda: "httptools",
 }
-
-
-class Hang(resource.Resource):
-    """Never answers; records how each request's notifyFinish fired."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rendered = 0
-        self.finished: list[Any] = []
-
-    def render(self, request: server.Request) -> Any:
-        self.rendered += 1
-        request.notifyFinish().addBoth(self.finished.append)
-        return server.NOT_DONE_YET
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Any, http: Any) -> AsyncIterator[int]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning", http=http, ws="none")
-    server_ = uvicorn.Server(config)
-    task = asyncio.ensure_future(server_.serve())
-    await until(lambda: server_.started or task.done(), "uvicorn to start")
-    if task.done():
-        task.result()
-    try:
-        yield int(server_.servers[0].sockets[0].getsockname()[1])
-    finally:
-        server_.should_exit = True
-        await task
 
 
 def feeders() -> list[asyncio.Task[Any]]:
@@ -77,7 +46,7 @@ async def test_a_client_hanging_up_while_twisted_works_reaches_notify_finish(pro
     hang = Hang()
     root = resource.Resource()
     root.putChild(b"hang", hang)
-    async with serving(TwistedSiteApp(server.Site(root)), PROTOCOLS[protocol]()) as port:
+    async with serving(TwistedSiteApp(server.Site(root)), http=PROTOCOLS[protocol]()) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(b"POST /hang HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\n\r\npayload")
         await writer.drain()
@@ -137,7 +106,7 @@ async def _answer(reader: asyncio.StreamReader) -> bytes:
 @asyncio_test
 async def test_the_watch_says_whether_the_body_is_in_and_ends_with_the_answer(protocol: str) -> None:
     app = Recorder()
-    async with serving(app, PROTOCOLS[protocol]()) as port:
+    async with serving(app, http=PROTOCOLS[protocol]()) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             writer.write(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
@@ -167,7 +136,7 @@ async def test_a_slow_body_still_gets_408_when_the_watch_says_it_is_not_in() -> 
         guard = BodyGuard(receive, send, timeout=0.5, watch=request_watch(scope))
         await guard.run(app, scope)
 
-    async with serving(guarded, PROTOCOLS["httptools (shipped)"]()) as port:
+    async with serving(guarded) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             writer.write(b"POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")  # 3 bytes never come

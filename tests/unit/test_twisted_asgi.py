@@ -30,6 +30,7 @@ from bridge.testing import asyncio_test
 from bridge.twisted_asgi import HIGH_WATER, TwistedSiteApp, _Transport
 from legacy import LegacyService, LegacySettings
 from tests.conftest import WAIT, in_daemon_thread, until
+from tests.resources import Hang
 from tests.synth import encode, render
 
 BODY_LIMIT = 1024 * 1024
@@ -332,22 +333,6 @@ class Boom(resource.Resource):
 
     def render_GET(self, request: server.Request) -> bytes:
         raise ValueError("boom")
-
-
-class Hang(resource.Resource):
-    """Never answers; records how each request's notifyFinish fired."""
-
-    isLeaf = True
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rendered = 0
-        self.finished: list[Any] = []
-
-    def render(self, request: server.Request) -> Any:
-        self.rendered += 1
-        request.notifyFinish().addBoth(self.finished.append)
-        return server.NOT_DONE_YET
 
 
 class HangUp(resource.Resource):
