@@ -32,6 +32,7 @@ lint: install
 
 bench: install
 	-command -v wrk >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null)   # bench frontdoor's load generator
+	-command -v valgrind >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null)   # bench frontdoor_instructions
 	$(BIN)/python -m pip install --quiet -e . --group bench
 	$(BIN)/python -m bench
 

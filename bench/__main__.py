@@ -15,8 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("dispatch", "peers", "cpu_scaling", "loop_lag", "bridge", "frontdoor", "reliability", "dask", "rewrite",
-              "jobs_fleet", "mutants")
+BENCHMARKS = ("dispatch", "peers", "cpu_scaling", "loop_lag", "bridge", "frontdoor", "frontdoor_instructions",
+              "reliability", "dask", "rewrite", "jobs_fleet", "mutants")
 
 
 def main(argv: list[str]) -> int:

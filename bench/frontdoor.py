@@ -60,8 +60,8 @@ SHADOW_SAMPLE = 0.1
 #: of runs (legacy mode, then shadow mode, alternating) and each run's length.
 RATE_CONNECTIONS = 4
 RATE_DELAY_MS = 20
-RATE_PAIRS = int(os.environ.get("BENCH_FRONTDOOR_RATE_PAIRS", "8"))
-RATE_SECONDS = float(os.environ.get("BENCH_FRONTDOOR_RATE_SECONDS", "3"))
+RATE_PAIRS = int(os.environ.get("BENCH_FRONTDOOR_RATE_PAIRS", "12"))
+RATE_SECONDS = float(os.environ.get("BENCH_FRONTDOOR_RATE_SECONDS", "4"))
 #: The shadow sample rates of the fixed-rate runs: the bench's SHADOW_SAMPLE, and a tenth of it.
 RATE_SAMPLES = (0.1, 0.01)
 
@@ -234,7 +234,7 @@ def run_wrk(url: str, connections: int, seconds: float, script: Path | None, pid
 # ---------------------------------------------------------------- servers
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -258,16 +258,18 @@ def _post(url: str, body: bytes = b"") -> tuple[int, bytes]:
 
 
 @contextlib.contextmanager
-def _server(command: list[str], url: str, env: dict[str, str], log: Path) -> Iterator[subprocess.Popen[bytes]]:
+def running(command: list[str], url: str, env: dict[str, str], log: Path,
+            deadline_s: float = 180) -> Iterator[subprocess.Popen[bytes]]:
+    """A server started from ``command``, once it answers ``/status``; SIGTERM (then SIGKILL) at the end."""
     with log.open("wb") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180  # the pool worker loads every model first
+        deadline = time.monotonic() + deadline_s  # the pool worker loads every model first
         while _get(url + "/status") != 200:
             if proc.poll() is not None:
                 raise RuntimeError(f"{command} exited ({proc.returncode}): {log.read_text()[-2000:]}")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{command} did not answer /status within 180 s")
+                raise TimeoutError(f"{command} did not answer /status within {deadline_s:g} s")
             time.sleep(0.2)
         yield proc
     finally:
@@ -293,7 +295,7 @@ def _route_entry(route: str, mode: str | None, sample: float | None) -> str:
     return ", ".join(parts)
 
 
-def _set_plan(plan: Path, front: str, route: str, mode: str | None, sample: float | None) -> None:
+def set_plan(plan: Path, front: str, route: str, mode: str | None, sample: float | None) -> None:
     entries = {key: _route_entry(key, "legacy", None) for key in ROUTES}
     entries[route] = _route_entry(route, mode, sample)
     plan.write_text(PLAN.format(status=entries["GET /status"], domains=entries["POST /v1/domains"]))
@@ -304,6 +306,29 @@ def _set_plan(plan: Path, front: str, route: str, mode: str | None, sample: floa
 
 # ---------------------------------------------------------------- the run
 
+SERVERS = ("legacy", "modern", "cutover")
+
+
+def server_commands(folder: Path, plan: Path, urls: dict[str, str],
+                    wrap: list[str] | None = None) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each server's command line and environment: twisted.web alone, uvicorn alone, and ``cutover serve`` on
+    ``plan`` (written here with every route on legacy). ``wrap`` goes before each command (a valgrind line)."""
+    plan.write_text(PLAN.format(status=_route_entry("GET /status", "legacy", None),
+                                domains=_route_entry("POST /v1/domains", "legacy", None)))
+    env = dict(os.environ, CUTOVER_ADMIN_TOKEN=TOKEN, PYTHONPATH=os.pathsep.join(
+        filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    bin_dir = Path(sys.executable).parent
+    cutover = [sys.executable, str(bin_dir / "cutover")] if (bin_dir / "cutover").exists() else ["cutover"]
+    commands = {
+        "legacy": [sys.executable, "-m", "legacy", "--port", urls["legacy"].rsplit(":", 1)[1], "--var",
+                   str(folder / "legacy-var")],
+        "modern": [sys.executable, "-m", "modern", "--port", urls["modern"].rsplit(":", 1)[1], "--var",
+                   str(folder / "modern-var")],
+        "cutover": [*cutover, "serve", "--plan", str(plan), "--port", urls["cutover"].rsplit(":", 1)[1]],
+    }
+    return {name: ([*(wrap or []), *command], dict(env, CUTOVER_VAR=str(folder / f"{name}-var")))
+            for name, command in commands.items()}
+
 
 def _run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     _wrk()
@@ -312,24 +337,10 @@ def _run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="bench-frontdoor-") as tmp, contextlib.ExitStack() as stack:
         folder = Path(tmp)
         plan = folder / "cutover.toml"
-        plan.write_text(PLAN.format(status=_route_entry("GET /status", "legacy", None),
-                                    domains=_route_entry("POST /v1/domains", "legacy", None)))
-        env = dict(os.environ, CUTOVER_ADMIN_TOKEN=TOKEN, PYTHONPATH=os.pathsep.join(
-            filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        urls = {name: f"http://127.0.0.1:{_free_port()}" for name in ("legacy", "modern", "cutover")}
-        bin_dir = Path(sys.executable).parent
-        cutover = str(bin_dir / "cutover") if (bin_dir / "cutover").exists() else "cutover"
-        commands = {
-            "legacy": [sys.executable, "-m", "legacy", "--port", urls["legacy"].rsplit(":", 1)[1], "--var",
-                       str(folder / "legacy-var")],
-            "modern": [sys.executable, "-m", "modern", "--port", urls["modern"].rsplit(":", 1)[1], "--var",
-                       str(folder / "modern-var")],
-            "cutover": [cutover, "serve", "--plan", str(plan), "--port", urls["cutover"].rsplit(":", 1)[1]],
-        }
+        urls = {name: f"http://127.0.0.1:{free_port()}" for name in SERVERS}
         pids: dict[str, int] = {}
-        for name, command in commands.items():
-            server_env = dict(env, CUTOVER_VAR=str(folder / f"{name}-var"))
-            pids[name] = stack.enter_context(_server(command, urls[name], server_env, folder / f"{name}.log")).pid
+        for name, (command, env) in server_commands(folder, plan, urls).items():
+            pids[name] = stack.enter_context(running(command, urls[name], env, folder / f"{name}.log")).pid
         print(f"  servers up: {urls}", flush=True)
         for route, (method, path) in ROUTES.items():
             script = _script(folder, method)
@@ -339,7 +350,7 @@ def _run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
                     order = VARIANTS if rep % 2 == 0 else VARIANTS[::-1]
                     for label, server, mode, sample in order:
                         if server == "cutover":
-                            _set_plan(plan, urls["cutover"], route, mode, sample)
+                            set_plan(plan, urls["cutover"], route, mode, sample)
                         url = urls[server] + path
                         run_wrk(url, connections, WARMUP_SECONDS, script)
                         result = run_wrk(url, connections, SECONDS, script, pids[server])
@@ -375,7 +386,7 @@ def _fixed_rate(route: str, path: str, folder: Path, plan: Path, front: str, pid
     runs: dict[str, list[dict[str, float]]] = {label: [] for label, *_ in modes}
     for pair in range(RATE_PAIRS):
         for label, mode, sample in modes if pair % 2 == 0 else modes[::-1]:
-            _set_plan(plan, front, route, mode, sample)
+            set_plan(plan, front, route, mode, sample)
             run_wrk(front + path, RATE_CONNECTIONS, WARMUP_SECONDS, script)
             result = run_wrk(front + path, RATE_CONNECTIONS, RATE_SECONDS, script, pid, hist=hists[label])
             if result["errors"]:
