@@ -10,7 +10,7 @@ client polls has exactly the legacy service's JSON shape.
 Never blocking the event loop: every statement goes through aiosqlite, a
 well-kept library that runs each connection in a thread of its own and hands
 results back as asyncio futures. The store opens two connections, so two
-threads: a writer, whose transactions are serialised by an ``asyncio.Lock``
+threads: a writer, whose transactions (:class:`~bridge.sqlitewriter.SqliteWriter`) run one at a time
 and begin ``IMMEDIATE`` (the database write lock is taken up front, so
 processes that share the file wait their turn instead of failing a lock
 upgrade), and a reader, which in WAL mode sees the last committed state
@@ -50,7 +50,6 @@ system (not NFS).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -80,6 +79,7 @@ from .jobrecord import (
     validate_submit,
 )
 from .schema import Step, migrate_sqlite, statements
+from .sqlitewriter import SqliteWriter
 
 __all__ = ["DEFAULT_DB_PATH", "JobStore"]
 
@@ -147,9 +147,8 @@ class JobStore:
         self.path = Path(path)
         self.busy_timeout = busy_timeout
         self._listeners = SubmitListeners(on_submit)
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: SqliteWriter | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -167,7 +166,7 @@ class JobStore:
             await writer.close()
             raise
         await reader.execute_fetchall("PRAGMA query_only = ON")
-        self._writer, self._reader = writer, reader
+        self._writer, self._reader = SqliteWriter(writer, where=str(self.path)), reader
 
     async def _connect(self) -> aiosqlite.Connection:
         # isolation_level=None: we write BEGIN and COMMIT ourselves, so sqlite3 never opens a transaction behind our back.
@@ -180,12 +179,12 @@ class JobStore:
 
     async def close(self) -> None:
         """Let the transaction in progress commit, then close both connections. Safe to call twice."""
-        async with self._write_lock:
-            writer, reader = self._writer, self._reader
-            self._writer = self._reader = None
-        for db in (writer, reader):
-            if db is not None:
-                await db.close()
+        writer, reader = self._writer, self._reader
+        self._writer = self._reader = None
+        if writer is not None:
+            await writer.close()
+        if reader is not None:
+            await reader.close()
 
     async def __aenter__(self) -> JobStore:
         await self.open()
@@ -489,34 +488,11 @@ class JobStore:
         return list(await self._reader.execute_fetchall(sql, args))
 
     async def _transaction(self, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
-        """Run ``body`` as one transaction, all or nothing.
-
-        The transaction runs in a task of its own, shielded: a caller
-        cancelled half-way (a job cancelled, a runner stopping) has its change
-        committed or rolled back whole, never left open for the next caller's
-        statements to land in.
-        """
-        db = self._writer
-        if db is None:
+        """Run ``body`` as one transaction, all or nothing, even for a caller cancelled half-way
+        (a job cancelled, a runner stopping): see :class:`~bridge.sqlitewriter.SqliteWriter`."""
+        if self._writer is None:
             raise RuntimeError(f"the job store {self.path} is not open: use `async with JobStore(path):`")
-
-        async def run() -> T:
-            async with self._write_lock:
-                await db.execute_fetchall("BEGIN IMMEDIATE")
-                try:
-                    result = await body(db)
-                    await db.execute_fetchall("COMMIT")
-                except BaseException:
-                    try:
-                        await db.execute_fetchall("ROLLBACK")
-                    except sqlite3.Error:
-                        pass  # a failed COMMIT may already have ended the transaction
-                    raise
-                return result
-
-        task = asyncio.ensure_future(run())
-        task.add_done_callback(_retrieve)  # a caller that went away leaves no "exception never retrieved"
-        return await asyncio.shield(task)
+        return await self._writer.transact(body)
 
 
 async def _first_version(db: aiosqlite.Connection) -> None:
@@ -532,11 +508,6 @@ async def _first_version(db: aiosqlite.Connection) -> None:
 
 #: The SQLite job schema's steps (:mod:`bridge.schema`): append, never edit.
 _STEPS: tuple[Step, ...] = (_first_version,)
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.debug("job store transaction failed: %r", task.exception())
 
 
 async def _event(db: aiosqlite.Connection, job_id: str, at: float, event: str, detail: dict[str, Any] | None) -> None:

@@ -69,12 +69,16 @@ async def open_sqlite(path: Path, component: str, steps: Sequence[Step]) -> Any:
     """An ``aiosqlite`` connection to ``path`` (made, with its folder, if missing) in WAL mode, rows as
     :class:`aiosqlite.Row`, with ``component``'s schema brought up to date.
 
+    The connection is in autocommit mode (``isolation_level=None``): sqlite3 never opens a transaction
+    behind the caller's back, so writes of more than one statement go through
+    :meth:`bridge.sqlitewriter.SqliteWriter.transact`.
+
     :raises SchemaError: the file holds a newer version than ``steps`` knows.
     """
     import aiosqlite
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path)
+    db = await aiosqlite.connect(path, isolation_level=None)
     try:
         db.row_factory = aiosqlite.Row
         await db.execute("PRAGMA journal_mode=WAL")

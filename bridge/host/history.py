@@ -26,6 +26,7 @@ import aiosqlite
 
 from ..errors import PlanError
 from ..schema import Step, open_sqlite
+from ..sqlitewriter import SqliteWriter
 from .plan import Plan
 
 __all__ = ["Change", "PlanStore", "apply_overrides", "file_value"]
@@ -133,45 +134,53 @@ class PlanStore:
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
-        self._db: aiosqlite.Connection | None = None
+        self._writer: SqliteWriter | None = None
 
     async def open(self) -> None:
-        self._db = await open_sqlite(self.db_path, "plan", STEPS)
+        self._writer = SqliteWriter(await open_sqlite(self.db_path, "plan", STEPS), where=str(self.db_path))
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
+
+    @property
+    def writer(self) -> SqliteWriter:
+        if self._writer is None:
+            raise RuntimeError("the plan store is not open")
+        return self._writer
 
     @property
     def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("the plan store is not open")
-        return self._db
+        return self.writer.db
 
     async def record(self, change: Change, *, base: Any = None, override: bool = True) -> Change:
         """Store a change (and, with ``override``, make it the key's override); returns it with its id."""
-        cursor = await self.db.execute(
-            "INSERT INTO plan_changes (at, who, kind, key, from_value, to_value, why, forced, automatic, action, evidence)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (change.at, change.who, change.kind, change.key, json.dumps(change.from_value), json.dumps(change.to_value),
-             change.why, int(change.forced), int(change.automatic), change.action,
-             json.dumps(change.evidence, default=str)),
-        )
-        change.id = cursor.lastrowid
-        if override:
-            await self.db.execute(
-                "INSERT INTO plan_overrides (kind, key, value, base, change_id) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, base = excluded.base,"
-                " change_id = excluded.change_id",
-                (change.kind, change.key, json.dumps(change.to_value), json.dumps(base), change.id),
+        async def record(db: aiosqlite.Connection) -> None:
+            cursor = await db.execute(
+                "INSERT INTO plan_changes (at, who, kind, key, from_value, to_value, why, forced, automatic, action,"
+                " evidence) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (change.at, change.who, change.kind, change.key, json.dumps(change.from_value),
+                 json.dumps(change.to_value), change.why, int(change.forced), int(change.automatic), change.action,
+                 json.dumps(change.evidence, default=str)),
             )
-        await self.db.commit()
+            change.id = cursor.lastrowid
+            if override:
+                await db.execute(
+                    "INSERT INTO plan_overrides (kind, key, value, base, change_id) VALUES (?, ?, ?, ?, ?)"
+                    " ON CONFLICT (kind, key) DO UPDATE SET value = excluded.value, base = excluded.base,"
+                    " change_id = excluded.change_id",
+                    (change.kind, change.key, json.dumps(change.to_value), json.dumps(base), change.id),
+                )
+
+        await self.writer.transact(record)
         return change
 
     async def drop_override(self, kind: str, key: str) -> None:
-        await self.db.execute("DELETE FROM plan_overrides WHERE kind = ? AND key = ?", (kind, key))
-        await self.db.commit()
+        async def drop(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM plan_overrides WHERE kind = ? AND key = ?", (kind, key))
+
+        await self.writer.transact(drop)
 
     async def overrides(self) -> list[dict[str, Any]]:
         """The overrides, oldest change first (the order they were made in)."""
@@ -197,12 +206,15 @@ class PlanStore:
 
     async def save_evidence(self, states: dict[str, dict[str, Any]]) -> None:
         now = time.time()
-        await self.db.executemany(
-            "INSERT INTO route_evidence (route, state, at) VALUES (?, ?, ?)"
-            " ON CONFLICT (route) DO UPDATE SET state = excluded.state, at = excluded.at",
-            [(route, json.dumps(state), now) for route, state in states.items()],
-        )
-        await self.db.commit()
+
+        async def save(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "INSERT INTO route_evidence (route, state, at) VALUES (?, ?, ?)"
+                " ON CONFLICT (route) DO UPDATE SET state = excluded.state, at = excluded.at",
+                [(route, json.dumps(state), now) for route, state in states.items()],
+            )
+
+        await self.writer.transact(save)
 
     async def load_evidence(self) -> dict[str, dict[str, Any]]:
         rows = await self.db.execute_fetchall("SELECT route, state FROM route_evidence")
@@ -211,13 +223,16 @@ class PlanStore:
     async def add_samples(self, samples: dict[str, dict[str, Any]]) -> None:
         """One point of each route's time series (the dashboard's plots)."""
         now = time.time()
-        await self.db.executemany("INSERT INTO evidence_samples (route, at, figures) VALUES (?, ?, ?)",
-                                  [(route, now, json.dumps(figures)) for route, figures in samples.items()])
-        for route in samples:
-            await self.db.execute(
-                "DELETE FROM evidence_samples WHERE route = ? AND id <= (SELECT id FROM evidence_samples WHERE route = ?"
-                " ORDER BY id DESC LIMIT 1 OFFSET ?)", (route, route, KEEP_SAMPLES))
-        await self.db.commit()
+
+        async def add(db: aiosqlite.Connection) -> None:
+            await db.executemany("INSERT INTO evidence_samples (route, at, figures) VALUES (?, ?, ?)",
+                                 [(route, now, json.dumps(figures)) for route, figures in samples.items()])
+            for route in samples:
+                await db.execute(
+                    "DELETE FROM evidence_samples WHERE route = ? AND id <= (SELECT id FROM evidence_samples"
+                    " WHERE route = ? ORDER BY id DESC LIMIT 1 OFFSET ?)", (route, route, KEEP_SAMPLES))
+
+        await self.writer.transact(add)
 
     async def samples(self, route: str, limit: int = 500) -> list[dict[str, Any]]:
         """The newest ``limit`` points of a route's series, oldest first."""

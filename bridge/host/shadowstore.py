@@ -32,6 +32,7 @@ from ..database import parse_database_url
 from ..errors import StoreUnavailable
 from ..pgschema import fetch_rows, open_migrated, transact
 from ..schema import Step, open_sqlite
+from ..sqlitewriter import SqliteWriter
 
 __all__ = ["SQLITE_SCHEMA", "Mismatch", "PostgresShadowStore", "ShadowStore", "SqliteShadowStore"]
 
@@ -160,54 +161,69 @@ class SqliteShadowStore:
 
     def __init__(self, db_path: Path) -> None:
         self.db_path = db_path
-        self._db: aiosqlite.Connection | None = None
+        self._writer: SqliteWriter | None = None
 
     async def open(self) -> None:
-        self._db = await open_sqlite(self.db_path, "shadow", _SQLITE_STEPS)
+        self._writer = SqliteWriter(await open_sqlite(self.db_path, "shadow", _SQLITE_STEPS), where=str(self.db_path))
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await db.close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await writer.close()
+
+    @property
+    def writer(self) -> SqliteWriter:
+        if self._writer is None:
+            raise RuntimeError("the shadow store is not open")
+        return self._writer
 
     @property
     def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("the shadow store is not open")
-        return self._db
+        return self.writer.db
 
     async def add_mismatch(self, mismatch: Mismatch) -> None:
-        await self.db.execute(
-            "INSERT INTO shadow_mismatches (at, route, method, path, request, legacy, modern, diff, diff_text)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (now_iso(), *mismatch))
-        await self.db.commit()
+        async def add(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "INSERT INTO shadow_mismatches (at, route, method, path, request, legacy, modern, diff, diff_text)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (now_iso(), *mismatch))
+
+        await self.writer.transact(add)
 
     async def save_summary(self, rows: list[tuple[str, int, int, int, int, str]]) -> None:
         at = now_iso()
-        await self.db.executemany(
-            "INSERT INTO shadow_routes (route, compared, different, aa_samples, aa_differing, noise_fields, at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (route) DO UPDATE SET compared = excluded.compared,"
-            " different = excluded.different, aa_samples = excluded.aa_samples, aa_differing = excluded.aa_differing,"
-            " noise_fields = excluded.noise_fields, at = excluded.at",
-            [(*row, at) for row in rows])
-        await self.db.commit()
+
+        async def save(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "INSERT INTO shadow_routes (route, compared, different, aa_samples, aa_differing, noise_fields, at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (route) DO UPDATE SET compared = excluded.compared,"
+                " different = excluded.different, aa_samples = excluded.aa_samples,"
+                " aa_differing = excluded.aa_differing, noise_fields = excluded.noise_fields, at = excluded.at",
+                [(*row, at) for row in rows])
+
+        await self.writer.transact(save)
 
     async def save_inventory(self, rows: list[dict[str, Any]]) -> None:
         at = now_iso()
-        await self.db.execute("DELETE FROM route_inventory")
-        await self.db.executemany(
-            "INSERT INTO route_inventory (route, in_plan, mode, in_legacy, in_modern, at) VALUES (?, ?, ?, ?, ?, ?)",
-            [(r["route"], r["in_plan"], r["mode"], r["in_legacy"], r["in_modern"], at) for r in rows])
-        await self.db.commit()
+
+        async def save(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM route_inventory")
+            await db.executemany(
+                "INSERT INTO route_inventory (route, in_plan, mode, in_legacy, in_modern, at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(r["route"], r["in_plan"], r["mode"], r["in_legacy"], r["in_modern"], at) for r in rows])
+
+        await self.writer.transact(save)
 
     async def save_unrouted(self, rows: list[dict[str, Any]]) -> None:
         at = now_iso()
-        await self.db.executemany(
-            "INSERT INTO unrouted_requests (method, path, requests, last_status, at) VALUES (?, ?, ?, ?, ?)"
-            " ON CONFLICT (method, path) DO UPDATE SET requests = excluded.requests,"
-            " last_status = excluded.last_status, at = excluded.at",
-            [(r["method"], r["path"], r["requests"], r["last_status"], at) for r in rows])
-        await self.db.commit()
+
+        async def save(db: aiosqlite.Connection) -> None:
+            await db.executemany(
+                "INSERT INTO unrouted_requests (method, path, requests, last_status, at) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (method, path) DO UPDATE SET requests = excluded.requests,"
+                " last_status = excluded.last_status, at = excluded.at",
+                [(r["method"], r["path"], r["requests"], r["last_status"], at) for r in rows])
+
+        await self.writer.transact(save)
 
     async def mismatches(self, route: str | None, limit: int) -> list[dict[str, Any]]:
         where, args = ("WHERE route = ?", [route]) if route else ("", [])
