@@ -13,7 +13,10 @@ gap:
   cancellation, so it is committed or rolled back whole;
 * transactions on one connection run one after another, so two callers'
   statements never land in one transaction;
-* :meth:`SqliteWriter.close` waits for the transaction in flight.
+* :meth:`SqliteWriter.close` waits for the transaction in flight;
+* a write lock still held by another process after the busy timeout raises
+  :class:`~bridge.errors.StoreUnavailable`, as a database that is away does:
+  nothing was written, and callers that wait out an outage retry it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import logging
 import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
+
+from .errors import StoreUnavailable
 
 __all__ = ["SqliteWriter"]
 
@@ -42,6 +47,7 @@ class SqliteWriter:
         self._db: Any = db
         self.where = where
         self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Future[Any]] = set()
 
     @property
     def db(self) -> Any:
@@ -52,7 +58,8 @@ class SqliteWriter:
     async def transact(self, body: Callable[[Any], Awaitable[T]]) -> T:
         """Run ``body(db)`` inside ``BEGIN IMMEDIATE`` ... ``COMMIT``; returns what it returns.
 
-        :raises sqlite3.Error: the transaction failed, and was rolled back.
+        :raises StoreUnavailable: another connection held the file's write lock past the busy timeout.
+        :raises sqlite3.Error: the transaction failed otherwise, and was rolled back.
         :raises RuntimeError: the writer is closed.
         """
         db = self.db
@@ -74,15 +81,35 @@ class SqliteWriter:
                 return result
 
         task = asyncio.ensure_future(run())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
         task.add_done_callback(_retrieve)  # a caller that went away leaves no "exception never retrieved"
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            raise StoreUnavailable(f"the SQLite file {self.where} is locked by another writer: {exc}") from exc
+
+    async def flush(self) -> None:
+        """Wait until every transaction begun so far has ended, including those whose callers were cancelled."""
+        if self._pending:
+            await asyncio.wait(set(self._pending))
 
     async def close(self) -> None:
-        """Close the connection once the transaction in flight (if any) has ended; a second call does nothing."""
+        """Close the connection once the transactions begun so far have ended; a second call does nothing."""
+        await self.flush()
         async with self._lock:
             db, self._db = self._db, None
         if db is not None:
             await db.close()
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

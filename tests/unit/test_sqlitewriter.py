@@ -17,11 +17,12 @@ from typing import Any
 import aiosqlite
 import pytest
 
+from bridge.errors import StoreUnavailable
 from bridge.host.history import PlanStore
 from bridge.host.shadowstore import SqliteShadowStore
 from bridge.sqlitewriter import SqliteWriter
 from bridge.testing import asyncio_test
-from tests.conftest import WAIT, until
+from tests.conftest import WAIT
 
 
 def counts(path: Path) -> tuple[int, int]:
@@ -60,7 +61,8 @@ async def test_a_history_write_cancelled_at_any_await_is_whole_or_absent_and_nev
             adding.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await adding
-            await until(lambda: write_lock_free(path), "the write lock to be free")  # the shielded transaction ends by itself
+            await asyncio.wait_for(history.writer.flush(), WAIT)  # the shielded transaction ends by itself
+            assert write_lock_free(path), turns
             assert counts(path)[0] - before in (0, len(routes)), turns
             # another connection's write goes through at once
             rows = [{"method": "GET", "path": f"/x{turns}", "requests": 1, "last_status": 404}]
@@ -71,8 +73,8 @@ async def test_a_history_write_cancelled_at_any_await_is_whole_or_absent_and_nev
         await history.close()
 
 
-async def open_writer(path: Path) -> SqliteWriter:
-    db = await aiosqlite.connect(path, isolation_level=None)
+async def open_writer(path: Path, busy_timeout: float = 5.0) -> SqliteWriter:
+    db = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
     await db.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER)")
     return SqliteWriter(db, where=str(path))
 
@@ -131,3 +133,25 @@ async def test_two_callers_transactions_never_mix_and_close_waits_for_the_one_in
     await asyncio.wait_for(closing, WAIT)
     with sqlite3.connect(tmp_path / "w.db") as conn:
         assert conn.execute("SELECT n FROM t ORDER BY n").fetchall() == [(1,), (2,)]
+
+
+@asyncio_test
+async def test_a_lock_held_elsewhere_past_the_busy_timeout_is_store_unavailable_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "w.db"
+    writer = await open_writer(path, busy_timeout=0.05)
+    other = sqlite3.connect(path, timeout=0, isolation_level=None)  # another process's writer, mid-transaction
+    try:
+        other.execute("BEGIN IMMEDIATE")
+
+        async def insert(db: Any) -> None:
+            await db.execute("INSERT INTO t VALUES (7)")
+
+        with pytest.raises(StoreUnavailable, match="locked") as caught:
+            await writer.transact(insert)
+        assert isinstance(caught.value.__cause__, sqlite3.OperationalError)
+        other.execute("ROLLBACK")
+        await writer.transact(insert)  # the lock is free again: the same write goes through
+        assert [tuple(r) for r in await writer.db.execute_fetchall("SELECT n FROM t")] == [(7,)]
+    finally:
+        other.close()
+        await writer.close()
