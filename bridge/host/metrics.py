@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, GCCollector, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -87,6 +88,9 @@ class _StateCollector(Collector):
         for name, value in self.lag.percentiles().items():
             lag.add_metric([name.removesuffix("_ms")], value / 1000)
         yield lag
+        # bridge.heap freezes the startup heap in `cutover serve`: full collections skip these objects
+        yield GaugeMetricFamily("cutover_gc_frozen_objects", "objects in the garbage collector's permanent generation",
+                                value=float(gc.get_freeze_count()))
         if self.admission is not None:
             for key, value in self.admission().items():
                 yield GaugeMetricFamily(f"cutover_admission_{key}", f"front-door admission: {key}", value=float(value))
@@ -106,6 +110,7 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_StateCollector(pool_stats, shadow_stats, lag, admission))
+        GCCollector(registry=self.registry)  # collections per generation: a p99 tail's first suspect
         self.split: dict[str, dict[str, int]] = {}
         #: Per (route, stack, status) seen: its counter, its latency histogram and its route's split, bound once.
         self._bound: dict[tuple[str, str, int], tuple[Any, Any, dict[str, int]]] = {}

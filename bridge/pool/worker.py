@@ -27,6 +27,7 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ..heap import freeze_startup_heap
 from . import wire
 from .memory import apply_memory_limit
 
@@ -206,6 +207,7 @@ def worker_main(conn: Connection, lifeline: Connection, init_blob: bytes, thread
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(limits=threads)
+        freeze_startup_heap()  # the models stay for the worker's life: full collections inside calls skip them
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, then exit
         text = "".join(traceback.format_exception(exc)).encode()
         wire.write_all(fd, [wire.header(0, wire.INIT_FAILED, len(text)), text])

@@ -130,6 +130,15 @@ def test_the_periodic_task_moves_between_the_looping_call_and_the_modern_task(sh
         wait_for(lambda: http.get("/").json()["audits"] > audits, "legacy's audit to go on running")
 
 
+def test_the_served_process_freezes_its_startup_heap_and_reports_its_collections(shop: Served) -> None:
+    with httpx.Client(base_url=shop.url, timeout=WAIT) as http, shop.admin() as admin:
+        assert http.get("/primes/10").status_code == 200
+        text = admin.get("/_cutover/metrics").text
+        frozen = [line for line in text.splitlines() if line.startswith("cutover_gc_frozen_objects ")]
+        assert len(frozen) == 1 and float(frozen[0].split()[1]) > 10_000, frozen  # Twisted, Klein, FastAPI, the apps
+        assert 'python_gc_collections_total{generation="2"}' in text
+
+
 def test_only_serves_one_side_of_the_same_apps(shop_copy: Path, tmp_path: Path) -> None:
     legacy = serve(shop_copy / "cutover.toml", tmp_path / "legacy", "--only", "legacy")
     modern = serve(shop_copy / "cutover.toml", tmp_path / "modern", "--only", "modern")
