@@ -20,6 +20,7 @@ import asyncio
 import json
 import logging
 import re
+import select
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -554,6 +555,12 @@ def _head_guarded(base: type[Any], header_timeout: float) -> type[Any]:
                 self._head_timed_out()
 
         def _head_timed_out(self) -> None:
+            if self._idle_deadline is not None and not self._head_bytes and _bytes_waiting(self.transport):
+                # Idle past the keep-alive timeout, but the next request is in the kernel, unread (the loop was
+                # busy): it came in time. It has the head deadline now; data_received takes it next turn.
+                self._idle_deadline = None
+                self._head_timer = self.loop.call_at(self._head_deadline, self._head_timer_fired)
+                return
             self._head_deadline = None
             if self.transport.is_closing():
                 return
@@ -561,6 +568,13 @@ def _head_guarded(base: type[Any], header_timeout: float) -> type[Any]:
                 self._refuse(408, "request_timeout", f"the request head did not arrive within {header_timeout:g} s",
                              "Request Timeout")
             self.transport.close()
+
+        def timeout_keep_alive_handler(self) -> None:
+            """uvicorn's keep-alive timeout (the h11 protocol's), which spares a request already waiting unread."""
+            if _bytes_waiting(self.transport):
+                self.timeout_keep_alive_task = None  # the request's head is next: the head deadline holds it
+                return
+            super().timeout_keep_alive_handler()
 
         def _refuse(self, status: int, code: str, message: str, reason: str) -> None:
             """Answer a head that never became a request, outside the parser (it has no request to answer), and close."""
@@ -571,6 +585,19 @@ def _head_guarded(base: type[Any], header_timeout: float) -> type[Any]:
             self.transport.close()
 
     return HeadGuarded
+
+
+def _bytes_waiting(transport: Any) -> bool:
+    """Whether the connection's socket holds bytes (or its end) not read yet. Asked only when a timeout fires."""
+    sock = transport.get_extra_info("socket")
+    fd = sock.fileno() if sock is not None else -1
+    if fd < 0:
+        return False
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    return bool(select.select([fd], [], [], 0)[0])  # Windows
 
 
 #: Held bytes past which :class:`_CoalescedWrites` writes at once.

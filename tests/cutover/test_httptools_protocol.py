@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import uvicorn
 
-from bridge.asgi import MAX_HEAD_BYTES, BodyLimitMiddleware, httptools_protocol
+from bridge.asgi import MAX_HEAD_BYTES, BodyLimitMiddleware, h11_protocol, httptools_protocol
 from bridge.testing import asyncio_fixture, asyncio_test
 from tests.conftest import WAIT, until
 from tests.hardening.rawhttp import exchange
@@ -227,5 +228,31 @@ async def test_a_head_begun_within_the_keep_alive_timeout_gets_the_whole_head_de
             rest = await asyncio.wait_for(reader.read(), WAIT)
             assert rest.startswith(b"HTTP/1.1 408 ") and b"request_timeout" in rest
             assert asyncio.get_running_loop().time() - started >= HEADER_TIMEOUT * 0.9
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("protocol", ["httptools", "h11"])
+@asyncio_test
+async def test_a_request_waiting_unread_when_the_keep_alive_timeout_fires_is_served(protocol: str) -> None:
+    """A busy loop may run the keep-alive timeout after the next request has reached the kernel, unread:
+    closing then would reset a request the client sent in time. Here a callback holds the loop past the timeout,
+    and the request is written in the same loop turn as the timeout runs, just before it."""
+    keep_alive = 1.0
+    factory = httptools_protocol(10.0) if protocol == "httptools" else h11_protocol(10.0)
+    async with serving(echo, timeout_keep_alive=keep_alive, http=factory) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            await _one_answer(reader, writer, b"/first")
+            loop = asyncio.get_running_loop()
+            now = loop.time()  # the server's keep-alive timeout runs out at most a few loop turns before now + keep_alive
+
+            def hold_the_loop() -> None:
+                time.sleep(keep_alive)  # the fault: a callback that blocks, past both times below
+
+            loop.call_at(now + keep_alive * 0.3, hold_the_loop)
+            loop.call_at(now + keep_alive * 0.5, writer.write, b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), WAIT)
+            assert head.startswith(b"HTTP/1.1 200 "), head
         finally:
             writer.close()
