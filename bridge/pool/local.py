@@ -70,6 +70,8 @@ PREFETCH_WINDOW = 0.002
 #: A deep pipe is topped up once this many of its calls are answered (or half of them, if fewer).
 REFILL = 8
 _EXIT_GRACE = 5.0
+#: Seconds a cancelled running call may still answer (its result dropped) before its worker is killed.
+DEFAULT_CANCEL_GRACE = 0.5
 _MAX_WINDOW = 1 << 10
 #: Payloads under this size travel in one buffer with their header.
 SMALL = 4096
@@ -90,6 +92,7 @@ class LocalConfig:
     max_waiting_bytes: int | None
     memory_limit: int | None
     prefetch: int
+    cancel_grace: float = DEFAULT_CANCEL_GRACE
 
 
 class _Worker:
@@ -339,8 +342,13 @@ class LocalBackend:
             call.state = "killing"
             if call.timer is not None:
                 call.timer.cancel()
+            # Killed only if it runs on: a replacement loads the initializer again (the models: seconds), and a
+            # client that hangs up on a call about to answer must not cost that. Its answer ends the timer.
+            if self.config.cancel_grace > 0:
+                call.timer = self.loop.call_later(self.config.cancel_grace, self._kill, call.worker)
+            else:
                 call.timer = None
-            self._kill(call.worker)
+                self._kill(call.worker)
         else:
             return  # done, already cancelled or being killed
         if state in ("waiting", "queued"):

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from ..cpu import cpu_budget
 from ..errors import PoolClosed, PoolUnavailable, SerializationError
 from .backend import BACKEND_ENV, parse_backend
-from .local import LocalBackend, LocalConfig
+from .local import DEFAULT_CANCEL_GRACE, LocalBackend, LocalConfig
 from .memory import memory_budget
 from .memory import worker_memory as memory_ceiling
 from .protocol import DEFERRED, LOOP, THREADSAFE, Call, PoolStats, encode_call
@@ -85,6 +85,12 @@ class SharedPool:
     replaced. ``prefetch`` caps the calls one worker's pipe holds (1 disables
     prefetch).
 
+    ``cancel_grace`` is how long a cancelled call that is already running may
+    still answer (its result dropped) before its worker is killed and replaced:
+    a replacement runs the initializer again, which for loaded models costs
+    far more than letting a short call end. The caller is cancelled at once
+    either way. 0 kills at once. Local workers only: on Dask a cancel is Dask's.
+
     ``backend`` picks where process work runs: ``"local"`` (these workers) or
     ``"dask://host:port"`` (a Dask scheduler; ``max_queued`` then bounds this
     process's calls in flight on the cluster, ``startup_timeout`` the connection
@@ -110,6 +116,7 @@ class SharedPool:
         preload: tuple[str, ...] = (),
         startup_timeout: float = 60.0,
         backend: str | None = None,
+        cancel_grace: float = DEFAULT_CANCEL_GRACE,
     ) -> None:
         chosen = backend if backend is not None else os.environ.get(BACKEND_ENV, "")
         self._dask_address = parse_backend(chosen)
@@ -137,6 +144,9 @@ class SharedPool:
         self.max_waiting_bytes = (
             max_waiting_bytes if max_waiting_bytes is not None else int(memory_budget() * WAITING_SHARE)
         )
+        if not cancel_grace >= 0:
+            raise ValueError(f"cancel_grace must be at least 0, got {cancel_grace}")
+        self.cancel_grace = float(cancel_grace)
         if prefetch < 1:
             raise ValueError(f"prefetch must be at least 1, got {prefetch}")
         self.prefetch = prefetch
@@ -197,7 +207,7 @@ class SharedPool:
             processes=self.processes, worker_threads=self.worker_threads, init_blob=self._init_blob,
             start_method=self.start_method, preload=self._preload, startup_timeout=self._startup_timeout,
             max_queued=self.max_queued, max_waiting=self.max_waiting, max_waiting_bytes=self.max_waiting_bytes,
-            memory_limit=self.worker_memory, prefetch=self.prefetch,
+            memory_limit=self.worker_memory, prefetch=self.prefetch, cancel_grace=self.cancel_grace,
         )
         local = LocalBackend(config, loop)
         self._home, self._home_thread, self._local = loop, threading.get_ident(), local

@@ -26,7 +26,7 @@ from bridge import (
 )
 from bridge.testing import asyncio_test
 from tests import workfns
-from tests.conftest import Gate, process_gone
+from tests.conftest import WAIT, Gate, process_gone
 
 
 @asyncio_test
@@ -103,6 +103,26 @@ async def test_cancelling_the_task_kills_the_running_call(pool: SharedPool, gate
     await process_gone(pid)
     assert await pool.run(workfns.square, 5) == 25
     assert pool.stats().cancelled == 1
+
+
+@asyncio_test
+async def test_a_cancelled_call_that_answers_within_the_grace_keeps_its_worker(gate: Gate) -> None:
+    """A client that hangs up on a call about to answer must not cost a worker restart (its initializer again)."""
+    async with SharedPool(processes=1, cpus=2, cancel_grace=WAIT) as pool:
+        call = asyncio.ensure_future(pool.run(workfns.wait_at_gate, gate.started, gate.gate, "dropped"))
+        pid = await gate.wait_started()
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call  # at once, not when the call ends
+        await gate.open()
+        assert await pool.run(os.getpid) == pid  # the same worker, free again
+        stats = pool.stats()
+        assert (stats.cancelled, stats.restarts, stats.crashed) == (1, 0, 0)
+
+
+def test_cancel_grace_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="cancel_grace must be at least 0"):
+        SharedPool(processes=1, cpus=1, cancel_grace=-1)
 
 
 @asyncio_test
