@@ -176,9 +176,8 @@ class ShadowRecorder:
         ``rules`` default to the recorder's rules for the route; ``aliases`` (``{modern: legacy}``) are the ids
         each side gave one resource."""
         counts = self.counts[route]
-        counts.compared += 1
+        errored = isinstance(modern, BaseException)
         if isinstance(modern, BaseException):
-            counts.errors += 1
             body = json.dumps({"error": {"code": "shadow_exception", "message": f"{type(modern).__name__}: {modern}"}})
             modern = Exchange(status=599, headers={"content-type": "application/json"}, body=body.encode())
         result = diff(legacy, modern, rules if rules is not None else self.rules(route), aliases)
@@ -191,21 +190,28 @@ class ShadowRecorder:
         for listener in self.listeners:
             listener(route, result.equal, legacy.status, modern.status, latencies)
         if result.equal:
+            counts.compared += 1
+            counts.errors += errored
             counts.equal += 1
             await self._maybe_save_summary()
             return True
-        counts.different += 1
-        if self._open:
-            try:
-                await self.backend.add_mismatch((
-                    route, method, path, json.dumps(request), _exchange_json(legacy), _exchange_json(modern),
-                    json.dumps(result.to_dict()), result.to_text()))
-            except StoreUnavailable as exc:  # counted: /status and the metrics say how many were not kept
-                counts.unrecorded += 1
-                log.debug("shadow mismatch for %s not stored: %s", route, exc)
-            except Exception:  # storage trouble must never reach a client
-                counts.unrecorded += 1
-                log.exception("could not store a shadow mismatch for %s", route)
+        try:
+            if self._open:
+                try:
+                    await self.backend.add_mismatch((
+                        route, method, path, json.dumps(request), _exchange_json(legacy), _exchange_json(modern),
+                        json.dumps(result.to_dict()), result.to_text()))
+                except StoreUnavailable as exc:  # counted: /status and the metrics say how many were not kept
+                    counts.unrecorded += 1
+                    log.debug("shadow mismatch for %s not stored: %s", route, exc)
+                except Exception:  # storage trouble must never reach a client
+                    counts.unrecorded += 1
+                    log.exception("could not store a shadow mismatch for %s", route)
+        finally:
+            # Counted once stored: whoever sees a mismatch in the counts finds it in the store too.
+            counts.compared += 1
+            counts.errors += errored
+            counts.different += 1
         await self._maybe_save_summary()
         return False
 

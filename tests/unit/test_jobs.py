@@ -379,6 +379,8 @@ async def test_cancelling_a_running_job_kills_its_pool_worker(
         await until(lambda: runner.state()["running"] == 0, "the runner to drop the cancelled attempt")
         after, _ = await store.submit("echo", b"next", {})
         assert (await settled(store, after.id)).status == "succeeded"
+        # the store says succeeded as its commit ends; the runner counts it when its await resumes
+        await until(lambda: runner.state()["completed"] == 1, "the runner to count the completion")
         state = runner.state()
     assert await store.get(record.id) == cancelled  # no outcome was recorded over the cancellation
     assert await event_names(store, record.id) == ["submitted", "started", "cancelled"]
