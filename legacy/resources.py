@@ -49,7 +49,8 @@ def respond(request: Request, d: defer.Deferred[Any], status: int = 200) -> Any:
             write_error(request, error)
 
     d.addCallbacks(ok, failed)
-    # A client that hangs up cancels its work: a queued call never runs, a running one stops.
+    # A client that hangs up cancels its work: a queued call never runs, a running one stops (past the
+    # pool's cancel_grace its worker is killed; a call that answers within it keeps its worker).
     request.notifyFinish().addErrback(lambda _: d.cancel())
     return NOT_DONE_YET
 
