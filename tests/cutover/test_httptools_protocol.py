@@ -238,7 +238,7 @@ async def test_a_request_waiting_unread_when_the_keep_alive_timeout_fires_is_ser
     """A busy loop may run the keep-alive timeout after the next request has reached the kernel, unread:
     closing then would reset a request the client sent in time. Here a callback holds the loop past the timeout,
     and the request is written in the same loop turn as the timeout runs, just before it."""
-    keep_alive = 1.0
+    keep_alive = 2.0  # the write below must come before the timeout: up to keep_alive / 2 of slack for a loaded loop
     factory = httptools_protocol(10.0) if protocol == "httptools" else h11_protocol(10.0)
     async with serving(echo, timeout_keep_alive=keep_alive, http=factory) as port:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
